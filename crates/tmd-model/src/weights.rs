@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
-use burn_store::{ModuleSnapshot, ModuleStore, TensorSnapshot, TensorSnapshotError};
 use burn::tensor::{DType, TensorData};
+use burn_store::{ModuleSnapshot, ModuleStore, TensorSnapshot, TensorSnapshotError};
 use regex::Regex;
 
 use crate::error::{ModelError, Result};
@@ -103,7 +103,6 @@ type Reader = Rc<dyn Fn() -> Result<TensorData>>;
 #[derive(Clone)]
 struct Entry {
     file: PathBuf,
-    dtype: String,
     shape: Vec<usize>,
     layout: Layout,
     read: Reader,
@@ -138,8 +137,7 @@ impl WeightSource {
             let item = item.map_err(|e| ModelError::io(dir, e))?;
             let path = item.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".safetensors") || name.ends_with(".bpk") || name.ends_with(".pth")
-            {
+            if name.ends_with(".safetensors") || name.ends_with(".bpk") || name.ends_with(".pth") {
                 files.push(path);
             }
         }
@@ -200,13 +198,16 @@ impl WeightSource {
 
     /// Reads `key` as f32 data, as stored (no layout change).
     pub fn read(&self, key: &str) -> Result<TensorData> {
-        let entry = self.entries.get(key).ok_or_else(|| ModelError::WeightMismatch {
-            what: "read".into(),
-            source_desc: self.describe(),
-            missing: vec![key.to_string()],
-            unexpected: vec![],
-            shapes: vec![],
-        })?;
+        let entry = self
+            .entries
+            .get(key)
+            .ok_or_else(|| ModelError::WeightMismatch {
+                what: "read".into(),
+                source_desc: self.describe(),
+                missing: vec![key.to_string()],
+                unexpected: vec![],
+                shapes: vec![],
+            })?;
         (entry.read)()
     }
 
@@ -264,7 +265,7 @@ impl WeightSource {
             infos.push((name, dt, dtype, view.shape().to_vec(), start, len));
         }
         drop(tensors);
-        for (name, dt, dtype, shape, start, len) in infos {
+        for (name, dt, _dtype, shape, start, len) in infos {
             let mmap = mmap.clone();
             let shape2 = shape.clone();
             let read: Reader = Rc::new(move || {
@@ -275,7 +276,6 @@ impl WeightSource {
                 name,
                 Entry {
                     file: path.to_path_buf(),
-                    dtype,
                     shape,
                     layout: Layout::PyTorch,
                     read,
@@ -308,18 +308,17 @@ impl WeightSource {
             let file = path.to_path_buf();
             let key = name.clone();
             let read: Reader = Rc::new(move || {
-                snap.to_data()
-                    .map(|d| d.convert_dtype(DType::F32))
-                    .map_err(|e: TensorSnapshotError| ModelError::CorruptWeights {
+                snap.to_data().map(|d| d.convert_dtype(DType::F32)).map_err(
+                    |e: TensorSnapshotError| ModelError::CorruptWeights {
                         path: file.clone(),
                         reason: format!("tensor '{key}': {e:?}"),
-                    })
+                    },
+                )
             });
             self.insert(
                 name,
                 Entry {
                     file: path.to_path_buf(),
-                    dtype,
                     shape,
                     layout,
                     read,
@@ -409,7 +408,11 @@ pub fn param_slots<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamSlot> {
 fn is_norm(container: &str) -> bool {
     matches!(
         container,
-        "Struct:LayerNorm" | "Struct:RmsNorm" | "Struct:GroupNorm" | "Struct:BatchNorm" | "Struct:InstanceNorm"
+        "Struct:LayerNorm"
+            | "Struct:RmsNorm"
+            | "Struct:GroupNorm"
+            | "Struct:BatchNorm"
+            | "Struct:InstanceNorm"
     )
 }
 
@@ -534,7 +537,10 @@ pub fn plan<B: Backend, M: Module<B>>(
     let mut shapes = Vec::new();
     for (key, entry) in &source.entries {
         let mapped = map.map(key);
-        if ignore.iter().any(|re| re.is_match(&mapped) || re.is_match(key)) {
+        if ignore
+            .iter()
+            .any(|re| re.is_match(&mapped) || re.is_match(key))
+        {
             continue;
         }
         let idx = match entry.layout {
@@ -562,7 +568,11 @@ pub fn plan<B: Backend, M: Module<B>>(
             });
         }
         if expected != entry.shape {
-            shapes.push((format!("{key} -> {}", slot.path), expected, entry.shape.clone()));
+            shapes.push((
+                format!("{key} -> {}", slot.path),
+                expected,
+                entry.shape.clone(),
+            ));
             continue;
         }
         filled[idx] = Some((key.clone(), entry.clone()));
@@ -572,7 +582,11 @@ pub fn plan<B: Backend, M: Module<B>>(
         .zip(&filled)
         .filter(|(_, f)| f.is_none())
         .map(|(s, _)| s.path.clone())
-        .filter(|p| !shapes.iter().any(|(k, _, _)| k.ends_with(&format!("-> {p}"))))
+        .filter(|p| {
+            !shapes
+                .iter()
+                .any(|(k, _, _)| k.ends_with(&format!("-> {p}")))
+        })
         .collect();
     if !missing.is_empty() || !unexpected.is_empty() || !shapes.is_empty() {
         return Err(ModelError::WeightMismatch {
@@ -675,7 +689,10 @@ fn write_snapshots_atomically(snapshots: Vec<TensorSnapshot>, out: &Path) -> Res
 }
 
 fn tmp_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     out.with_file_name(name)
 }
@@ -742,7 +759,8 @@ mod tests {
         );
         let device = Default::default();
         let source = WeightSource::open_dir(&dir).unwrap();
-        let map = KeyMap::new(&[(r"^fc\.", "proj."), (r"^ln\.", "norm.")]).with_prefix_stripped("model.");
+        let map =
+            KeyMap::new(&[(r"^fc\.", "proj."), (r"^ln\.", "norm.")]).with_prefix_stripped("model.");
         let m = load_module::<B, _>(toy(&device), &source, &map, &[], "toy").unwrap();
         // burn stores [in, out]: element [i, o] = torch [o, i] = o*3 + i.
         let got: Vec<f32> = m.proj.weight.val().into_data().to_vec().unwrap();
@@ -777,7 +795,10 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("norm.gamma"), "{msg}");
         assert!(msg.contains("extra.weight"), "{msg}");
-        assert!(msg.contains("fc.weight -> proj.weight: expected [2, 3], found [3, 2]"), "{msg}");
+        assert!(
+            msg.contains("fc.weight -> proj.weight: expected [2, 3], found [3, 2]"),
+            "{msg}"
+        );
     }
 
     #[test]

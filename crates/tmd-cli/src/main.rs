@@ -1,0 +1,226 @@
+//! `tmd-cli`: generate video clips from text with a Wan2.1-architecture model.
+//!
+//! ```text
+//! cargo run --release -p tmd-cli -- generate --prompt "a red ball moves left" --out clip.gif
+//! ```
+//!
+//! This binary parses arguments, resolves configuration (model defaults < `--config` file < flags),
+//! picks a backend and shows progress; every algorithm lives in the library crates.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+use tmd_sampler::pipeline::{Solver, TeacherOptions, TeacherPipeline};
+
+/// The model directory used when `--model` is not given: the small model bundled in `assets/`.
+const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/tiny-random");
+
+#[derive(Parser, Debug)]
+#[command(name = "tmd-cli", version, about = "Text-to-video with Wan2.1-architecture models in Rust (Burn).", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate one clip from a prompt and write it as .gif, .mp4 or a folder of PNG frames.
+    Generate(GenerateArgs),
+}
+
+/// Compute device.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Device {
+    /// CPU (burn NdArray backend).
+    Cpu,
+    /// NVIDIA GPU (burn CUDA backend; needs a build with `--features cuda`).
+    Cuda,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Model directory: converted (`cargo xtask convert-weights`) or diffusers format.
+    /// Defaults to $TMD_MODEL, else the bundled model in assets/.
+    #[arg(long, env = "TMD_MODEL")]
+    model: Option<PathBuf>,
+    /// What the clip should show.
+    #[arg(long)]
+    prompt: String,
+    /// Negative prompt for classifier-free guidance (default: the model's, Wan2.1's for official weights).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Sampling steps (default: the model's, 50 for Wan2.1).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale; 1 disables CFG (default: the model's, 5 for Wan2.1).
+    #[arg(long)]
+    guidance: Option<f64>,
+    /// Timestep shift of the flow-matching schedule (default: the model's, 5 for Wan2.1).
+    #[arg(long)]
+    shift: Option<f64>,
+    /// Number of frames, 4k+1 for Wan's VAE (default: the model's, 81 for Wan2.1).
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Height in pixels, a multiple of 16 for Wan2.1 (default: the model's, 480).
+    #[arg(long)]
+    height: Option<usize>,
+    /// Width in pixels, a multiple of 16 for Wan2.1 (default: the model's, 832).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Noise seed: the same seed, prompt and settings give the same clip.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// ODE solver of the teacher.
+    #[arg(long, value_parser = ["unipc", "euler"])]
+    solver: Option<String>,
+    /// TOML file with any of the options above (keys as the flag names with underscores);
+    /// flags given on the command line win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Print the time spent in the text encoder, the DiT and the VAE.
+    #[arg(long)]
+    timings: bool,
+    /// Output: `*.gif`, `*.mp4` (build with `--features mp4`) or a folder for PNG frames.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Options that a `--config` file may set.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileOptions {
+    model: Option<PathBuf>,
+    negative_prompt: Option<String>,
+    steps: Option<usize>,
+    guidance: Option<f64>,
+    shift: Option<f64>,
+    frames: Option<usize>,
+    height: Option<usize>,
+    width: Option<usize>,
+    seed: Option<u64>,
+    solver: Option<String>,
+}
+
+fn read_config_file(path: &Path) -> Result<FileOptions> {
+    let settings = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .build()
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    settings
+        .try_deserialize()
+        .with_context(|| format!("invalid options in config file {}", path.display()))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate(args) => match args.device {
+            Device::Cpu => generate::<burn::backend::NdArray>(&args, &Default::default()),
+            Device::Cuda => generate_cuda(&args),
+        },
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn generate_cuda(args: &GenerateArgs) -> Result<()> {
+    let count = cudarc::driver::result::init()
+        .and_then(|_| cudarc::driver::result::device::get_count())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no usable CUDA GPU: {e:?} (is the NVIDIA driver installed? try --device cpu)"
+            )
+        })?;
+    if count < 1 {
+        bail!("no CUDA GPU found (the driver reports 0 devices); use --device cpu");
+    }
+    generate::<burn::backend::Cuda>(args, &Default::default())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn generate_cuda(_args: &GenerateArgs) -> Result<()> {
+    bail!("this build has no CUDA support; rebuild with `cargo build --release -p tmd-cli --features cuda`, or use --device cpu")
+}
+
+fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) -> Result<()> {
+    tmd_sampler::Video::check_output_path(&args.out)?;
+    let file = match &args.config {
+        Some(p) => read_config_file(p)?,
+        None => FileOptions::default(),
+    };
+    let model = args
+        .model
+        .clone()
+        .or(file.model.clone())
+        .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+    let pipe = TeacherPipeline::<B>::load(&model, device)
+        .with_context(|| format!("loading model directory {}", model.display()))?;
+    let opts = resolve_options(&pipe.options(args.prompt.clone()), &file, args)?;
+
+    let bar = ProgressBar::new(opts.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} sampling [{bar:30}] {pos}/{len} steps  {elapsed_precise} (eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let (video, timings) = pipe
+        .generate(&opts, &mut |k, _| bar.set_position(k as u64))
+        .context("generation failed")?;
+    bar.finish_and_clear();
+    video
+        .save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} ({} frames, {}x{}, seed {})",
+        args.out.display(),
+        video.num_frames(),
+        video.width,
+        video.height,
+        opts.seed
+    );
+    if args.timings {
+        println!("{timings}");
+    }
+    Ok(())
+}
+
+/// Model defaults < config file < command-line flags.
+fn resolve_options(
+    base: &TeacherOptions,
+    file: &FileOptions,
+    args: &GenerateArgs,
+) -> Result<TeacherOptions> {
+    let mut o = base.clone();
+    macro_rules! pick {
+        ($field:ident) => {
+            if let Some(v) = args.$field.clone().or(file.$field.clone()) {
+                o.$field = v;
+            }
+        };
+    }
+    pick!(negative_prompt);
+    pick!(steps);
+    pick!(guidance);
+    pick!(shift);
+    pick!(frames);
+    pick!(height);
+    pick!(width);
+    pick!(seed);
+    if let Some(s) = args.solver.clone().or(file.solver.clone()) {
+        o.solver = s.parse::<Solver>().map_err(anyhow::Error::msg)?;
+    }
+    if o.prompt.trim().is_empty() {
+        bail!("--prompt is empty: describe what the clip should show");
+    }
+    if o.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    Ok(o)
+}

@@ -1,0 +1,144 @@
+//! End-to-end tests of `tmd-cli generate` on the bundled model: it writes a clip, and bad input
+//! gets a message that names the value at fault.
+
+use std::path::PathBuf;
+
+use assert_cmd::Command;
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tmd-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn generate() -> Command {
+    let mut cmd = Command::cargo_bin("tmd-cli").unwrap();
+    cmd.env_remove("TMD_MODEL").arg("generate");
+    cmd
+}
+
+fn stderr_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "expected failure");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn writes_a_gif_and_png_frames_with_timings() {
+    let dir = out_dir("ok");
+    let gif = dir.join("clip.gif");
+    let out = generate()
+        .args([
+            "--prompt",
+            "a red circle moves to the left",
+            "--steps",
+            "2",
+            "--timings",
+            "--out",
+        ])
+        .arg(&gif)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("text encoder") && stdout.contains("DiT") && stdout.contains("VAE"),
+        "{stdout}"
+    );
+    let img = image::open(&gif).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 64));
+
+    // Same seed, same clip; PNG folder output.
+    let frames = dir.join("frames");
+    generate()
+        .args([
+            "--prompt",
+            "a red circle moves to the left",
+            "--steps",
+            "2",
+            "--out",
+        ])
+        .arg(&frames)
+        .assert()
+        .success();
+    assert!(frames.join("frame_0008.png").exists());
+}
+
+#[test]
+fn config_file_sets_options_and_flags_win() {
+    let dir = out_dir("config");
+    let cfg = dir.join("gen.toml");
+    std::fs::write(
+        &cfg,
+        "steps = 1\nheight = 32\nwidth = 48\nframes = 5\nseed = 3\n",
+    )
+    .unwrap();
+    let gif = dir.join("c.gif");
+    generate()
+        .args(["--prompt", "a blue square", "--width", "32", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&gif)
+        .assert()
+        .success();
+    let img = image::open(&gif).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 32));
+
+    std::fs::write(&cfg, "stepz = 1\n").unwrap();
+    let err = stderr_of(
+        generate()
+            .args(["--prompt", "x", "--out", "x.gif", "--config"])
+            .arg(&cfg),
+    );
+    assert!(err.contains("gen.toml") && err.contains("stepz"), "{err}");
+}
+
+#[test]
+fn bad_input_is_named() {
+    let dir = out_dir("bad");
+    let gif = dir.join("c.gif");
+    let run = |args: &[&str]| stderr_of(generate().args(args).arg("--out").arg(&gif));
+
+    let err = run(&["--prompt", "   "]);
+    assert!(err.contains("prompt") && err.contains("empty"), "{err}");
+
+    let err = run(&["--prompt", "a red circle", "--height", "60"]);
+    assert!(
+        err.contains("height = 60") && err.contains("multiple of 16"),
+        "{err}"
+    );
+
+    let err = run(&["--prompt", "a red circle", "--frames", "10"]);
+    assert!(err.contains("frames = 10") && err.contains("4k+1"), "{err}");
+
+    let err = run(&["--prompt", "a red circle", "--model", "/nonexistent/model"]);
+    assert!(err.contains("/nonexistent/model"), "{err}");
+
+    let err = stderr_of(
+        generate()
+            .args(["--prompt", "a red circle", "--steps", "1", "--out"])
+            .arg(dir.join("c.avi")),
+    );
+    assert!(err.contains("c.avi") && err.contains(".gif"), "{err}");
+
+    #[cfg(not(feature = "mp4"))]
+    {
+        let err = stderr_of(
+            generate()
+                .args(["--prompt", "a red circle", "--steps", "1", "--out"])
+                .arg(dir.join("c.mp4")),
+        );
+        assert!(err.contains("--features mp4"), "{err}");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    {
+        let err = run(&["--prompt", "a red circle", "--device", "cuda"]);
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! Wan2.1 text-to-video models in Burn, numerically equal to the reference implementation.
+//!
+//! * [`dit`]: the diffusion transformer `WanModel` (diffusers: `WanTransformer3DModel`).
+//! * [`vae`]: the causal 3D Wan VAE with chunked, feature-cached encode/decode.
+//! * [`t5`]: the umT5 encoder and the Wan text pipeline (tokenizer, cleaning, padding, cache).
+//! * [`weights`]: the one place where checkpoint keys are read, remapped and checked.
+//!
+//! Every module is generic over `B: Backend` and loads straight from a diffusers-format folder
+//! (`transformer/`, `vae/`, `text_encoder/`) or from a converted model directory.
+
+pub mod convert;
+pub mod dit;
+pub mod error;
+pub mod model_dir;
+pub mod random;
+pub mod t5;
+pub mod vae;
+pub mod weights;
+
+pub use error::{ModelError, Result};

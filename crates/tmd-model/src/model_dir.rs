@@ -1,0 +1,347 @@
+//! Model directories: the one on-disk layout every command loads.
+//!
+//! Two layouts are accepted, detected by what the folder holds:
+//!
+//! * **Converted** (written by `cargo xtask convert-weights`, and the bundled model): a
+//!   `manifest.json` plus one folder per component, each with a `config.json` (this crate's config
+//!   type, JSON) and Burnpack weights in burn layout:
+//!   ```text
+//!   manifest.json  tokenizer.json  transformer/{config.json,model.bpk}
+//!   vae/{config.json,model.bpk}  text_encoder/{config.json,model.bpk}
+//!   ```
+//!   The manifest is written last, so a directory without it is an unfinished conversion.
+//! * **Diffusers** (`Wan-AI/Wan2.1-T2V-1.3B-Diffusers` style): `transformer/`, `vae/`,
+//!   `text_encoder/` (each `config.json` + safetensors shards) and `tokenizer/tokenizer.json`.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::dit::{WanConfig, WanModel};
+use crate::error::{ModelError, Result};
+use crate::t5::{TextEncoder, UMT5Config, UMT5Encoder};
+use crate::vae::{WanVae, WanVaeConfig};
+use crate::weights::{load_module, KeyMap, WeightSource};
+
+/// Format tag written into every manifest.
+pub const MANIFEST_FORMAT: &str = "tmd-model-dir";
+/// Current manifest version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Sampling defaults a model directory carries, so `generate` works on it without flags.
+///
+/// Wan2.1's defaults (its `generate.py` / `WAN21.md`): 50 steps, CFG 5, shift 5, 480x832, 81
+/// frames at 16 fps, and the original Chinese negative prompt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SamplingDefaults {
+    /// Teacher sampling steps.
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    pub guidance: f64,
+    /// Timestep shift of the flow-matching schedule.
+    pub shift: f64,
+    /// Frames (4k+1 for Wan's VAE).
+    pub frames: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// Frames per second of written clips.
+    pub fps: u32,
+    /// Negative prompt for CFG.
+    pub negative_prompt: String,
+}
+
+/// Wan2.1's default negative prompt (original repository, `shared_config.py`).
+pub const WAN_NEGATIVE_PROMPT: &str = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走";
+
+impl Default for SamplingDefaults {
+    fn default() -> Self {
+        Self {
+            steps: 50,
+            guidance: 5.0,
+            shift: 5.0,
+            frames: 81,
+            height: 480,
+            width: 832,
+            fps: 16,
+            negative_prompt: WAN_NEGATIVE_PROMPT.to_string(),
+        }
+    }
+}
+
+/// One component entry of a manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComponentEntry {
+    /// Config file, relative to the model directory.
+    pub config: String,
+    /// Weight files, relative to the model directory.
+    pub weights: Vec<String>,
+    /// Number of tensors.
+    pub tensors: usize,
+    /// Number of scalar parameters.
+    pub params: usize,
+}
+
+/// `manifest.json` of a converted model directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// Manifest version ([`MANIFEST_VERSION`]).
+    pub version: u32,
+    /// Where the weights came from (free text: layout and path, or the command that made them).
+    pub source: String,
+    /// Storage dtype of the weights (`"f32"`, `"bf16"`).
+    pub dtype: String,
+    /// The DiT.
+    pub transformer: ComponentEntry,
+    /// The VAE.
+    pub vae: ComponentEntry,
+    /// The text encoder.
+    pub text_encoder: ComponentEntry,
+    /// Tokenizer file, relative to the model directory.
+    pub tokenizer: String,
+    /// Sampling defaults.
+    pub defaults: SamplingDefaults,
+}
+
+impl Manifest {
+    /// Reads and checks `dir/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| ModelError::config(&path, format!("not a valid manifest: {e}")))?;
+        if manifest.format != MANIFEST_FORMAT {
+            return Err(ModelError::config(
+                &path,
+                format!(
+                    "format is '{}', expected '{MANIFEST_FORMAT}'",
+                    manifest.format
+                ),
+            ));
+        }
+        if manifest.version > MANIFEST_VERSION {
+            return Err(ModelError::config(
+                &path,
+                format!(
+                    "manifest version {} is newer than this program understands ({MANIFEST_VERSION})",
+                    manifest.version
+                ),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `dir/manifest.json` atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("manifest.json");
+        let text = serde_json::to_string_pretty(self).expect("manifest serialises");
+        write_atomically(&path, text.as_bytes())
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, bytes).map_err(|e| ModelError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+}
+
+/// Which layout a model directory has.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layout {
+    /// A converted directory with its manifest.
+    Converted(Box<Manifest>),
+    /// A diffusers-format folder.
+    Diffusers,
+}
+
+/// A model directory: where each component's config and weights are, and the sampling defaults.
+#[derive(Clone, Debug)]
+pub struct ModelDir {
+    /// The directory.
+    pub root: PathBuf,
+    /// Its layout.
+    pub layout: Layout,
+}
+
+impl ModelDir {
+    /// Opens a converted or diffusers-format model directory.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        if !root.is_dir() {
+            return Err(ModelError::io(
+                &root,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+            ));
+        }
+        if root.join("manifest.json").exists() {
+            let manifest = Manifest::read(&root)?;
+            return Ok(Self {
+                root,
+                layout: Layout::Converted(Box::new(manifest)),
+            });
+        }
+        if root.join("transformer/model.bpk").exists() {
+            return Err(ModelError::config(
+                &root,
+                "unfinished conversion: component weights are there but manifest.json is not \
+                 (the conversion was interrupted or failed); rerun `cargo xtask convert-weights`",
+            ));
+        }
+        if root.join("transformer").is_dir() {
+            return Ok(Self {
+                root,
+                layout: Layout::Diffusers,
+            });
+        }
+        Err(ModelError::config(
+            &root,
+            "neither a converted model directory (manifest.json) nor a diffusers folder \
+             (transformer/, vae/, text_encoder/, tokenizer/); convert official weights with \
+             `cargo xtask convert-weights`",
+        ))
+    }
+
+    /// The sampling defaults (Wan2.1's for a diffusers folder).
+    pub fn defaults(&self) -> SamplingDefaults {
+        match &self.layout {
+            Layout::Converted(m) => m.defaults.clone(),
+            Layout::Diffusers => SamplingDefaults::default(),
+        }
+    }
+
+    /// The manifest, for a converted directory.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        match &self.layout {
+            Layout::Converted(m) => Some(m),
+            Layout::Diffusers => None,
+        }
+    }
+
+    fn converted_source(&self, entry: &ComponentEntry) -> Result<WeightSource> {
+        let files: Vec<PathBuf> = entry.weights.iter().map(|w| self.root.join(w)).collect();
+        for f in &files {
+            if !f.exists() {
+                return Err(ModelError::io(
+                    f,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "weight file listed in manifest.json is missing",
+                    ),
+                ));
+            }
+        }
+        WeightSource::open_files(&files)
+    }
+
+    /// The DiT config.
+    pub fn transformer_config(&self) -> Result<WanConfig> {
+        match &self.layout {
+            Layout::Converted(m) => read_config(&self.root.join(&m.transformer.config)),
+            Layout::Diffusers => {
+                WanConfig::from_diffusers_config(&self.root.join("transformer/config.json"))
+            }
+        }
+    }
+
+    /// Loads the DiT.
+    pub fn load_transformer<B: Backend>(&self, device: &B::Device) -> Result<WanModel<B>> {
+        match &self.layout {
+            Layout::Converted(m) => {
+                let config = self.transformer_config()?;
+                let source = self.converted_source(&m.transformer)?;
+                load_module(
+                    config.init::<B>(device),
+                    &source,
+                    &KeyMap::identity(),
+                    &[],
+                    "DiT",
+                )
+            }
+            Layout::Diffusers => {
+                WanModel::from_diffusers_dir(&self.root.join("transformer"), device)
+            }
+        }
+    }
+
+    /// The VAE config.
+    pub fn vae_config(&self) -> Result<WanVaeConfig> {
+        match &self.layout {
+            Layout::Converted(m) => read_config(&self.root.join(&m.vae.config)),
+            Layout::Diffusers => {
+                WanVaeConfig::from_diffusers_config(&self.root.join("vae/config.json"))
+            }
+        }
+    }
+
+    /// Loads the VAE.
+    pub fn load_vae<B: Backend>(&self, device: &B::Device) -> Result<WanVae<B>> {
+        match &self.layout {
+            Layout::Converted(m) => {
+                let config = self.vae_config()?;
+                let source = self.converted_source(&m.vae)?;
+                load_module(
+                    config.init::<B>(device),
+                    &source,
+                    &KeyMap::identity(),
+                    &[],
+                    "VAE",
+                )
+            }
+            Layout::Diffusers => WanVae::from_diffusers_dir(&self.root.join("vae"), device),
+        }
+    }
+
+    /// The tokenizer file.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        match &self.layout {
+            Layout::Converted(m) => self.root.join(&m.tokenizer),
+            Layout::Diffusers => self.root.join("tokenizer/tokenizer.json"),
+        }
+    }
+
+    /// Loads the umT5 encoder.
+    pub fn load_umt5<B: Backend>(&self, device: &B::Device) -> Result<UMT5Encoder<B>> {
+        match &self.layout {
+            Layout::Converted(m) => {
+                let config: UMT5Config = read_config(&self.root.join(&m.text_encoder.config))?;
+                let source = self.converted_source(&m.text_encoder)?;
+                load_module(
+                    config.init::<B>(device),
+                    &source,
+                    &KeyMap::identity(),
+                    &[],
+                    "umT5",
+                )
+            }
+            Layout::Diffusers => UMT5Encoder::from_hf_dir(&self.root.join("text_encoder"), device),
+        }
+    }
+
+    /// Loads the text pipeline (tokenizer + umT5 encoder) with the DiT's text length.
+    pub fn load_text_encoder<B: Backend>(&self, device: &B::Device) -> Result<TextEncoder<B>> {
+        let encoder = self.load_umt5(device)?;
+        let text_len = self.transformer_config()?.text_len;
+        TextEncoder::new(self.tokenizer_path(), encoder, text_len, device)
+    }
+}
+
+/// Reads one of this crate's configs from a JSON file, with an error naming the file.
+pub fn read_config<C: burn::config::Config>(path: &Path) -> Result<C> {
+    C::load(path).map_err(|e| ModelError::config(path, format!("{e}")))
+}
+
+/// Writes one of this crate's configs as JSON, atomically.
+pub fn write_config<C: burn::config::Config>(config: &C, path: &Path) -> Result<()> {
+    let json = serde_json::to_string_pretty(config).expect("configs serialise to JSON");
+    write_atomically(path, json.as_bytes())
+}

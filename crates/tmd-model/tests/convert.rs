@@ -1,0 +1,313 @@
+//! `convert-weights` on the tiny reference fixtures, in both source layouts, and the bad inputs it
+//! must reject with an error that names the file, key, shape or dtype.
+//!
+//! Fixtures: the diffusers/transformers folders of `tests/fixtures/{dit,vae,t5}` (made by
+//! `scripts/reference/{dit,vae,t5}_fixtures.py`) and their official-layout rewrite in
+//! `tests/fixtures/official` (`scripts/reference/official_layout_fixtures.py`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::module::Module;
+use burn::prelude::*;
+use burn_store::ModuleSnapshot;
+use tmd_model::convert::{convert, ConvertOptions};
+use tmd_model::dit::WanModel;
+use tmd_model::model_dir::ModelDir;
+use tmd_model::t5::{UMT5Config, UMT5Encoder};
+use tmd_model::vae::{WanVae, WanVaeConfig};
+use tmd_model::weights::WeightSource;
+use tmd_model::ModelError;
+
+type TB = NdArray<f32>;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tmd-convert-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+/// A diffusers-layout folder assembled from the three component fixtures.
+fn diffusers_src(name: &str) -> PathBuf {
+    let f = fixtures();
+    let src = tmp(name);
+    copy_dir(&f.join("dit/transformer"), &src.join("transformer"));
+    copy_dir(&f.join("vae/vae"), &src.join("vae"));
+    copy_dir(&f.join("t5/text_encoder"), &src.join("text_encoder"));
+    copy_dir(&f.join("t5/tokenizer"), &src.join("tokenizer"));
+    src
+}
+
+/// Every parameter of `a` equals the one at the same path in `b`.
+fn assert_same_params<M: Module<TB> + ModuleSnapshot<TB>>(what: &str, a: &M, b: &M) {
+    let to_map = |m: &M| -> BTreeMap<String, Vec<f32>> {
+        m.collect(None, None, false)
+            .into_iter()
+            .map(|s| {
+                (
+                    s.full_path(),
+                    s.to_data().unwrap().convert::<f32>().to_vec().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (ma, mb) = (to_map(a), to_map(b));
+    assert_eq!(ma.len(), mb.len(), "{what}: parameter count");
+    for (k, va) in &ma {
+        let vb = mb.get(k).unwrap_or_else(|| panic!("{what}: {k} missing"));
+        assert_eq!(va, vb, "{what}: parameter {k} differs");
+    }
+    println!("{what}: {} tensors identical", ma.len());
+}
+
+/// Runs the converted DiT on the fixture inputs and compares with diffusers' output.
+fn dit_parity(dir: &ModelDir) {
+    let device = Default::default();
+    let dit = dir.load_transformer::<TB>(&device).unwrap();
+    let io = WeightSource::open_files(&[fixtures().join("dit/io.safetensors")]).unwrap();
+    let t = |k: &str| io.read(k).unwrap();
+    let out = dit
+        .forward(
+            Tensor::from_data(t("x"), &device),
+            Tensor::from_data(t("timestep"), &device),
+            Tensor::from_data(t("context"), &device),
+        )
+        .unwrap();
+    let reference = Tensor::<TB, 5>::from_data(t("out"), &device);
+    let scale: f32 = reference.clone().abs().max().into_scalar();
+    let diff: f32 = (out - reference).abs().max().into_scalar();
+    println!("converted DiT vs diffusers: rel err {:.3e}", diff / scale);
+    assert!(diff / scale <= 1e-4);
+}
+
+#[test]
+fn diffusers_layout_converts_to_an_equal_model() {
+    let device = Default::default();
+    let src = diffusers_src("diffusers-src");
+    let out = tmp("diffusers-out");
+    let manifest = convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(
+        manifest.transformer.weights,
+        vec!["transformer/model.bpk".to_string()]
+    );
+    let dir = ModelDir::open(&out).unwrap();
+    dit_parity(&dir);
+
+    let f = fixtures();
+    let dit_ref = WanModel::<TB>::from_diffusers_dir(f.join("dit/transformer"), &device).unwrap();
+    assert_same_params(
+        "DiT",
+        &dir.load_transformer::<TB>(&device).unwrap(),
+        &dit_ref,
+    );
+    let vae_ref = WanVae::<TB>::from_diffusers_dir(f.join("vae/vae"), &device).unwrap();
+    assert_same_params("VAE", &dir.load_vae::<TB>(&device).unwrap(), &vae_ref);
+    let t5_ref = UMT5Encoder::<TB>::from_hf_dir(f.join("t5/text_encoder"), &device).unwrap();
+    assert_same_params("umT5", &dir.load_umt5::<TB>(&device).unwrap(), &t5_ref);
+}
+
+fn official_opts() -> ConvertOptions {
+    let f = fixtures();
+    ConvertOptions {
+        vae_config: Some(
+            WanVaeConfig::from_diffusers_config(f.join("vae/vae/config.json")).unwrap(),
+        ),
+        t5_config: Some(UMT5Config::from_hf_config(f.join("t5/text_encoder/config.json")).unwrap()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn official_layout_converts_to_the_same_model() {
+    let device = Default::default();
+    let out = tmp("official-out");
+    convert(
+        &fixtures().join("official"),
+        &out,
+        &official_opts(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let dir = ModelDir::open(&out).unwrap();
+    dit_parity(&dir);
+    let f = fixtures();
+    let vae_ref = WanVae::<TB>::from_diffusers_dir(f.join("vae/vae"), &device).unwrap();
+    assert_same_params(
+        "VAE (from .pth)",
+        &dir.load_vae::<TB>(&device).unwrap(),
+        &vae_ref,
+    );
+    // The official umT5 is stored in bf16: compare with the f32 reference rounded to bf16.
+    let t5 = dir.load_umt5::<TB>(&device).unwrap();
+    let t5_ref = UMT5Encoder::<TB>::from_hf_dir(f.join("t5/text_encoder"), &device).unwrap();
+    let rounded = |m: &UMT5Encoder<TB>| -> Vec<f32> {
+        m.collect(None, None, false)
+            .into_iter()
+            .flat_map(|s| {
+                s.to_data()
+                    .unwrap()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .unwrap()
+            })
+            .map(|v| half::bf16::from_f32(v).to_f32())
+            .collect()
+    };
+    assert_eq!(rounded(&t5), rounded(&t5_ref), "umT5 from the bf16 .pth");
+}
+
+fn expect_err(src: &Path, opts: &ConvertOptions, needles: &[&str]) -> ModelError {
+    let out = tmp("bad-out");
+    let err = convert(src, &out, opts, &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    println!("{msg}\n---");
+    for n in needles {
+        assert!(msg.contains(n), "error should mention '{n}':\n{msg}");
+    }
+    assert!(
+        !out.join("manifest.json").exists(),
+        "a failed conversion must not look complete"
+    );
+    err
+}
+
+/// Rewrites a safetensors file with `edit` applied to its (key -> (dtype, shape, bytes)) map.
+fn edit_safetensors(
+    path: &Path,
+    edit: impl FnOnce(&mut BTreeMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut map: BTreeMap<_, _> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    edit(&mut map);
+    let views: Vec<_> = map
+        .iter()
+        .map(|(k, (d, s, b))| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+#[test]
+fn bad_inputs_are_named() {
+    let opts = ConvertOptions::default();
+    let dit_file = |src: &Path| src.join("transformer/diffusion_pytorch_model.safetensors");
+
+    // Not a checkpoint at all.
+    let empty = tmp("empty");
+    expect_err(&empty, &opts, &["not a Wan2.1 checkpoint folder"]);
+
+    // A missing key.
+    let src = diffusers_src("missing");
+    edit_safetensors(&dit_file(&src), |m| {
+        m.remove("proj_out.bias");
+    });
+    expect_err(&src, &opts, &["missing keys", "head.proj.bias"]);
+
+    // An unknown key.
+    let src = diffusers_src("unknown");
+    edit_safetensors(&dit_file(&src), |m| {
+        m.insert(
+            "blocks.0.attn1.to_x.weight".into(),
+            (safetensors::Dtype::F32, vec![1], vec![0; 4]),
+        );
+    });
+    expect_err(
+        &src,
+        &opts,
+        &["unexpected keys", "blocks.0.attn1.to_x.weight"],
+    );
+
+    // A shape mismatch (key, expected, found).
+    let src = diffusers_src("shape");
+    edit_safetensors(&dit_file(&src), |m| {
+        m.insert(
+            "proj_out.bias".into(),
+            (safetensors::Dtype::F32, vec![3], vec![0; 12]),
+        );
+    });
+    expect_err(&src, &opts, &["proj_out.bias", "expected [20], found [3]"]);
+
+    // An unsupported dtype.
+    let src = diffusers_src("dtype");
+    edit_safetensors(&dit_file(&src), |m| {
+        let (_, s, b) = m.remove("proj_out.bias").unwrap();
+        m.insert("proj_out.bias".into(), (safetensors::Dtype::I32, s, b));
+    });
+    expect_err(&src, &opts, &["proj_out.bias", "unsupported dtype", "I32"]);
+
+    // A truncated file.
+    let src = diffusers_src("truncated");
+    let bytes = std::fs::read(dit_file(&src)).unwrap();
+    std::fs::write(dit_file(&src), &bytes[..bytes.len() / 2]).unwrap();
+    expect_err(
+        &src,
+        &opts,
+        &["diffusion_pytorch_model.safetensors", "corrupt"],
+    );
+
+    // A corrupt pickle in the official layout.
+    let off = tmp("official-corrupt");
+    copy_dir(&fixtures().join("official"), &off);
+    std::fs::write(off.join("Wan2.1_VAE.pth"), b"not a pickle").unwrap();
+    expect_err(&off, &official_opts(), &["Wan2.1_VAE.pth"]);
+
+    // A missing file in the official layout.
+    let off = tmp("official-missing");
+    copy_dir(&fixtures().join("official"), &off);
+    std::fs::remove_file(off.join("models_t5_umt5-xxl-enc-bf16.pth")).unwrap();
+    expect_err(&off, &official_opts(), &["models_t5_umt5-xxl-enc-bf16.pth"]);
+
+    // A config that does not describe the weights (wrong ffn_dim): every mismatched key is listed.
+    let src = diffusers_src("config");
+    let cfg = src.join("transformer/config.json");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"ffn_dim\": 64", "\"ffn_dim\": 32");
+    std::fs::write(&cfg, text).unwrap();
+    expect_err(
+        &src,
+        &opts,
+        &[
+            "blocks.0.ffn.net.0.proj.weight",
+            "expected [32, 48], found [64, 48]",
+        ],
+    );
+}
+
+#[test]
+fn an_unfinished_conversion_is_not_loaded() {
+    let src = diffusers_src("unfinished");
+    let out = tmp("unfinished-out");
+    convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    std::fs::remove_file(out.join("manifest.json")).unwrap();
+    let err = ModelDir::open(&out).unwrap_err().to_string();
+    assert!(err.contains("unfinished conversion"), "{err}");
+}

@@ -1,0 +1,289 @@
+//! Teacher text-to-video generation: prompt -> umT5 -> DiT sampling with CFG -> VAE decode.
+//!
+//! ```no_run
+//! use burn::backend::NdArray;
+//! use tmd_sampler::pipeline::TeacherPipeline;
+//!
+//! let device = Default::default();
+//! let pipe = TeacherPipeline::<NdArray>::load("assets/tiny-random", &device).unwrap();
+//! let opts = pipe.options("a red ball moves left").with_steps(4);
+//! let (video, timings) = pipe.generate(&opts, &mut |_, _| {}).unwrap();
+//! video.save("clip.gif").unwrap();
+//! println!("{timings}");
+//! ```
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use burn::prelude::*;
+use tmd_model::dit::WanModel;
+use tmd_model::model_dir::{ModelDir, SamplingDefaults};
+use tmd_model::t5::TextEncoder;
+use tmd_model::vae::WanVae;
+
+use crate::cfg::cfg_combine;
+use crate::error::{Result, SamplerError};
+use crate::noise::gaussian;
+use crate::schedule::FlowSchedule;
+use crate::video::Video;
+use crate::{EulerSolver, FlowSolver, UniPcConfig};
+
+/// The teacher's ODE solver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Solver {
+    /// UniPC multistep (bh2, order 2): Wan2.1's default.
+    #[default]
+    UniPc,
+    /// FlowMatch Euler.
+    Euler,
+}
+
+impl std::str::FromStr for Solver {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "unipc" => Ok(Self::UniPc),
+            "euler" => Ok(Self::Euler),
+            _ => Err(format!("unknown solver '{s}' (expected unipc or euler)")),
+        }
+    }
+}
+
+/// What to generate, and how. Start from [`TeacherPipeline::options`], which fills in the model
+/// directory's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TeacherOptions {
+    /// The prompt (must not be empty).
+    pub prompt: String,
+    /// Negative prompt for CFG.
+    pub negative_prompt: String,
+    /// Sampling steps.
+    pub steps: usize,
+    /// CFG scale; 1.0 turns CFG off (one DiT pass per step).
+    pub guidance: f64,
+    /// Timestep shift.
+    pub shift: f64,
+    /// Frames of the clip (temporal stride * k + 1).
+    pub frames: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// Noise seed.
+    pub seed: u64,
+    /// ODE solver.
+    pub solver: Solver,
+    /// Frames per second of the result.
+    pub fps: u32,
+}
+
+impl TeacherOptions {
+    /// Options from a model directory's defaults.
+    pub fn from_defaults(prompt: impl Into<String>, d: &SamplingDefaults) -> Self {
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: d.negative_prompt.clone(),
+            steps: d.steps,
+            guidance: d.guidance,
+            shift: d.shift,
+            frames: d.frames,
+            height: d.height,
+            width: d.width,
+            seed: 0,
+            solver: Solver::UniPc,
+            fps: d.fps,
+        }
+    }
+
+    /// Sets the number of steps.
+    pub fn with_steps(mut self, steps: usize) -> Self {
+        self.steps = steps;
+        self
+    }
+}
+
+/// Wall-clock split of one generation (the device is synchronised at each boundary).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timings {
+    /// Prompt encoding (umT5).
+    pub text_encoder: Duration,
+    /// All DiT evaluations and solver updates.
+    pub dit: Duration,
+    /// VAE decode.
+    pub vae: Duration,
+    /// Number of DiT forward passes (a CFG step with batched cond/uncond counts 2).
+    pub dit_evaluations: usize,
+}
+
+impl Timings {
+    /// Sum of the parts.
+    pub fn total(&self) -> Duration {
+        self.text_encoder + self.dit + self.vae
+    }
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "text encoder {:.3} s | DiT {:.3} s ({} evaluations) | VAE {:.3} s | total {:.3} s",
+            self.text_encoder.as_secs_f64(),
+            self.dit.as_secs_f64(),
+            self.dit_evaluations,
+            self.vae.as_secs_f64(),
+            self.total().as_secs_f64()
+        )
+    }
+}
+
+/// The loaded teacher: text encoder, DiT and VAE of one model directory.
+pub struct TeacherPipeline<B: Backend> {
+    /// The model directory it was loaded from.
+    pub dir: ModelDir,
+    /// Tokenizer + umT5.
+    pub text: TextEncoder<B>,
+    /// The DiT.
+    pub dit: WanModel<B>,
+    /// The VAE.
+    pub vae: WanVae<B>,
+    device: B::Device,
+}
+
+impl<B: Backend> TeacherPipeline<B> {
+    /// Loads every component of a converted or diffusers-format model directory.
+    pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let dir = ModelDir::open(dir)?;
+        Ok(Self {
+            text: dir.load_text_encoder(device)?,
+            dit: dir.load_transformer(device)?,
+            vae: dir.load_vae(device)?,
+            dir,
+            device: device.clone(),
+        })
+    }
+
+    /// Default options for `prompt` (the model directory's sampling defaults).
+    pub fn options(&self, prompt: impl Into<String>) -> TeacherOptions {
+        TeacherOptions::from_defaults(prompt, &self.dir.defaults())
+    }
+
+    /// The latent shape for a clip, or an error naming the bad value.
+    ///
+    /// Height and width must be multiples of `vae spatial stride * DiT patch` (16 for Wan2.1);
+    /// frames must be `temporal stride * k + 1` (4k+1 for Wan2.1).
+    pub fn latent_shape(&self, frames: usize, height: usize, width: usize) -> Result<[usize; 5]> {
+        let vae = self.dir.vae_config()?;
+        let dit = self.dir.transformer_config()?;
+        latent_shape(&vae, &dit, frames, height, width)
+    }
+
+    /// Samples one clip with the teacher: `steps` solver steps, CFG with the negative prompt,
+    /// then VAE decode. `on_step(k, steps)` is called after each step.
+    ///
+    /// # Returns
+    /// The decoded clip and the time spent in each part.
+    pub fn generate(
+        &self,
+        opts: &TeacherOptions,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Video, Timings)> {
+        let shape = self.latent_shape(opts.frames, opts.height, opts.width)?;
+        let mut timings = Timings::default();
+        let use_cfg = opts.guidance != 1.0;
+
+        let t0 = Instant::now();
+        let cond = self.text.encode_cached(opts.prompt.as_str())?;
+        let uncond = if use_cfg {
+            Some(
+                self.text
+                    .encode_cached_batch(&[opts.negative_prompt.as_str()], true)?,
+            )
+        } else {
+            None
+        };
+        sync::<B>(&self.device);
+        timings.text_encoder = t0.elapsed();
+
+        let t1 = Instant::now();
+        let mut x = gaussian::<B, 5>(shape, opts.seed, &self.device);
+        let schedule = FlowSchedule::wan_original(opts.steps, opts.shift)?;
+        let mut solver: Box<dyn FlowSolver<B, 5>> = match opts.solver {
+            Solver::UniPc => Box::new(UniPcConfig::new().init::<B, 5>(schedule)?),
+            Solver::Euler => Box::new(EulerSolver::new(schedule)),
+        };
+        let context = match &uncond {
+            Some(u) => Tensor::cat(vec![cond.clone(), u.clone()], 0),
+            None => cond.clone(),
+        };
+        let mut k = 0;
+        while let Some(t) = solver.timestep() {
+            let v = match &uncond {
+                Some(_) => {
+                    let xx = Tensor::cat(vec![x.clone(), x.clone()], 0);
+                    let tt = Tensor::<B, 1>::from_floats([t as f32, t as f32], &self.device);
+                    let out = self.dit.forward(xx, tt, context.clone())?;
+                    timings.dit_evaluations += 2;
+                    let [c, u] = [out.clone().narrow(0, 0, 1), out.narrow(0, 1, 1)];
+                    cfg_combine(u, c, opts.guidance)?
+                }
+                None => {
+                    let tt = Tensor::<B, 1>::from_floats([t as f32], &self.device);
+                    timings.dit_evaluations += 1;
+                    self.dit.forward(x.clone(), tt, context.clone())?
+                }
+            };
+            x = solver.step(v, x)?;
+            k += 1;
+            on_step(k, opts.steps);
+        }
+        sync::<B>(&self.device);
+        timings.dit = t1.elapsed();
+
+        let t2 = Instant::now();
+        let pixels = self.vae.decode_normalized(x)?;
+        let video = Video::from_tensor(pixels, opts.fps)?;
+        timings.vae = t2.elapsed();
+        Ok((video, timings))
+    }
+}
+
+/// Latent shape `[1, z_dim, t, h, w]` of a `frames x height x width` clip, validated.
+pub fn latent_shape(
+    vae: &tmd_model::vae::WanVaeConfig,
+    dit: &tmd_model::dit::WanConfig,
+    frames: usize,
+    height: usize,
+    width: usize,
+) -> Result<[usize; 5]> {
+    let s = vae.spatial_stride();
+    let ts = vae.temporal_stride();
+    let px = s * dit.patch_size[1];
+    let bad = |what: &'static str, value: usize, rule: String| SamplerError::BadResolution {
+        what,
+        value,
+        rule,
+    };
+    if height == 0 || height % px != 0 {
+        return Err(bad(
+            "height",
+            height,
+            format!("a positive multiple of {px}"),
+        ));
+    }
+    if width == 0 || width % px != 0 {
+        return Err(bad("width", width, format!("a positive multiple of {px}")));
+    }
+    if frames == 0 || (frames - 1) % ts != 0 {
+        return Err(bad(
+            "frames",
+            frames,
+            format!("{ts}k+1 (e.g. {}, {})", ts + 1, 4 * ts + 1),
+        ));
+    }
+    Ok([1, vae.z_dim, (frames - 1) / ts + 1, height / s, width / s])
+}
+
+/// Waits for the device so that wall-clock splits are honest on asynchronous backends.
+pub fn sync<B: Backend>(device: &B::Device) {
+    let _ = B::sync(device);
+}
