@@ -127,24 +127,15 @@ fn main() -> Result<()> {
     }
 }
 
-#[cfg(feature = "cuda")]
 fn generate_cuda(args: &GenerateArgs) -> Result<()> {
-    let count = cudarc::driver::result::init()
-        .and_then(|_| cudarc::driver::result::device::get_count())
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "no usable CUDA GPU: {e:?} (is the NVIDIA driver installed? try --device cpu)"
-            )
-        })?;
-    if count < 1 {
-        bail!("no CUDA GPU found (the driver reports 0 devices); use --device cpu");
+    tmd_sampler::device::check_cuda(0)?;
+    #[cfg(feature = "cuda")]
+    return generate::<burn::backend::Cuda>(args, &Default::default());
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = args;
+        unreachable!("check_cuda fails in builds without CUDA")
     }
-    generate::<burn::backend::Cuda>(args, &Default::default())
-}
-
-#[cfg(not(feature = "cuda"))]
-fn generate_cuda(_args: &GenerateArgs) -> Result<()> {
-    bail!("this build has no CUDA support; rebuild with `cargo build --release -p tmd-cli --features cuda`, or use --device cpu")
 }
 
 fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) -> Result<()> {

@@ -233,25 +233,65 @@ impl WeightSource {
     }
 
     fn add_safetensors(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-        // SAFETY: the file is opened read-only and only read through this map; a concurrent writer
-        // truncating it is outside what this program supports.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-        let mmap = Arc::new(mmap);
-        let tensors = safetensors::SafeTensors::deserialize(&mmap[..]).map_err(|e| {
-            ModelError::CorruptWeights {
-                path: path.to_path_buf(),
-                reason: format!("{e}"),
+        use std::io::Read;
+        use std::os::unix::fs::FileExt;
+        let corrupt = |reason: String| ModelError::CorruptWeights {
+            path: path.to_path_buf(),
+            reason,
+        };
+        // Tensors are read with positioned reads, not a memory map: a map would count every page
+        // read into the resident set, and a truncated file would fault instead of erroring.
+        let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| ModelError::io(path, e))?.len() as usize;
+        let mut n = [0u8; 8];
+        file.read_exact(&mut n)
+            .map_err(|e| corrupt(format!("cannot read the 8-byte header length: {e}")))?;
+        let header_len = u64::from_le_bytes(n) as usize;
+        if header_len > file_len.saturating_sub(8) || header_len > 100_000_000 {
+            return Err(corrupt(format!(
+                "header length {header_len} does not fit a file of {file_len} bytes"
+            )));
+        }
+        let mut head = vec![0u8; 8 + header_len];
+        head[..8].copy_from_slice(&n);
+        file.read_exact(&mut head[8..])
+            .map_err(|e| corrupt(format!("truncated header: {e}")))?;
+        let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&head[8..])
+            .map_err(|e| corrupt(format!("invalid header JSON: {e}")))?;
+        let data_start = 8 + header_len;
+        let mut tensors = Vec::new();
+        let mut data_len = 0usize;
+        for (name, info) in header {
+            if name == "__metadata__" {
+                continue;
             }
-        })?;
-        let mut infos = Vec::new();
-        for (name, view) in tensors.tensors() {
-            let dtype = format!("{:?}", view.dtype());
-            let dt = match view.dtype() {
-                safetensors::Dtype::F32 => DType::F32,
-                safetensors::Dtype::F16 => DType::F16,
-                safetensors::Dtype::BF16 => DType::BF16,
-                safetensors::Dtype::F64 => DType::F64,
+            let bad = |what: &str| corrupt(format!("tensor '{name}': {what}"));
+            let dtype = info["dtype"]
+                .as_str()
+                .ok_or_else(|| bad("no dtype"))?
+                .to_string();
+            let shape: Vec<usize> = info["shape"]
+                .as_array()
+                .ok_or_else(|| bad("no shape"))?
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize))
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad("shape is not a list of integers"))?;
+            let offsets: Vec<usize> = info["data_offsets"]
+                .as_array()
+                .ok_or_else(|| bad("no data_offsets"))?
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize))
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad("data_offsets are not integers"))?;
+            let [start, end] = offsets[..] else {
+                return Err(bad("data_offsets must hold two integers"));
+            };
+            let (dt, size) = match dtype.as_str() {
+                "F32" => (DType::F32, 4),
+                "F16" => (DType::F16, 2),
+                "BF16" => (DType::BF16, 2),
+                "F64" => (DType::F64, 8),
                 _ => {
                     return Err(ModelError::UnsupportedDtype {
                         path: path.to_path_buf(),
@@ -260,16 +300,32 @@ impl WeightSource {
                     })
                 }
             };
-            let start = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
-            let len = view.data().len();
-            infos.push((name, dt, dtype, view.shape().to_vec(), start, len));
+            if end < start || end - start != shape.iter().product::<usize>() * size {
+                return Err(bad(&format!(
+                    "data_offsets [{start}, {end}] do not match shape {shape:?} of {dtype}"
+                )));
+            }
+            data_len = data_len.max(end);
+            tensors.push((name, dt, shape, start, end));
         }
-        drop(tensors);
-        for (name, dt, _dtype, shape, start, len) in infos {
-            let mmap = mmap.clone();
-            let shape2 = shape.clone();
+        if data_start + data_len != file_len {
+            return Err(corrupt(format!(
+                "the header describes {data_len} bytes of tensor data but the file holds {} \
+                 (truncated or padded file)",
+                file_len - data_start
+            )));
+        }
+        let file = Arc::new(file);
+        for (name, dt, shape, start, end) in tensors {
+            let (file, file_path, shape2) = (file.clone(), path.to_path_buf(), shape.clone());
+            let key = name.clone();
             let read: Reader = Rc::new(move || {
-                let bytes = mmap[start..start + len].to_vec();
+                let mut bytes = vec![0u8; end - start];
+                file.read_exact_at(&mut bytes, (data_start + start) as u64)
+                    .map_err(|e| ModelError::CorruptWeights {
+                        path: file_path.clone(),
+                        reason: format!("reading tensor '{key}': {e}"),
+                    })?;
                 Ok(TensorData::from_bytes_vec(bytes, shape2.clone(), dt).convert_dtype(DType::F32))
             });
             self.insert(

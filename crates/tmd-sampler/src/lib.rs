@@ -29,6 +29,7 @@
 use burn::tensor::{backend::Backend, Tensor};
 
 pub mod cfg;
+pub mod device;
 pub mod error;
 pub mod euler;
 pub mod noise;
