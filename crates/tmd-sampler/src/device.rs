@@ -27,6 +27,14 @@ pub enum DeviceError {
 pub fn check_cuda(index: usize) -> Result<usize, DeviceError> {
     #[cfg(feature = "cuda")]
     {
+        // SAFETY: only probes whether libcuda can be loaded; nothing from it is called if not.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(DeviceError::NoDriver(
+                "libcuda.so could not be loaded (no NVIDIA driver on this machine, or it is not on \
+                 the library path)"
+                    .into(),
+            ));
+        }
         let count = cudarc::driver::result::init()
             .and_then(|_| cudarc::driver::result::device::get_count())
             .map_err(|e| DeviceError::NoDriver(format!("{e:?}")))? as usize;

@@ -162,6 +162,13 @@ impl<B: Backend> TeacherPipeline<B> {
         })
     }
 
+    /// Sets the DiT's precision policy (f32, or bf16 matrix products with f32 norms, modulation
+    /// and residual stream, as the original runs under autocast).
+    pub fn with_precision(mut self, precision: tmd_model::dit::Precision) -> Self {
+        self.dit = self.dit.with_precision(precision);
+        self
+    }
+
     /// Default options for `prompt` (the model directory's sampling defaults).
     pub fn options(&self, prompt: impl Into<String>) -> TeacherOptions {
         TeacherOptions::from_defaults(prompt, &self.dir.defaults())

@@ -264,4 +264,21 @@ mod tests {
             .to_string()
             .contains("--features mp4"));
     }
+
+    #[cfg(feature = "mp4")]
+    #[test]
+    fn writes_mp4() {
+        let device = Default::default();
+        let t = Tensor::<B, 5>::random(
+            [1, 3, 5, 16, 16],
+            burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        let v = Video::from_tensor(t, 16).unwrap();
+        let path = std::env::temp_dir().join(format!("tmd-video-{}.mp4", std::process::id()));
+        v.save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 100, "mp4 of {} bytes", bytes.len());
+        assert_eq!(&bytes[4..8], b"ftyp", "not an MP4 container");
+    }
 }
