@@ -309,11 +309,45 @@ impl ModelDir {
         }
     }
 
+    /// The umT5 config.
+    pub fn umt5_config(&self) -> Result<UMT5Config> {
+        match &self.layout {
+            Layout::Converted(m) => read_config(&self.root.join(&m.text_encoder.config)),
+            Layout::Diffusers => {
+                UMT5Config::from_hf_config(self.root.join("text_encoder/config.json"))
+            }
+        }
+    }
+
+    /// Checks that the components fit together (text width, latent channels) before any weight is
+    /// read, with an error naming both configs' values.
+    pub fn check_consistency(&self) -> Result<()> {
+        let (dit, vae, t5) = (
+            self.transformer_config()?,
+            self.vae_config()?,
+            self.umt5_config()?,
+        );
+        let mismatch = |what: String| Err(ModelError::config(&self.root, what));
+        if dit.text_dim != t5.d_model {
+            return mismatch(format!(
+                "the DiT expects text features of width {} (text_dim) but the text encoder gives {} (d_model)",
+                dit.text_dim, t5.d_model
+            ));
+        }
+        if dit.in_channels != vae.z_dim || dit.out_channels != vae.z_dim {
+            return mismatch(format!(
+                "the DiT has {} input / {} output latent channels but the VAE has z_dim {}",
+                dit.in_channels, dit.out_channels, vae.z_dim
+            ));
+        }
+        Ok(())
+    }
+
     /// Loads the umT5 encoder.
     pub fn load_umt5<B: Backend>(&self, device: &B::Device) -> Result<UMT5Encoder<B>> {
         match &self.layout {
             Layout::Converted(m) => {
-                let config: UMT5Config = read_config(&self.root.join(&m.text_encoder.config))?;
+                let config = self.umt5_config()?;
                 let source = self.converted_source(&m.text_encoder)?;
                 load_module(
                     config.init::<B>(device),

@@ -153,6 +153,7 @@ impl<B: Backend> TeacherPipeline<B> {
     /// Loads every component of a converted or diffusers-format model directory.
     pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = ModelDir::open(dir)?;
+        dir.check_consistency()?;
         Ok(Self {
             text: dir.load_text_encoder(device)?,
             dit: dir.load_transformer(device)?,
