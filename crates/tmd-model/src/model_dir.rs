@@ -246,7 +246,12 @@ impl ModelDir {
     /// The DiT config.
     pub fn transformer_config(&self) -> Result<WanConfig> {
         match &self.layout {
-            Layout::Converted(m) => read_config(&self.root.join(&m.transformer.config)),
+            Layout::Converted(m) => {
+                let path = self.root.join(&m.transformer.config);
+                let config: WanConfig = read_config(&path)?;
+                config.validate(&path)?;
+                Ok(config)
+            }
             Layout::Diffusers => {
                 WanConfig::from_diffusers_config(&self.root.join("transformer/config.json"))
             }
@@ -276,7 +281,11 @@ impl ModelDir {
     /// The VAE config.
     pub fn vae_config(&self) -> Result<WanVaeConfig> {
         match &self.layout {
-            Layout::Converted(m) => read_config(&self.root.join(&m.vae.config)),
+            Layout::Converted(m) => {
+                let config: WanVaeConfig = read_config(&self.root.join(&m.vae.config))?;
+                config.validate()?;
+                Ok(config)
+            }
             Layout::Diffusers => {
                 WanVaeConfig::from_diffusers_config(&self.root.join("vae/config.json"))
             }
@@ -312,7 +321,14 @@ impl ModelDir {
     /// The umT5 config.
     pub fn umt5_config(&self) -> Result<UMT5Config> {
         match &self.layout {
-            Layout::Converted(m) => read_config(&self.root.join(&m.text_encoder.config)),
+            Layout::Converted(m) => {
+                let path = self.root.join(&m.text_encoder.config);
+                let config: UMT5Config = read_config(&path)?;
+                config
+                    .validate()
+                    .map_err(|reason| ModelError::config(&path, reason))?;
+                Ok(config)
+            }
             Layout::Diffusers => {
                 UMT5Config::from_hf_config(self.root.join("text_encoder/config.json"))
             }
