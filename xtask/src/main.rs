@@ -46,6 +46,28 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Dtype::F32)]
         dtype: Dtype,
     },
+    /// Write example clips of the synthetic world (GIFs and a contact sheet of frames 0, 8, 16) with
+    /// their captions, for looking at the data.
+    WorldPreview {
+        /// Output folder.
+        #[arg(long, default_value = "docs/world")]
+        out: PathBuf,
+        /// Which split to draw from: train or held-out.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Number of clips.
+        #[arg(long, default_value_t = 6)]
+        count: u64,
+        /// Dataset seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Write the world's word-level tokenizer.json (every word its captions use).
+    WorldTokenizer {
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write a model directory with random weights at tiny sizes (for tests and the README's first
     /// command until a trained model is bundled).
     MakeTinyModel {
@@ -92,6 +114,41 @@ fn main() -> Result<()> {
             .with_context(|| format!("converting {} into {}", src.display(), out.display()))?;
             bar.finish_and_clear();
             println!("wrote {} ({})", out.display(), manifest.source);
+        }
+        Command::WorldPreview {
+            out,
+            split,
+            count,
+            seed,
+        } => {
+            use tmd_distill::world::{
+                save_contact_sheet, save_gif_scaled, ClipSpec, Split, WorldDataset,
+            };
+            let split: Split = split.parse().context("--split")?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let data = WorldDataset::new(Some(split), seed, ClipSpec::default());
+            let clips: Vec<_> = (0..count).map(|i| data.clip(i)).collect();
+            let mut captions = String::new();
+            for (i, clip) in clips.iter().enumerate() {
+                let path = out.join(format!("{}-{i}.gif", split.name()));
+                save_gif_scaled(clip, &path, 2)?;
+                captions.push_str(&format!("{}\t{}\n", path.display(), clip.caption));
+            }
+            let sheet = out.join(format!("{}-sheet.png", split.name()));
+            save_contact_sheet(&clips, &[0, 8, 16], 1, &sheet)?;
+            std::fs::write(
+                out.join(format!("{}-captions.tsv", split.name())),
+                &captions,
+            )?;
+            print!("{captions}");
+        }
+        Command::WorldTokenizer { out } => {
+            tmd_distill::world::write_world_tokenizer(&out)?;
+            println!(
+                "wrote {} ({} words)",
+                out.display(),
+                tmd_distill::world::world_vocabulary().len()
+            );
         }
         Command::MakeTinyModel {
             out,

@@ -13,4 +13,6 @@
 //! println!("{}", clip.caption);
 //! ```
 
+pub mod pretrain;
+pub mod train;
 pub mod world;

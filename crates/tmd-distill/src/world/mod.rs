@@ -23,6 +23,7 @@ pub mod preview;
 pub mod render;
 mod rng;
 pub mod split;
+pub mod tokenizer;
 
 pub use attributes::{
     Attribute, AttributeKind, Attributes, Background, Colour, Motion, Shape, Size,
@@ -36,3 +37,4 @@ pub use error::{CaptionError, WorldError};
 pub use preview::{contact_sheet, frame_image, save_contact_sheet, save_gif, save_gif_scaled};
 pub use render::{render, Clip, ClipSpec};
 pub use split::{split_of, Split, HELD_OUT_PAIRS};
+pub use tokenizer::{world_tokenizer_json, world_vocabulary, write_world_tokenizer};

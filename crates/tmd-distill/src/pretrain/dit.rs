@@ -1,0 +1,408 @@
+//! The Wan flow-matching objective for the DiT and the loop that pretrains the bundled teacher.
+//!
+//! Wan conventions (WAN21.md, "Schedule"): time `t` in `[0, 1]` runs from data (`t = 0`) to noise
+//! (`t = 1`), `x_t = (1 - t) x0 + t eps`, the network predicts the velocity `v = eps - x0`, and it
+//! sees the timestep as `1000 t`. Training times are drawn as `shift(u, g)` with `u ~ U(0, 1)`,
+//! the same time shift the samplers use ([`tmd_sampler::schedule::shift`]).
+//!
+//! Every random draw of step `s` (times, noise, text dropout) is a pure function of
+//! `(seed, s)` ([`crate::train::rng`]), and the batch of step `s` is asked of the caller by its
+//! step number, so a resumed run repeats an uninterrupted one bit for bit.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tmd_model::dit::WanModel;
+use tmd_sampler::noise::gaussian;
+use tmd_sampler::schedule::{shift, NUM_TRAIN_TIMESTEPS};
+
+use crate::train::checkpoint::{latest_valid, CheckpointWriter, TrainState};
+use crate::train::guard::{check_finite, check_module_finite};
+use crate::train::rng::{step_seed, uniform};
+use crate::train::TrainError;
+
+/// Random streams of one step (see [`crate::train::rng`]).
+const STREAM_TIME: u64 = 1;
+const STREAM_NOISE: u64 = 2;
+const STREAM_DROPOUT: u64 = 3;
+
+/// Name of the DiT inside a checkpoint directory.
+pub const MODEL_NAME: &str = "dit";
+/// Name of the optimizer state inside a checkpoint directory.
+pub const OPTIMIZER_NAME: &str = "optimizer";
+/// Loss log written beside the checkpoints: `step,loss` per line.
+pub const LOSS_LOG: &str = "loss.csv";
+
+/// Settings of DiT pretraining (read with [`crate::train::load_stage_config`]).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(default)]
+pub struct DitPretrainConfig {
+    /// Learning rate, constant. 2e-4: a small DiT trained from scratch tolerates a larger rate than
+    /// the 1e-5 .. 1e-4 used for fine-tuning the released models.
+    pub lr: f64,
+    /// Clips per batch; the loop checks that the data source delivers this many.
+    pub batch: usize,
+    /// Optimizer steps in total (a resumed run continues up to this number).
+    pub steps: u64,
+    /// Time shift `g` of the training times `t = shift(u, g)`. 2.0: the bundled world's latents are
+    /// small (a few thousand values), so less shift towards noise than Wan's 5.0 at 480p.
+    pub shift: f64,
+    /// Seed of every random draw of the run (times, noise, text dropout).
+    pub seed: u64,
+    /// Probability of replacing a sample's text context by the negative/empty prompt's, so the
+    /// model also learns the unconditional velocity that classifier-free guidance needs. 0.1 is the
+    /// usual choice (Imagen, SD).
+    pub text_dropout: f64,
+    /// AdamW first-moment decay (0.9, the standard value).
+    pub beta1: f64,
+    /// AdamW second-moment decay (0.999, the standard value).
+    pub beta2: f64,
+    /// AdamW epsilon (1e-8, the PyTorch default).
+    pub epsilon: f64,
+    /// AdamW decoupled weight decay (0.01, the PyTorch default).
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value; 0 disables. 1.0: the usual DiT setting.
+    pub grad_clip_norm: f64,
+    /// Write a checkpoint every this many steps (and after the last step).
+    pub checkpoint_every: u64,
+    /// Keep this many newest checkpoints (0 keeps all).
+    pub keep_last: usize,
+    /// Number of recent losses kept in each checkpoint's `state.json`.
+    pub loss_tail: usize,
+    /// Show an indicatif progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for DitPretrainConfig {
+    fn default() -> Self {
+        Self {
+            lr: 2e-4,
+            batch: 8,
+            steps: 20_000,
+            shift: 2.0,
+            seed: 0,
+            text_dropout: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 0.01,
+            grad_clip_norm: 1.0,
+            checkpoint_every: 500,
+            keep_last: 3,
+            loss_tail: 100,
+            progress: true,
+        }
+    }
+}
+
+impl DitPretrainConfig {
+    /// Hash of the settings that change the trajectory (everything except `steps`,
+    /// `checkpoint_every`, `keep_last`, `loss_tail`, `progress`): a run resumes only from a
+    /// checkpoint with the same hash.
+    pub fn resume_hash(&self) -> String {
+        let key = format!(
+            "lr={:e};batch={};shift={:e};seed={};text_dropout={:e};beta1={:e};beta2={:e};eps={:e};wd={:e};clip={:e}",
+            self.lr,
+            self.batch,
+            self.shift,
+            self.seed,
+            self.text_dropout,
+            self.beta1,
+            self.beta2,
+            self.epsilon,
+            self.weight_decay,
+            self.grad_clip_norm
+        );
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
+/// One training batch.
+#[derive(Debug, Clone)]
+pub struct DitBatch<B: Backend> {
+    /// Clean latents `x0`, `[batch, channels, frames, height, width]`.
+    pub latents: Tensor<B, 5>,
+    /// Text encoder output, `[batch, text_len, text_dim]`.
+    pub context: Tensor<B, 3>,
+}
+
+/// What a [`pretrain_dit`] run did.
+#[derive(Debug, Clone, Default)]
+pub struct PretrainReport {
+    /// Steps already done when this run started (0 for a fresh run).
+    pub start_step: u64,
+    /// Steps done when it returned.
+    pub end_step: u64,
+    /// `(step, loss)` of every step this run took.
+    pub losses: Vec<(u64, f64)>,
+    /// The checkpoint it resumed from.
+    pub resumed_from: Option<PathBuf>,
+    /// Newer checkpoints that were corrupt and skipped, with the reason.
+    pub skipped_corrupt: Vec<(PathBuf, String)>,
+    /// Checkpoints written by this run.
+    pub checkpoints: Vec<PathBuf>,
+}
+
+/// Training times of step `step`: `t_i = shift(u_i, g)` with `u_i` uniform in `[0, 1)`, a pure
+/// function of `(seed, step, i)`.
+pub fn sample_timesteps(seed: u64, step: u64, batch: usize, g: f64) -> Vec<f64> {
+    (0..batch as u64)
+        .map(|i| shift(uniform(seed, step, STREAM_TIME, i), g))
+        .collect()
+}
+
+/// The flow-matching loss `mean((dit(x_t, 1000 t, ctx) - (eps - x0))^2)` with
+/// `x_t = (1 - t) x0 + t eps`.
+///
+/// # Shapes
+/// - `x0`, `noise`: `[batch, channels, frames, height, width]`
+/// - `context`: `[batch, text_len, text_dim]`
+/// - `t`: `[batch]`, in `[0, 1]`
+/// - returns `[1]`
+pub fn flow_matching_loss<B: Backend>(
+    dit: &WanModel<B>,
+    x0: Tensor<B, 5>,
+    context: Tensor<B, 3>,
+    t: Tensor<B, 1>,
+    noise: Tensor<B, 5>,
+) -> Result<Tensor<B, 1>, TrainError> {
+    let [b, ..] = x0.dims();
+    let t5 = t.clone().reshape([b, 1, 1, 1, 1]);
+    let x_t = x0.clone() * (t5.clone().neg() + 1.0) + noise.clone() * t5;
+    let target = noise - x0;
+    let prediction = dit.forward(x_t, t * NUM_TRAIN_TIMESTEPS, context)?;
+    Ok((prediction - target).powi_scalar(2).mean())
+}
+
+/// Replaces the context of each sample with `negative` with probability `p` (a pure function of
+/// `(seed, step, i)`).
+///
+/// # Shapes
+/// - `context`: `[batch, text_len, text_dim]`, `negative`: `[1, text_len, text_dim]`
+fn drop_text<B: Backend>(
+    context: Tensor<B, 3>,
+    negative: &Tensor<B, 3>,
+    p: f64,
+    seed: u64,
+    step: u64,
+) -> Tensor<B, 3> {
+    let [b, l, d] = context.dims();
+    let keep: Vec<f32> = (0..b as u64)
+        .map(|i| {
+            if uniform(seed, step, STREAM_DROPOUT, i) < p {
+                0.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    if keep.iter().all(|&k| k == 1.0) {
+        return context;
+    }
+    let keep =
+        Tensor::<B, 1>::from_data(TensorData::new(keep, [b]), &context.device()).reshape([b, 1, 1]);
+    let negative = negative.clone().expand([b, l, d]);
+    context * keep.clone() + negative * (keep.neg() + 1.0)
+}
+
+fn check_shape(what: &str, expected: &[usize], found: &[usize]) -> Result<(), TrainError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(TrainError::Shape {
+            what: what.to_string(),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        })
+    }
+}
+
+/// Pretrains `model` with the flow-matching objective, checkpointing under `run_dir` and resuming
+/// from its newest valid checkpoint if there is one.
+///
+/// `batches(step)` gives the batch of step `step` (1-based); for exact resume it must depend on
+/// `step` only. `negative` is the text encoding of the empty/negative prompt used for text
+/// dropout (`[1, text_len, text_dim]`; required when `config.text_dropout > 0`).
+///
+/// # Errors
+/// [`TrainError::NonFinite`] if the loss or, at a checkpoint, a parameter is NaN/Inf: the run
+/// stops and the newest checkpoint on disk is the last good one. Also shape, data, I/O,
+/// checkpoint and config-mismatch errors.
+pub fn pretrain_dit<B, F>(
+    model: WanModel<B>,
+    config: &DitPretrainConfig,
+    run_dir: &Path,
+    negative: Option<Tensor<B, 3>>,
+    mut batches: F,
+) -> Result<(WanModel<B>, PretrainReport), TrainError>
+where
+    B: AutodiffBackend,
+    F: FnMut(u64) -> Result<DitBatch<B>, TrainError>,
+{
+    let device = model.patch_embedding.weight.device();
+    let mut adamw = AdamWConfig::new()
+        .with_beta_1(config.beta1 as f32)
+        .with_beta_2(config.beta2 as f32)
+        .with_epsilon(config.epsilon as f32)
+        .with_weight_decay(config.weight_decay as f32);
+    if config.grad_clip_norm > 0.0 {
+        adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(
+            config.grad_clip_norm as f32,
+        )));
+    }
+    let mut optimizer = adamw.init::<B, WanModel<B>>();
+    let hash = config.resume_hash();
+    let mut model = model;
+    let mut report = PretrainReport::default();
+    let mut tail: Vec<(u64, f64)> = Vec::new();
+
+    let latest = latest_valid(run_dir)?;
+    for (path, reason) in &latest.skipped {
+        eprintln!("skipping corrupt checkpoint {}: {reason}", path.display());
+    }
+    report.skipped_corrupt = latest.skipped;
+    if let Some(ckpt) = latest.checkpoint {
+        let state = ckpt.state()?;
+        if state.config_hash != hash {
+            return Err(TrainError::ConfigMismatch {
+                path: ckpt.path,
+                expected: hash,
+                found: state.config_hash,
+            });
+        }
+        model = ckpt.load_module(MODEL_NAME, model)?;
+        optimizer = ckpt.load_optimizer(OPTIMIZER_NAME, optimizer, &device)?;
+        report.start_step = state.step;
+        tail = state.losses;
+        report.resumed_from = Some(ckpt.path);
+    }
+    truncate_loss_log(&run_dir.join(LOSS_LOG), report.start_step)?;
+    report.end_step = report.start_step;
+
+    let negative = match (config.text_dropout > 0.0, negative) {
+        (true, None) => {
+            return Err(TrainError::Data {
+                step: report.start_step + 1,
+                message: "text_dropout > 0 needs the negative prompt's context".into(),
+            })
+        }
+        (_, n) => n,
+    };
+
+    let bar = if config.progress {
+        ProgressBar::new(config.steps)
+    } else {
+        ProgressBar::with_draw_target(Some(config.steps), ProgressDrawTarget::hidden())
+    };
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_position(report.start_step);
+
+    for step in report.start_step + 1..=config.steps {
+        let DitBatch { latents, context } = batches(step)?;
+        let dims = latents.dims();
+        check_shape(
+            "latents",
+            &[config.batch, model.in_channels, dims[2], dims[3], dims[4]],
+            &dims,
+        )?;
+        check_shape(
+            "context",
+            &[config.batch, model.text_len, model.text_dim],
+            &context.dims(),
+        )?;
+        let context = match &negative {
+            Some(neg) if config.text_dropout > 0.0 => {
+                check_shape(
+                    "negative context",
+                    &[1, model.text_len, model.text_dim],
+                    &neg.dims(),
+                )?;
+                drop_text(context, neg, config.text_dropout, config.seed, step)
+            }
+            _ => context,
+        };
+        let times = sample_timesteps(config.seed, step, config.batch, config.shift);
+        let t = Tensor::<B, 1>::from_data(
+            TensorData::new(times.iter().map(|&x| x as f32).collect(), [config.batch]),
+            &device,
+        );
+        let noise = gaussian::<B, 5>(dims, step_seed(config.seed, step, STREAM_NOISE), &device);
+
+        let loss = flow_matching_loss(&model, latents, context, t, noise)?;
+        let value: f64 = loss.clone().into_scalar().elem();
+        check_finite(step, "loss", value)?;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(config.lr, model, grads);
+
+        report.losses.push((step, value));
+        tail.push((step, value));
+        let excess = tail.len().saturating_sub(config.loss_tail);
+        tail.drain(..excess);
+        append_loss(&run_dir.join(LOSS_LOG), step, value)?;
+        bar.set_position(step);
+        bar.set_message(format!("loss {value:.5}"));
+
+        if step % config.checkpoint_every.max(1) == 0 || step == config.steps {
+            check_module_finite(step, &model)?;
+            let writer = CheckpointWriter::begin(run_dir, step)?;
+            writer.save_module::<B, _>(MODEL_NAME, &model)?;
+            writer.save_optimizer::<B, WanModel<B>, _>(OPTIMIZER_NAME, &optimizer)?;
+            writer.save_state(&TrainState {
+                step,
+                seed: config.seed,
+                config_hash: hash.clone(),
+                losses: tail.clone(),
+            })?;
+            report
+                .checkpoints
+                .push(writer.commit(config.keep_last)?.path);
+        }
+        report.end_step = step;
+    }
+    bar.finish();
+    Ok((model, report))
+}
+
+fn append_loss(path: &Path, step: u64, loss: f64) -> Result<(), TrainError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    writeln!(f, "{step},{loss}").map_err(|e| TrainError::io(path, e))
+}
+
+/// Drops log lines after `step` (written by an interrupted run past its last checkpoint).
+fn truncate_loss_log(path: &Path, step: u64) -> Result<(), TrainError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            line.split(',')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(|e| TrainError::io(path, e))
+}

@@ -1,0 +1,168 @@
+//! How a stage reads its settings: the stage's `Default`, then a TOML file, then `key=value`
+//! overrides (`--set lr=1e-4`, dotted keys for nested tables), each layer over the previous one.
+//! Keys that the stage does not know are errors naming the file (or the override) and the key.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use tmd_distill::train::load_stage_config;
+//!
+//! #[derive(Serialize, Deserialize, Default, Debug)]
+//! struct Stage {
+//!     lr: f64,
+//!     steps: u64,
+//! }
+//! let s: Stage = load_stage_config(None, &["lr=1e-4".to_string()]).unwrap();
+//! assert_eq!((s.lr, s.steps), (1e-4, 0));
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use config::{Config, File, FileFormat};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::TrainError;
+
+fn config_err(file: Option<&Path>, key: Option<&str>, message: impl Into<String>) -> TrainError {
+    TrainError::Config {
+        file: file.map(Path::to_path_buf),
+        key: key.map(str::to_string),
+        message: message.into(),
+    }
+}
+
+/// Dotted paths of every leaf (and table) of a JSON value.
+fn key_paths(value: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            out.insert(path.clone());
+            key_paths(v, &path, out);
+        }
+    }
+}
+
+/// Leaf paths of a value read from a file (tables are descended into).
+fn leaf_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_paths(v, &path, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+/// Whether `key` is a known key: itself, or below a known key that is `null` by default
+/// (an `Option` table) or a free-form map.
+fn known(key: &str, keys: &BTreeSet<String>, defaults: &Value) -> bool {
+    if keys.contains(key) {
+        return true;
+    }
+    // Accept anything under a key whose default is null or an empty object (optional/free-form).
+    let mut node = defaults;
+    for part in key.split('.') {
+        match node {
+            Value::Object(map) => match map.get(part) {
+                Some(next) => node = next,
+                None => return map.is_empty() && !std::ptr::eq(node, defaults),
+            },
+            Value::Null => return true,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Reads a stage's settings: `T::default()`, overlaid by the TOML `file` (if any), overlaid by
+/// `overrides` of the form `key=value` (dotted keys reach nested tables; values are parsed as the
+/// field's type).
+///
+/// # Errors
+/// [`TrainError::Config`] naming the file or override and the key, for an unreadable file, a key
+/// `T` does not have, a malformed override, or a value of the wrong type.
+pub fn load_stage_config<T>(file: Option<&Path>, overrides: &[String]) -> Result<T, TrainError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let defaults = serde_json::to_value(T::default())
+        .map_err(|e| config_err(None, None, format!("serialising the defaults: {e}")))?;
+    let mut keys = BTreeSet::new();
+    key_paths(&defaults, "", &mut keys);
+
+    let base = Config::try_from(&T::default())
+        .map_err(|e| config_err(None, None, format!("serialising the defaults: {e}")))?;
+    let mut builder = Config::builder().add_source(base);
+
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(config_err(Some(path), None, "file not found"));
+        }
+        let only_file: Value = Config::builder()
+            .add_source(File::from(path).format(FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| config_err(Some(path), None, e.to_string()))?;
+        let mut leaves = Vec::new();
+        leaf_paths(&only_file, "", &mut leaves);
+        if let Some(bad) = leaves.iter().find(|k| !known(k, &keys, &defaults)) {
+            return Err(config_err(
+                Some(path),
+                Some(bad),
+                format!(
+                    "unknown key; known keys: {}",
+                    keys.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+    }
+
+    for item in overrides {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(config_err(
+                file,
+                None,
+                format!("override '{item}' is not of the form key=value"),
+            ));
+        };
+        let key = key.trim();
+        if !known(key, &keys, &defaults) {
+            return Err(config_err(
+                file,
+                Some(key),
+                format!("unknown key in override '{item}'"),
+            ));
+        }
+        builder = builder
+            .set_override(key, value.trim().to_string())
+            .map_err(|e| config_err(file, Some(key), e.to_string()))?;
+    }
+
+    builder
+        .build()
+        .and_then(|c| c.try_deserialize::<T>())
+        .map_err(|e| {
+            let message = e.to_string();
+            let key = keys
+                .iter()
+                .rev()
+                .find(|k| {
+                    message.contains(&format!("`{k}`")) || message.contains(&format!("'{k}'"))
+                })
+                .cloned();
+            config_err(file, key.as_deref(), message)
+        })
+}

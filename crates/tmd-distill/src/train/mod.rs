@@ -1,0 +1,20 @@
+//! Reusable training infrastructure shared by every stage (`pretrain`, `adapt-head`, `distill`):
+//!
+//! - [`config`]: a stage's settings from defaults, a TOML file and `key=value` overrides;
+//! - [`checkpoint`]: atomic, checksummed checkpoint directories with exact resume;
+//! - [`guard`]: NaN/Inf detection that stops a run with the last good checkpoint kept;
+//! - [`rng`]: counter-based randomness, a pure function of `(seed, step, stream)`, so a resumed run
+//!   draws exactly what an uninterrupted one would have drawn.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod guard;
+pub mod rng;
+
+pub use checkpoint::{
+    latest_valid, list_checkpoints, Checkpoint, CheckpointWriter, LatestValid, TrainState,
+};
+pub use config::load_stage_config;
+pub use error::TrainError;
+pub use guard::{check_finite, check_module_finite};
