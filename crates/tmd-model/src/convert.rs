@@ -177,8 +177,6 @@ fn plan(src: &Path, layout: &SourceLayout, opts: &ConvertOptions) -> Result<Plan
 /// Progress events of a conversion, for a progress display.
 #[derive(Clone, Debug)]
 pub enum ConvertEvent {
-    /// A component starts: name and number of tensors.
-    Start(&'static str, usize),
     /// A component is written: name, tensors, parameters.
     Done(&'static str, usize, usize),
 }

@@ -157,7 +157,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Which layout a model directory has.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Layout {
+pub enum DirLayout {
     /// A converted directory with its manifest.
     Converted(Box<Manifest>),
     /// A diffusers-format folder.
@@ -170,7 +170,7 @@ pub struct ModelDir {
     /// The directory.
     pub root: PathBuf,
     /// Its layout.
-    pub layout: Layout,
+    pub layout: DirLayout,
 }
 
 impl ModelDir {
@@ -187,7 +187,7 @@ impl ModelDir {
             let manifest = Manifest::read(&root)?;
             return Ok(Self {
                 root,
-                layout: Layout::Converted(Box::new(manifest)),
+                layout: DirLayout::Converted(Box::new(manifest)),
             });
         }
         if root.join("transformer/model.bpk").exists() {
@@ -200,7 +200,7 @@ impl ModelDir {
         if root.join("transformer").is_dir() {
             return Ok(Self {
                 root,
-                layout: Layout::Diffusers,
+                layout: DirLayout::Diffusers,
             });
         }
         Err(ModelError::config(
@@ -214,16 +214,16 @@ impl ModelDir {
     /// The sampling defaults (Wan2.1's for a diffusers folder).
     pub fn defaults(&self) -> SamplingDefaults {
         match &self.layout {
-            Layout::Converted(m) => m.defaults.clone(),
-            Layout::Diffusers => SamplingDefaults::default(),
+            DirLayout::Converted(m) => m.defaults.clone(),
+            DirLayout::Diffusers => SamplingDefaults::default(),
         }
     }
 
     /// The manifest, for a converted directory.
     pub fn manifest(&self) -> Option<&Manifest> {
         match &self.layout {
-            Layout::Converted(m) => Some(m),
-            Layout::Diffusers => None,
+            DirLayout::Converted(m) => Some(m),
+            DirLayout::Diffusers => None,
         }
     }
 
@@ -246,13 +246,13 @@ impl ModelDir {
     /// The DiT config.
     pub fn transformer_config(&self) -> Result<WanConfig> {
         match &self.layout {
-            Layout::Converted(m) => {
+            DirLayout::Converted(m) => {
                 let path = self.root.join(&m.transformer.config);
                 let config: WanConfig = read_config(&path)?;
                 config.validate(&path)?;
                 Ok(config)
             }
-            Layout::Diffusers => {
+            DirLayout::Diffusers => {
                 WanConfig::from_diffusers_config(&self.root.join("transformer/config.json"))
             }
         }
@@ -261,7 +261,7 @@ impl ModelDir {
     /// Loads the DiT.
     pub fn load_transformer<B: Backend>(&self, device: &B::Device) -> Result<WanModel<B>> {
         match &self.layout {
-            Layout::Converted(m) => {
+            DirLayout::Converted(m) => {
                 let config = self.transformer_config()?;
                 let source = self.converted_source(&m.transformer)?;
                 load_module(
@@ -272,7 +272,7 @@ impl ModelDir {
                     "DiT",
                 )
             }
-            Layout::Diffusers => {
+            DirLayout::Diffusers => {
                 WanModel::from_diffusers_dir(&self.root.join("transformer"), device)
             }
         }
@@ -281,12 +281,12 @@ impl ModelDir {
     /// The VAE config.
     pub fn vae_config(&self) -> Result<WanVaeConfig> {
         match &self.layout {
-            Layout::Converted(m) => {
+            DirLayout::Converted(m) => {
                 let config: WanVaeConfig = read_config(&self.root.join(&m.vae.config))?;
                 config.validate()?;
                 Ok(config)
             }
-            Layout::Diffusers => {
+            DirLayout::Diffusers => {
                 WanVaeConfig::from_diffusers_config(&self.root.join("vae/config.json"))
             }
         }
@@ -295,7 +295,7 @@ impl ModelDir {
     /// Loads the VAE.
     pub fn load_vae<B: Backend>(&self, device: &B::Device) -> Result<WanVae<B>> {
         match &self.layout {
-            Layout::Converted(m) => {
+            DirLayout::Converted(m) => {
                 let config = self.vae_config()?;
                 let source = self.converted_source(&m.vae)?;
                 load_module(
@@ -306,22 +306,22 @@ impl ModelDir {
                     "VAE",
                 )
             }
-            Layout::Diffusers => WanVae::from_diffusers_dir(&self.root.join("vae"), device),
+            DirLayout::Diffusers => WanVae::from_diffusers_dir(&self.root.join("vae"), device),
         }
     }
 
     /// The tokenizer file.
     pub fn tokenizer_path(&self) -> PathBuf {
         match &self.layout {
-            Layout::Converted(m) => self.root.join(&m.tokenizer),
-            Layout::Diffusers => self.root.join("tokenizer/tokenizer.json"),
+            DirLayout::Converted(m) => self.root.join(&m.tokenizer),
+            DirLayout::Diffusers => self.root.join("tokenizer/tokenizer.json"),
         }
     }
 
     /// The umT5 config.
     pub fn umt5_config(&self) -> Result<UMT5Config> {
         match &self.layout {
-            Layout::Converted(m) => {
+            DirLayout::Converted(m) => {
                 let path = self.root.join(&m.text_encoder.config);
                 let config: UMT5Config = read_config(&path)?;
                 config
@@ -329,7 +329,7 @@ impl ModelDir {
                     .map_err(|reason| ModelError::config(&path, reason))?;
                 Ok(config)
             }
-            Layout::Diffusers => {
+            DirLayout::Diffusers => {
                 UMT5Config::from_hf_config(self.root.join("text_encoder/config.json"))
             }
         }
@@ -362,7 +362,7 @@ impl ModelDir {
     /// Loads the umT5 encoder.
     pub fn load_umt5<B: Backend>(&self, device: &B::Device) -> Result<UMT5Encoder<B>> {
         match &self.layout {
-            Layout::Converted(m) => {
+            DirLayout::Converted(m) => {
                 let config = self.umt5_config()?;
                 let source = self.converted_source(&m.text_encoder)?;
                 load_module(
@@ -373,7 +373,9 @@ impl ModelDir {
                     "umT5",
                 )
             }
-            Layout::Diffusers => UMT5Encoder::from_hf_dir(&self.root.join("text_encoder"), device),
+            DirLayout::Diffusers => {
+                UMT5Encoder::from_hf_dir(&self.root.join("text_encoder"), device)
+            }
         }
     }
 

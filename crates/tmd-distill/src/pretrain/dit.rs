@@ -9,22 +9,22 @@
 //! `(seed, s)` ([`crate::train::rng`]), and the batch of step `s` is asked of the caller by its
 //! step number, so a resumed run repeats an uninterrupted one bit for bit.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tmd_model::dit::WanModel;
 use tmd_sampler::noise::gaussian;
 use tmd_sampler::schedule::{shift, NUM_TRAIN_TIMESTEPS};
 
-use crate::train::checkpoint::{latest_valid, CheckpointWriter, TrainState};
-use crate::train::guard::{check_finite, check_module_finite};
+use crate::train::checkpoint::TrainState;
+use crate::train::guard::check_finite;
 use crate::train::rng::{step_seed, uniform};
+use crate::train::run::{check_shape, progress_bar, resume, save_checkpoint, settings_hash};
+pub use crate::train::run::{PretrainReport, LOSS_LOG, OPTIMIZER_NAME};
 use crate::train::TrainError;
 
 /// Random streams of one step (see [`crate::train::rng`]).
@@ -34,10 +34,6 @@ const STREAM_DROPOUT: u64 = 3;
 
 /// Name of the DiT inside a checkpoint directory.
 pub const MODEL_NAME: &str = "dit";
-/// Name of the optimizer state inside a checkpoint directory.
-pub const OPTIMIZER_NAME: &str = "optimizer";
-/// Loss log written beside the checkpoints: `step,loss` per line.
-pub const LOSS_LOG: &str = "loss.csv";
 
 /// Settings of DiT pretraining (read with [`crate::train::load_stage_config`]).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -106,7 +102,7 @@ impl DitPretrainConfig {
     /// `checkpoint_every`, `keep_last`, `loss_tail`, `progress`): a run resumes only from a
     /// checkpoint with the same hash.
     pub fn resume_hash(&self) -> String {
-        let key = format!(
+        settings_hash(&format!(
             "lr={:e};batch={};shift={:e};seed={};text_dropout={:e};beta1={:e};beta2={:e};eps={:e};wd={:e};clip={:e}",
             self.lr,
             self.batch,
@@ -118,13 +114,7 @@ impl DitPretrainConfig {
             self.epsilon,
             self.weight_decay,
             self.grad_clip_norm
-        );
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in key.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{h:016x}")
+        ))
     }
 }
 
@@ -135,23 +125,6 @@ pub struct DitBatch<B: Backend> {
     pub latents: Tensor<B, 5>,
     /// Text encoder output, `[batch, text_len, text_dim]`.
     pub context: Tensor<B, 3>,
-}
-
-/// What a [`pretrain_dit`] run did.
-#[derive(Debug, Clone, Default)]
-pub struct PretrainReport {
-    /// Steps already done when this run started (0 for a fresh run).
-    pub start_step: u64,
-    /// Steps done when it returned.
-    pub end_step: u64,
-    /// `(step, loss)` of every step this run took.
-    pub losses: Vec<(u64, f64)>,
-    /// The checkpoint it resumed from.
-    pub resumed_from: Option<PathBuf>,
-    /// Newer checkpoints that were corrupt and skipped, with the reason.
-    pub skipped_corrupt: Vec<(PathBuf, String)>,
-    /// Checkpoints written by this run.
-    pub checkpoints: Vec<PathBuf>,
 }
 
 /// Training times of step `step`: `t_i = shift(u_i, g)` with `u_i` uniform in `[0, 1)`, a pure
@@ -216,18 +189,6 @@ fn drop_text<B: Backend>(
     context * keep.clone() + negative * (keep.neg() + 1.0)
 }
 
-fn check_shape(what: &str, expected: &[usize], found: &[usize]) -> Result<(), TrainError> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(TrainError::Shape {
-            what: what.to_string(),
-            expected: expected.to_vec(),
-            found: found.to_vec(),
-        })
-    }
-}
-
 /// Pretrains `model` with the flow-matching objective, checkpointing under `run_dir` and resuming
 /// from its newest valid checkpoint if there is one.
 ///
@@ -261,34 +222,23 @@ where
             config.grad_clip_norm as f32,
         )));
     }
-    let mut optimizer = adamw.init::<B, WanModel<B>>();
+    let optimizer = adamw.init::<B, WanModel<B>>();
     let hash = config.resume_hash();
-    let mut model = model;
-    let mut report = PretrainReport::default();
-    let mut tail: Vec<(u64, f64)> = Vec::new();
-
-    let latest = latest_valid(run_dir)?;
-    for (path, reason) in &latest.skipped {
-        eprintln!("skipping corrupt checkpoint {}: {reason}", path.display());
-    }
-    report.skipped_corrupt = latest.skipped;
-    if let Some(ckpt) = latest.checkpoint {
-        let state = ckpt.state()?;
-        if state.config_hash != hash {
-            return Err(TrainError::ConfigMismatch {
-                path: ckpt.path,
-                expected: hash,
-                found: state.config_hash,
-            });
-        }
-        model = ckpt.load_module(MODEL_NAME, model)?;
-        optimizer = ckpt.load_optimizer(OPTIMIZER_NAME, optimizer, &device)?;
-        report.start_step = state.step;
-        tail = state.losses;
-        report.resumed_from = Some(ckpt.path);
-    }
-    truncate_loss_log(&run_dir.join(LOSS_LOG), report.start_step)?;
-    report.end_step = report.start_step;
+    let resumed = resume::<B, _, _>(
+        run_dir,
+        &hash,
+        MODEL_NAME,
+        model,
+        optimizer,
+        &device,
+        config.loss_tail,
+    )?;
+    let (mut model, mut optimizer, mut report, mut log) = (
+        resumed.model,
+        resumed.optimizer,
+        resumed.report,
+        resumed.log,
+    );
 
     let negative = match (config.text_dropout > 0.0, negative) {
         (true, None) => {
@@ -300,16 +250,7 @@ where
         (_, n) => n,
     };
 
-    let bar = if config.progress {
-        ProgressBar::new(config.steps)
-    } else {
-        ProgressBar::with_draw_target(Some(config.steps), ProgressDrawTarget::hidden())
-    };
-    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
-    {
-        bar.set_style(style);
-    }
-    bar.set_position(report.start_step);
+    let bar = progress_bar(config.progress, config.steps, report.start_step);
 
     for step in report.start_step + 1..=config.steps {
         let DitBatch { latents, context } = batches(step)?;
@@ -349,60 +290,27 @@ where
         model = optimizer.step(config.lr, model, grads);
 
         report.losses.push((step, value));
-        tail.push((step, value));
-        let excess = tail.len().saturating_sub(config.loss_tail);
-        tail.drain(..excess);
-        append_loss(&run_dir.join(LOSS_LOG), step, value)?;
+        log.push(step, value)?;
         bar.set_position(step);
         bar.set_message(format!("loss {value:.5}"));
 
         if step % config.checkpoint_every.max(1) == 0 || step == config.steps {
-            check_module_finite(step, &model)?;
-            let writer = CheckpointWriter::begin(run_dir, step)?;
-            writer.save_module::<B, _>(MODEL_NAME, &model)?;
-            writer.save_optimizer::<B, WanModel<B>, _>(OPTIMIZER_NAME, &optimizer)?;
-            writer.save_state(&TrainState {
-                step,
-                seed: config.seed,
-                config_hash: hash.clone(),
-                losses: tail.clone(),
-            })?;
-            report
-                .checkpoints
-                .push(writer.commit(config.keep_last)?.path);
+            report.checkpoints.push(save_checkpoint::<B, _, _>(
+                run_dir,
+                MODEL_NAME,
+                &model,
+                &optimizer,
+                &TrainState {
+                    step,
+                    seed: config.seed,
+                    config_hash: hash.clone(),
+                    losses: log.tail().to_vec(),
+                },
+                config.keep_last,
+            )?);
         }
         report.end_step = step;
     }
     bar.finish();
     Ok((model, report))
-}
-
-fn append_loss(path: &Path, step: u64, loss: f64) -> Result<(), TrainError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| TrainError::io(path, e))?;
-    writeln!(f, "{step},{loss}").map_err(|e| TrainError::io(path, e))
-}
-
-/// Drops log lines after `step` (written by an interrupted run past its last checkpoint).
-fn truncate_loss_log(path: &Path, step: u64) -> Result<(), TrainError> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            line.split(',')
-                .next()
-                .and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|s| s <= step)
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    std::fs::write(path, kept).map_err(|e| TrainError::io(path, e))
 }

@@ -1,9 +1,14 @@
 //! Pretraining of the bundled teacher on the synthetic [`world`](crate::world).
 //!
 //! [`dit`]: the Wan flow-matching objective and its training loop for the DiT.
+//! [`vae`]: the Wan VAE trained as a deterministic autoencoder, and its training loop.
 
 pub mod dit;
+pub mod vae;
 
 pub use dit::{
     flow_matching_loss, pretrain_dit, sample_timesteps, DitBatch, DitPretrainConfig, PretrainReport,
+};
+pub use vae::{
+    decode_unclamped, pretrain_vae, vae_reconstruction_loss, VaeLossParts, VaePretrainConfig,
 };

@@ -3,6 +3,7 @@
 //! - [`config`]: a stage's settings from defaults, a TOML file and `key=value` overrides;
 //! - [`checkpoint`]: atomic, checksummed checkpoint directories with exact resume;
 //! - [`guard`]: NaN/Inf detection that stops a run with the last good checkpoint kept;
+//! - [`run`]: the loop pieces every stage shares (resume, checkpointing, loss log, progress);
 //! - [`rng`]: counter-based randomness, a pure function of `(seed, step, stream)`, so a resumed run
 //!   draws exactly what an uninterrupted one would have drawn.
 
@@ -11,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod guard;
 pub mod rng;
+pub mod run;
 
 pub use checkpoint::{
     latest_valid, list_checkpoints, Checkpoint, CheckpointWriter, LatestValid, TrainState,
@@ -18,3 +20,4 @@ pub use checkpoint::{
 pub use config::load_stage_config;
 pub use error::TrainError;
 pub use guard::{check_finite, check_module_finite};
+pub use run::{resume, save_checkpoint, LossLog, PretrainReport, Resumed};

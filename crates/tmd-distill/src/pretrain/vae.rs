@@ -1,0 +1,293 @@
+//! Reconstruction pretraining of the bundled Wan VAE on the synthetic [`world`](crate::world).
+//!
+//! **A deterministic autoencoder, not a VAE objective.** The Wan VAE's quant convolution makes
+//! `2 z_dim` channels, a diagonal Gaussian's mean and log-variance, but [`WanVae::encode`] returns
+//! only the mean (diffusers `latent_dist.mean`) and discards the log-variance. Rather than add an
+//! API to `tmd-model`, the VAE is trained as a deterministic autoencoder on the posterior mean:
+//! `z = encode(x)`, `x_hat = decode(z)`, loss `mean((x_hat - x)^2) + latent_l2 * mean(z^2)`. The
+//! small L2 penalty on `z` stands in for the KL term's only job that matters here, keeping the
+//! latent scale bounded (without it, the encoder can grow `z` while the decoder shrinks its
+//! input weights). The log-variance channels of the quant convolution get no gradient and stay
+//! at their initial values; nothing downstream reads them.
+//!
+//! **Loss on the pre-clamp output.** [`WanVae::decode`] clamps its output to `[-1, 1]`, and a
+//! clamp passes no gradient where it is active, so a pixel the decoder overshoots would stop
+//! learning. The decoder's own chunk step, [`tmd_model::vae::Decoder3d::forward_chunk`], is
+//! public and documented as unclamped, so [`decode_unclamped`] runs the same chunked decode
+//! without the final clamp and the loss compares that with the input (a test checks that
+//! clamping it gives [`WanVae::decode`] exactly).
+//!
+//! The loop, [`pretrain_vae`], is [`pretrain_dit`](super::dit::pretrain_dit)'s, through the shared
+//! pieces of [`crate::train::run`]: AdamW, checkpoints with the model under the name [`MODEL_NAME`],
+//! exact resume (no random draws; the batch of step `s` is asked of the caller by its step
+//! number), a NaN guard on the loss and on the parameters before each checkpoint, `loss.csv`, and
+//! an indicatif progress bar.
+
+use std::path::Path;
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+use tmd_model::vae::{FeatCache, WanVae};
+
+use crate::train::checkpoint::TrainState;
+use crate::train::guard::check_finite;
+use crate::train::run::{
+    check_shape, progress_bar, resume, save_checkpoint, settings_hash, PretrainReport,
+};
+use crate::train::TrainError;
+
+/// Name of the VAE inside a checkpoint directory.
+pub const MODEL_NAME: &str = "vae";
+
+/// Settings of VAE pretraining (read with [`crate::train::load_stage_config`]).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(default)]
+pub struct VaePretrainConfig {
+    /// Learning rate, constant. 1e-4: the usual Adam rate for convolutional autoencoders trained
+    /// from scratch without an adversarial term (which would call for a smaller one).
+    pub lr: f64,
+    /// Clips per batch; the loop checks that the data source delivers this many.
+    pub batch: usize,
+    /// Optimizer steps in total (a resumed run continues up to this number).
+    pub steps: u64,
+    /// Seed of the run, stored in every checkpoint. The objective itself draws nothing (the
+    /// encoder's mean is used, no sampled latent), so it is for the caller's data source: derive
+    /// the batch of step `s` from `(seed, s)`, e.g. a [`WorldDataset`](crate::world::WorldDataset)
+    /// with this seed.
+    pub seed: u64,
+    /// Weight of the latent penalty `mean(z^2)` against the per-pixel reconstruction MSE. 1e-4:
+    /// large enough to bound the latent scale (the stand-in for the KL term, see the module
+    /// docs), small enough not to cost reconstruction quality; like the 1e-6 KL weight of
+    /// latent-diffusion autoencoders it is a regulariser, not a prior.
+    pub latent_l2: f64,
+    /// AdamW first-moment decay (0.9, the standard value).
+    pub beta1: f64,
+    /// AdamW second-moment decay (0.999, the standard value).
+    pub beta2: f64,
+    /// AdamW epsilon (1e-8, the PyTorch default).
+    pub epsilon: f64,
+    /// AdamW decoupled weight decay (0.01, the PyTorch default).
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value; 0 disables. 1.0: guards the early steps of
+    /// a from-scratch run, where the reconstruction error is largest.
+    pub grad_clip_norm: f64,
+    /// Write a checkpoint every this many steps (and after the last step). 500, as for the DiT.
+    pub checkpoint_every: u64,
+    /// Keep this many newest checkpoints (0 keeps all). 3, as for the DiT.
+    pub keep_last: usize,
+    /// Number of recent losses kept in each checkpoint's `state.json`.
+    pub loss_tail: usize,
+    /// Show an indicatif progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for VaePretrainConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-4,
+            batch: 8,
+            steps: 10_000,
+            seed: 0,
+            latent_l2: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 0.01,
+            grad_clip_norm: 1.0,
+            checkpoint_every: 500,
+            keep_last: 3,
+            loss_tail: 100,
+            progress: true,
+        }
+    }
+}
+
+impl VaePretrainConfig {
+    /// Hash of the settings that change the trajectory (everything except `steps`,
+    /// `checkpoint_every`, `keep_last`, `loss_tail`, `progress`): a run resumes only from a
+    /// checkpoint with the same hash.
+    pub fn resume_hash(&self) -> String {
+        settings_hash(&format!(
+            "vae;lr={:e};batch={};seed={};latent_l2={:e};beta1={:e};beta2={:e};eps={:e};wd={:e};clip={:e}",
+            self.lr,
+            self.batch,
+            self.seed,
+            self.latent_l2,
+            self.beta1,
+            self.beta2,
+            self.epsilon,
+            self.weight_decay,
+            self.grad_clip_norm
+        ))
+    }
+}
+
+/// The terms of [`vae_reconstruction_loss`], unweighted (for logging).
+#[derive(Debug, Clone)]
+pub struct VaeLossParts<B: Backend> {
+    /// `mean((decode_unclamped(z) - clips)^2)`, `[1]`.
+    pub reconstruction: Tensor<B, 1>,
+    /// `mean(z^2)` of the posterior mean `z`, `[1]`.
+    pub latent_l2: Tensor<B, 1>,
+}
+
+/// [`WanVae::decode`] without its final clamp to `[-1, 1]`: the post-quant convolution, then the
+/// decoder one latent frame at a time with one [`FeatCache`], exactly as `decode` runs it.
+///
+/// # Shapes
+/// - `z`: `[batch, z_dim, t, h, w]` (unnormalised latents)
+/// - returns `[batch, 3, 1 + 4 (t - 1), 8 h, 8 w]` (Wan2.1 strides)
+///
+/// # Errors
+/// [`TrainError::Shape`] if `z` does not have `z_dim` channels or has an empty dimension.
+pub fn decode_unclamped<B: Backend>(
+    vae: &WanVae<B>,
+    z: Tensor<B, 5>,
+) -> Result<Tensor<B, 5>, TrainError> {
+    let [b, c, t, h, w] = z.dims();
+    if c != vae.z_dim || b == 0 || t == 0 || h == 0 || w == 0 {
+        return Err(TrainError::Shape {
+            what: "latents to decode (non-empty, z_dim channels)".into(),
+            expected: vec![b.max(1), vae.z_dim, t.max(1), h.max(1), w.max(1)],
+            found: z.dims().to_vec(),
+        });
+    }
+    let x = vae.post_quant_conv.forward(z, None);
+    let mut cache = FeatCache::new();
+    let frames: Vec<Tensor<B, 5>> = (0..t)
+        .map(|i| {
+            vae.decoder
+                .forward_chunk(x.clone().narrow(2, i, 1), &mut cache)
+        })
+        .collect();
+    Ok(Tensor::cat(frames, 2))
+}
+
+/// The autoencoder loss `mean((decode_unclamped(z) - clips)^2) + latent_l2 * mean(z^2)` with
+/// `z = vae.encode(clips)` (the posterior mean; see the module docs for why MSE, why the mean and
+/// why before the clamp).
+///
+/// Plain MSE rather than an L1 + MSE mix: the world's clips are flat-coloured shapes on smooth
+/// backgrounds with no texture for MSE to blur, MSE is the Gaussian likelihood a VAE decoder
+/// assumes, and one term leaves one weight to tune.
+///
+/// # Shapes
+/// - `clips`: `[batch, 3, 1 + 4k, H, W]`, values in `[-1, 1]`, `H` and `W` multiples of the
+///   spatial stride (8 for Wan2.1)
+/// - returns the loss `[1]` and its unweighted parts (each `[1]`)
+///
+/// # Errors
+/// [`TrainError::Model`] for a clip shape the VAE does not accept.
+pub fn vae_reconstruction_loss<B: Backend>(
+    vae: &WanVae<B>,
+    clips: Tensor<B, 5>,
+    latent_l2: f64,
+) -> Result<(Tensor<B, 1>, VaeLossParts<B>), TrainError> {
+    let z = vae.encode(clips.clone())?;
+    let z_l2 = z.clone().powi_scalar(2).mean();
+    let reconstructed = decode_unclamped(vae, z)?;
+    check_shape("VAE reconstruction", &clips.dims(), &reconstructed.dims())?;
+    let reconstruction = (reconstructed - clips).powi_scalar(2).mean();
+    let loss = reconstruction.clone() + z_l2.clone() * latent_l2;
+    Ok((
+        loss,
+        VaeLossParts {
+            reconstruction,
+            latent_l2: z_l2,
+        },
+    ))
+}
+
+/// Pretrains `vae` as an autoencoder ([`vae_reconstruction_loss`]), checkpointing under
+/// `run_dir` and resuming from its newest valid checkpoint if there is one.
+///
+/// `batches(step)` gives the clips of step `step` (1-based), `[config.batch, 3, 1 + 4k, H, W]`
+/// in `[-1, 1]`; for exact resume it must depend on `step` only.
+///
+/// # Errors
+/// [`TrainError::NonFinite`] if the loss or, at a checkpoint, a parameter is NaN/Inf: the run
+/// stops and the newest checkpoint on disk is the last good one. Also shape, data, I/O,
+/// checkpoint and config-mismatch errors.
+pub fn pretrain_vae<B, F>(
+    vae: WanVae<B>,
+    config: &VaePretrainConfig,
+    run_dir: &Path,
+    mut batches: F,
+) -> Result<(WanVae<B>, PretrainReport), TrainError>
+where
+    B: AutodiffBackend,
+    F: FnMut(u64) -> Result<Tensor<B, 5>, TrainError>,
+{
+    let device = vae.quant_conv.weight.device();
+    let mut adamw = AdamWConfig::new()
+        .with_beta_1(config.beta1 as f32)
+        .with_beta_2(config.beta2 as f32)
+        .with_epsilon(config.epsilon as f32)
+        .with_weight_decay(config.weight_decay as f32);
+    if config.grad_clip_norm > 0.0 {
+        adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(
+            config.grad_clip_norm as f32,
+        )));
+    }
+    let optimizer = adamw.init::<B, WanVae<B>>();
+    let hash = config.resume_hash();
+    let resumed = resume::<B, _, _>(
+        run_dir,
+        &hash,
+        MODEL_NAME,
+        vae,
+        optimizer,
+        &device,
+        config.loss_tail,
+    )?;
+    let (mut vae, mut optimizer, mut report, mut log) = (
+        resumed.model,
+        resumed.optimizer,
+        resumed.report,
+        resumed.log,
+    );
+
+    let bar = progress_bar(config.progress, config.steps, report.start_step);
+    for step in report.start_step + 1..=config.steps {
+        let clips = batches(step)?;
+        let dims = clips.dims();
+        check_shape(
+            "clips",
+            &[config.batch, vae.in_channels, dims[2], dims[3], dims[4]],
+            &dims,
+        )?;
+
+        let (loss, _) = vae_reconstruction_loss(&vae, clips, config.latent_l2)?;
+        let value: f64 = loss.clone().into_scalar().elem();
+        check_finite(step, "loss", value)?;
+        let grads = GradientsParams::from_grads(loss.backward(), &vae);
+        vae = optimizer.step(config.lr, vae, grads);
+
+        report.losses.push((step, value));
+        log.push(step, value)?;
+        bar.set_position(step);
+        bar.set_message(format!("loss {value:.5}"));
+
+        if step % config.checkpoint_every.max(1) == 0 || step == config.steps {
+            report.checkpoints.push(save_checkpoint::<B, _, _>(
+                run_dir,
+                MODEL_NAME,
+                &vae,
+                &optimizer,
+                &TrainState {
+                    step,
+                    seed: config.seed,
+                    config_hash: hash.clone(),
+                    losses: log.tail().to_vec(),
+                },
+                config.keep_last,
+            )?);
+        }
+        report.end_step = step;
+    }
+    bar.finish();
+    Ok((vae, report))
+}

@@ -1,0 +1,232 @@
+//! The pieces every training loop shares, so each stage's loop only says what its step computes:
+//!
+//! - [`resume`]: pick the newest valid checkpoint under the run directory, check its config hash,
+//!   reload model and optimizer state, and cut the loss log back to the resumed step;
+//! - [`save_checkpoint`]: check the parameters are finite, then write model, optimizer and
+//!   [`TrainState`] atomically;
+//! - [`LossLog`]: the `step,loss` log beside the checkpoints plus the loss tail kept in each
+//!   checkpoint's `state.json`;
+//! - [`progress_bar`], [`check_shape`], and [`PretrainReport`], what a run returns.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::optim::Optimizer;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::checkpoint::{latest_valid, CheckpointWriter, TrainState};
+use super::error::TrainError;
+use super::guard::check_module_finite;
+
+/// Name of the optimizer state inside a checkpoint directory.
+pub const OPTIMIZER_NAME: &str = "optimizer";
+/// Loss log written beside the checkpoints: `step,loss` per line.
+pub const LOSS_LOG: &str = "loss.csv";
+
+/// What a training run did.
+#[derive(Debug, Clone, Default)]
+pub struct PretrainReport {
+    /// Steps already done when this run started (0 for a fresh run).
+    pub start_step: u64,
+    /// Steps done when it returned.
+    pub end_step: u64,
+    /// `(step, loss)` of every step this run took.
+    pub losses: Vec<(u64, f64)>,
+    /// The checkpoint it resumed from.
+    pub resumed_from: Option<PathBuf>,
+    /// Newer checkpoints that were corrupt and skipped, with the reason.
+    pub skipped_corrupt: Vec<(PathBuf, String)>,
+    /// Checkpoints written by this run.
+    pub checkpoints: Vec<PathBuf>,
+}
+
+/// Where a run starts: the model and optimizer (reloaded if a checkpoint was found), the report
+/// so far, and the loss log positioned at the start step.
+#[derive(Debug)]
+pub struct Resumed<M, O> {
+    /// The model, with the checkpoint's weights and parameter ids if resumed.
+    pub model: M,
+    /// The optimizer, with the checkpoint's state if resumed.
+    pub optimizer: O,
+    /// `start_step`, `end_step`, `resumed_from` and `skipped_corrupt` filled in.
+    pub report: PretrainReport,
+    /// The loss log, holding the checkpoint's loss tail.
+    pub log: LossLog,
+}
+
+/// Resumes from the newest checkpoint under `run_dir` whose checksums verify, if any: its
+/// `config_hash` must equal `hash`, `<model_name>.bpk` is loaded into `model` and
+/// [`OPTIMIZER_NAME`] into `optimizer`. Corrupt newer checkpoints are skipped (reported on stderr
+/// and in [`PretrainReport::skipped_corrupt`]). The loss log loses lines after the start step.
+///
+/// # Errors
+/// [`TrainError::ConfigMismatch`] for a checkpoint of different settings; checkpoint and I/O errors.
+pub fn resume<B, M, O>(
+    run_dir: &Path,
+    hash: &str,
+    model_name: &str,
+    model: M,
+    optimizer: O,
+    device: &B::Device,
+    loss_tail: usize,
+) -> Result<Resumed<M, O>, TrainError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let (mut model, mut optimizer) = (model, optimizer);
+    let mut report = PretrainReport::default();
+    let mut tail = Vec::new();
+    let latest = latest_valid(run_dir)?;
+    for (path, reason) in &latest.skipped {
+        eprintln!("skipping corrupt checkpoint {}: {reason}", path.display());
+    }
+    report.skipped_corrupt = latest.skipped;
+    if let Some(ckpt) = latest.checkpoint {
+        let state = ckpt.state()?;
+        if state.config_hash != hash {
+            return Err(TrainError::ConfigMismatch {
+                path: ckpt.path,
+                expected: hash.to_string(),
+                found: state.config_hash,
+            });
+        }
+        model = ckpt.load_module(model_name, model)?;
+        optimizer = ckpt.load_optimizer::<B, M, O>(OPTIMIZER_NAME, optimizer, device)?;
+        report.start_step = state.step;
+        tail = state.losses;
+        report.resumed_from = Some(ckpt.path);
+    }
+    report.end_step = report.start_step;
+    let log = LossLog::open(run_dir, report.start_step, tail, loss_tail)?;
+    Ok(Resumed {
+        model,
+        optimizer,
+        report,
+        log,
+    })
+}
+
+/// Checks every parameter of `model` is finite ([`TrainError::NonFinite`] otherwise, writing
+/// nothing), then writes the checkpoint after `state.step` steps: `<model_name>.bpk` (+ ids),
+/// [`OPTIMIZER_NAME`]`.mpk` and `state.json`, keeping the newest `keep_last` (0 keeps all).
+/// Returns the committed directory.
+pub fn save_checkpoint<B, M, O>(
+    run_dir: &Path,
+    model_name: &str,
+    model: &M,
+    optimizer: &O,
+    state: &TrainState,
+    keep_last: usize,
+) -> Result<PathBuf, TrainError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    check_module_finite::<B, M>(state.step, model)?;
+    let writer = CheckpointWriter::begin(run_dir, state.step)?;
+    writer.save_module::<B, M>(model_name, model)?;
+    writer.save_optimizer::<B, M, O>(OPTIMIZER_NAME, optimizer)?;
+    writer.save_state(state)?;
+    Ok(writer.commit(keep_last)?.path)
+}
+
+/// The `step,loss` log file of a run ([`LOSS_LOG`] in the run directory) and the tail of recent
+/// losses stored in each checkpoint.
+#[derive(Debug, Clone)]
+pub struct LossLog {
+    path: PathBuf,
+    tail: Vec<(u64, f64)>,
+    keep: usize,
+}
+
+impl LossLog {
+    /// Opens the log of `run_dir`, dropping lines after `step` (written by an interrupted run past
+    /// its last checkpoint); `tail` is the loss tail of the checkpoint resumed from, `keep` how
+    /// many losses the tail holds.
+    pub fn open(
+        run_dir: &Path,
+        step: u64,
+        tail: Vec<(u64, f64)>,
+        keep: usize,
+    ) -> Result<Self, TrainError> {
+        let path = run_dir.join(LOSS_LOG);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    line.split(',')
+                        .next()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .is_some_and(|s| s <= step)
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            std::fs::write(&path, kept).map_err(|e| TrainError::io(&path, e))?;
+        }
+        Ok(Self { path, tail, keep })
+    }
+
+    /// Appends `step,loss` to the file and to the tail.
+    pub fn push(&mut self, step: u64, loss: f64) -> Result<(), TrainError> {
+        self.tail.push((step, loss));
+        let excess = self.tail.len().saturating_sub(self.keep);
+        self.tail.drain(..excess);
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| TrainError::io(&self.path, e))?;
+        writeln!(f, "{step},{loss}").map_err(|e| TrainError::io(&self.path, e))
+    }
+
+    /// The most recent losses, oldest first (at most `keep`).
+    pub fn tail(&self) -> &[(u64, f64)] {
+        &self.tail
+    }
+}
+
+/// A progress bar over `total` steps positioned at `start`; hidden unless `show`.
+pub fn progress_bar(show: bool, total: u64, start: u64) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
+    };
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_position(start);
+    bar
+}
+
+/// `Ok` if `found == expected`, else [`TrainError::Shape`] naming `what`.
+pub fn check_shape(what: &str, expected: &[usize], found: &[usize]) -> Result<(), TrainError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(TrainError::Shape {
+            what: what.to_string(),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        })
+    }
+}
+
+/// FNV-1a hash (hex) of a settings key string: the `config_hash` a run resumes only from.
+pub fn settings_hash(key: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
