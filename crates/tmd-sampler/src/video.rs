@@ -103,11 +103,7 @@ impl Video {
     /// Checks, before any work, that `path` names a format this build can write.
     pub fn check_output_path(path: impl AsRef<Path>) -> Result<(), VideoError> {
         let path = path.as_ref();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase());
-        match ext.as_deref() {
+        match extension(path).as_deref() {
             None | Some("gif") => Ok(()),
             #[cfg(feature = "mp4")]
             Some("mp4") => Ok(()),
@@ -126,11 +122,7 @@ impl Video {
     /// extension (a folder of `frame_0000.png`, ...).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), VideoError> {
         let path = path.as_ref();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase());
-        match ext.as_deref() {
+        match extension(path).as_deref() {
             Some("gif") => self.save_gif(path),
             Some("mp4") => self.save_mp4(path),
             None => self.save_png_folder(path),
@@ -208,6 +200,13 @@ impl Video {
         }
         encoder.finish().map_err(|e| Self::write_err(path, e))
     }
+}
+
+/// The lower-cased extension of `path`, which picks the output format.
+fn extension(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
 }
 
 #[cfg(test)]

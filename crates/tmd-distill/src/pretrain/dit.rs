@@ -20,10 +20,11 @@ use tmd_model::dit::WanModel;
 use tmd_sampler::noise::gaussian;
 use tmd_sampler::schedule::{shift, NUM_TRAIN_TIMESTEPS};
 
-use crate::train::checkpoint::TrainState;
 use crate::train::guard::check_finite;
 use crate::train::rng::{step_seed, uniform};
-use crate::train::run::{check_shape, progress_bar, resume, save_checkpoint, settings_hash};
+use crate::train::run::{
+    after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy,
+};
 pub use crate::train::run::{PretrainReport, LOSS_LOG, OPTIMIZER_NAME};
 use crate::train::TrainError;
 
@@ -251,6 +252,15 @@ where
     };
 
     let bar = progress_bar(config.progress, config.steps, report.start_step);
+    let policy = CheckpointPolicy {
+        run_dir,
+        model_name: MODEL_NAME,
+        seed: config.seed,
+        config_hash: hash,
+        every: config.checkpoint_every,
+        final_step: config.steps,
+        keep_last: config.keep_last,
+    };
 
     for step in report.start_step + 1..=config.steps {
         let DitBatch { latents, context } = batches(step)?;
@@ -289,27 +299,16 @@ where
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(config.lr, model, grads);
 
-        report.losses.push((step, value));
-        log.push(step, value)?;
-        bar.set_position(step);
-        bar.set_message(format!("loss {value:.5}"));
-
-        if step % config.checkpoint_every.max(1) == 0 || step == config.steps {
-            report.checkpoints.push(save_checkpoint::<B, _, _>(
-                run_dir,
-                MODEL_NAME,
-                &model,
-                &optimizer,
-                &TrainState {
-                    step,
-                    seed: config.seed,
-                    config_hash: hash.clone(),
-                    losses: log.tail().to_vec(),
-                },
-                config.keep_last,
-            )?);
-        }
-        report.end_step = step;
+        after_step::<B, _, _>(
+            &policy,
+            step,
+            value,
+            &model,
+            &optimizer,
+            &mut log,
+            &bar,
+            &mut report,
+        )?;
     }
     bar.finish();
     Ok((model, report))

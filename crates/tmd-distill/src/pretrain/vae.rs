@@ -32,10 +32,9 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use tmd_model::vae::{FeatCache, WanVae};
 
-use crate::train::checkpoint::TrainState;
 use crate::train::guard::check_finite;
 use crate::train::run::{
-    check_shape, progress_bar, resume, save_checkpoint, settings_hash, PretrainReport,
+    after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy, PretrainReport,
 };
 use crate::train::TrainError;
 
@@ -251,6 +250,15 @@ where
     );
 
     let bar = progress_bar(config.progress, config.steps, report.start_step);
+    let policy = CheckpointPolicy {
+        run_dir,
+        model_name: MODEL_NAME,
+        seed: config.seed,
+        config_hash: hash,
+        every: config.checkpoint_every,
+        final_step: config.steps,
+        keep_last: config.keep_last,
+    };
     for step in report.start_step + 1..=config.steps {
         let clips = batches(step)?;
         let dims = clips.dims();
@@ -266,27 +274,16 @@ where
         let grads = GradientsParams::from_grads(loss.backward(), &vae);
         vae = optimizer.step(config.lr, vae, grads);
 
-        report.losses.push((step, value));
-        log.push(step, value)?;
-        bar.set_position(step);
-        bar.set_message(format!("loss {value:.5}"));
-
-        if step % config.checkpoint_every.max(1) == 0 || step == config.steps {
-            report.checkpoints.push(save_checkpoint::<B, _, _>(
-                run_dir,
-                MODEL_NAME,
-                &vae,
-                &optimizer,
-                &TrainState {
-                    step,
-                    seed: config.seed,
-                    config_hash: hash.clone(),
-                    losses: log.tail().to_vec(),
-                },
-                config.keep_last,
-            )?);
-        }
-        report.end_step = step;
+        after_step::<B, _, _>(
+            &policy,
+            step,
+            value,
+            &vae,
+            &optimizer,
+            &mut log,
+            &bar,
+            &mut report,
+        )?;
     }
     bar.finish();
     Ok((vae, report))

@@ -135,6 +135,67 @@ where
     Ok(writer.commit(keep_last)?.path)
 }
 
+/// When and where a loop checkpoints, and what its checkpoints record.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy<'a> {
+    /// The run directory.
+    pub run_dir: &'a Path,
+    /// Name of the trained module inside a checkpoint.
+    pub model_name: &'a str,
+    /// Seed of the run (stored in `state.json`).
+    pub seed: u64,
+    /// Hash of the settings a resume must match.
+    pub config_hash: String,
+    /// Checkpoint every this many steps (0 is treated as 1).
+    pub every: u64,
+    /// The last step of the run, always checkpointed.
+    pub final_step: u64,
+    /// Checkpoints to keep (0 keeps all).
+    pub keep_last: usize,
+}
+
+/// What every loop does after its optimizer step: record the loss in the report, the log and the
+/// progress bar, and write a checkpoint when `policy` says so.
+#[allow(clippy::too_many_arguments)]
+pub fn after_step<B, M, O>(
+    policy: &CheckpointPolicy<'_>,
+    step: u64,
+    loss: f64,
+    model: &M,
+    optimizer: &O,
+    log: &mut LossLog,
+    bar: &ProgressBar,
+    report: &mut PretrainReport,
+) -> Result<(), TrainError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    report.losses.push((step, loss));
+    log.push(step, loss)?;
+    bar.set_position(step);
+    bar.set_message(format!("loss {loss:.5}"));
+    if step % policy.every.max(1) == 0 || step == policy.final_step {
+        let state = TrainState {
+            step,
+            seed: policy.seed,
+            config_hash: policy.config_hash.clone(),
+            losses: log.tail().to_vec(),
+        };
+        report.checkpoints.push(save_checkpoint::<B, _, _>(
+            policy.run_dir,
+            policy.model_name,
+            model,
+            optimizer,
+            &state,
+            policy.keep_last,
+        )?);
+    }
+    report.end_step = step;
+    Ok(())
+}
+
 /// The `step,loss` log file of a run ([`LOSS_LOG`] in the run directory) and the tail of recent
 /// losses stored in each checkpoint.
 #[derive(Debug, Clone)]
