@@ -101,15 +101,14 @@ fn main() -> Result<()> {
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar.set_message("transformer");
             let manifest = convert(&src, &out, &opts, &mut |ev| {
-                if let ConvertEvent::Done(name, tensors, params) = ev {
-                    bar.inc(1);
-                    bar.println(format!("  {name}: {tensors} tensors, {params} parameters"));
-                    bar.set_message(match name {
-                        "transformer" => "vae",
-                        "vae" => "text_encoder",
-                        _ => "",
-                    });
-                }
+                let ConvertEvent::Done(name, tensors, params) = ev;
+                bar.inc(1);
+                bar.println(format!("  {name}: {tensors} tensors, {params} parameters"));
+                bar.set_message(match name {
+                    "transformer" => "vae",
+                    "vae" => "text_encoder",
+                    _ => "",
+                });
             })
             .with_context(|| format!("converting {} into {}", src.display(), out.display()))?;
             bar.finish_and_clear();
