@@ -2,13 +2,20 @@
 //! `distill` -> `eval`, plus helpers that make test models. Only argument parsing and progress
 //! display live here; the work is done by the library crates.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burn::backend::NdArray;
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use tmd_distill::eval::{train_evaluator, EvaluatorRecipe};
+use tmd_distill::pretrain::teacher::{
+    export_teacher, train_teacher_dit, train_teacher_vae, TeacherRecipe,
+};
+use tmd_distill::train::load_stage_config;
 use tmd_model::convert::{convert, ConvertEvent, ConvertOptions};
 use tmd_model::random::{make_random_model_dir, RandomModelSpec};
 
@@ -26,6 +33,28 @@ enum Dtype {
     F32,
     /// bfloat16 (half the size; what the GPU runs in).
     Bf16,
+}
+
+/// Stages of `pretrain`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PretrainStage {
+    /// VAE, DiT, then export.
+    All,
+    /// Train the VAE only.
+    Vae,
+    /// Train the DiT only (needs the finished VAE).
+    Dit,
+    /// Export the finished teacher only.
+    Export,
+}
+
+/// Compute backend of the training commands.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DeviceKind {
+    /// CPU (burn NdArray).
+    Cpu,
+    /// NVIDIA GPU (burn CUDA).
+    Cuda,
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,6 +97,50 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Train the bundled teacher on the synthetic world from a recipe file, in resumable stages
+    /// (VAE, frozen text encoder + latent statistics, DiT), then export it as a model directory.
+    /// Interrupt at any time: running the same command again resumes from the newest valid
+    /// checkpoint of the unfinished stage.
+    Pretrain {
+        /// Recipe (TOML; keys of `TeacherRecipe`: [world], [vae], [vae_train], [text], [dit],
+        /// [dit_train], [sampling]).
+        #[arg(long, default_value = "configs/world-teacher.toml")]
+        config: PathBuf,
+        /// Override a recipe key, e.g. `--set dit_train.steps=100` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Run directory: checkpoints, loss logs, the frozen text encoder, latent statistics.
+        #[arg(long, default_value = "runs/world-teacher")]
+        run_dir: PathBuf,
+        /// Where the finished model directory is written.
+        #[arg(long, default_value = "assets/world-teacher")]
+        out: PathBuf,
+        /// Which stages to run (each resumes or skips what is done).
+        #[arg(long, value_enum, default_value_t = PretrainStage::All)]
+        stage: PretrainStage,
+        /// Backend: cpu (NdArray) or cuda (needs a build with `--features cuda`).
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+    },
+    /// Train the evaluator's classifier on real clips of the world and write it (with its own
+    /// accuracy on real clips of both splits) to an evaluator directory.
+    TrainEvaluator {
+        /// Recipe (TOML; keys of `EvaluatorRecipe`).
+        #[arg(long, default_value = "configs/world-evaluator.toml")]
+        config: PathBuf,
+        /// Override a recipe key, e.g. `--set train.steps=100` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Run directory (checkpoints, loss log).
+        #[arg(long, default_value = "runs/world-evaluator")]
+        run_dir: PathBuf,
+        /// Evaluator directory to write.
+        #[arg(long, default_value = "assets/world-evaluator")]
+        out: PathBuf,
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+    },
     /// Write a model directory with random weights at tiny sizes (for tests and the README's first
     /// command until a trained model is bundled).
     MakeTinyModel {
@@ -81,6 +154,56 @@ enum Command {
         #[arg(long, default_value = "tests/fixtures/t5/tokenizer/tokenizer.json")]
         tokenizer: PathBuf,
     },
+}
+
+/// Runs the stages of the teacher recipe on backend `B`, printing what each did.
+fn pretrain<B: AutodiffBackend>(
+    recipe: &TeacherRecipe,
+    run_dir: &Path,
+    out: &Path,
+    stage: PretrainStage,
+    source: &str,
+    device: &B::Device,
+) -> Result<()> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::write(
+        run_dir.join("recipe.json"),
+        serde_json::to_string_pretty(recipe).context("serialising the recipe")?,
+    )
+    .with_context(|| format!("writing {}/recipe.json", run_dir.display()))?;
+    let report = |what: &str, r: &tmd_distill::train::run::PretrainReport, secs: f64| {
+        let tail = &r.losses[r.losses.len().saturating_sub(50)..];
+        let mean = tail.iter().map(|(_, l)| l).sum::<f64>() / tail.len().max(1) as f64;
+        println!(
+            "{what}: steps {}..{} in {secs:.1} s ({:.3} s/step), mean loss of the last {} steps {mean:.5}",
+            r.start_step,
+            r.end_step,
+            secs / (r.end_step - r.start_step).max(1) as f64,
+            tail.len()
+        );
+    };
+    if matches!(stage, PretrainStage::All | PretrainStage::Vae) {
+        let t = Instant::now();
+        let (_, r) = train_teacher_vae::<B>(recipe, run_dir, device).context("VAE stage")?;
+        report("vae", &r, t.elapsed().as_secs_f64());
+    }
+    if matches!(stage, PretrainStage::All | PretrainStage::Dit) {
+        let t = Instant::now();
+        let (_, r) = train_teacher_dit::<B>(recipe, run_dir, device).context("DiT stage")?;
+        report("dit", &r, t.elapsed().as_secs_f64());
+    }
+    if matches!(stage, PretrainStage::All | PretrainStage::Export) {
+        let manifest = export_teacher::<B::InnerBackend>(recipe, run_dir, out, source, device)
+            .with_context(|| format!("exporting the teacher to {}", out.display()))?;
+        println!(
+            "wrote {} (DiT {} params, VAE {} params, text encoder {} params)",
+            out.display(),
+            manifest.transformer.params,
+            manifest.vae.params,
+            manifest.text_encoder.params
+        );
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -148,6 +271,77 @@ fn main() -> Result<()> {
                 out.display(),
                 tmd_distill::world::world_vocabulary().len()
             );
+        }
+        Command::Pretrain {
+            config,
+            overrides,
+            run_dir,
+            out,
+            stage,
+            device,
+        } => {
+            let recipe: TeacherRecipe = load_stage_config(Some(&config), &overrides)?;
+            let source = format!(
+                "bundled world teacher, `cargo xtask pretrain --config {}{}`",
+                config.display(),
+                overrides
+                    .iter()
+                    .map(|o| format!(" --set {o}"))
+                    .collect::<String>()
+            );
+            match device {
+                DeviceKind::Cpu => pretrain::<Autodiff<NdArray>>(
+                    &recipe,
+                    &run_dir,
+                    &out,
+                    stage,
+                    &source,
+                    &Default::default(),
+                )?,
+                DeviceKind::Cuda => {
+                    tmd_sampler::device::check_cuda(0)?;
+                    #[cfg(feature = "cuda")]
+                    pretrain::<Autodiff<burn::backend::Cuda>>(
+                        &recipe,
+                        &run_dir,
+                        &out,
+                        stage,
+                        &source,
+                        &Default::default(),
+                    )?;
+                    #[cfg(not(feature = "cuda"))]
+                    anyhow::bail!("this xtask was built without CUDA: rebuild with `cargo build --release -p xtask --features cuda`");
+                }
+            }
+        }
+        Command::TrainEvaluator {
+            config,
+            overrides,
+            run_dir,
+            out,
+            device,
+        } => {
+            let recipe: EvaluatorRecipe = load_stage_config(Some(&config), &overrides)?;
+            let accuracy = match device {
+                DeviceKind::Cpu => train_evaluator::<Autodiff<NdArray>>(&recipe, &run_dir, &out, &Default::default()),
+                DeviceKind::Cuda => {
+                    tmd_sampler::device::check_cuda(0)?;
+                    #[cfg(feature = "cuda")]
+                    let r = train_evaluator::<Autodiff<burn::backend::Cuda>>(&recipe, &run_dir, &out, &Default::default());
+                    #[cfg(not(feature = "cuda"))]
+                    anyhow::bail!("this xtask was built without CUDA: rebuild with `cargo build --release -p xtask --features cuda`");
+                    #[cfg(feature = "cuda")]
+                    r
+                }
+            }
+            .context("training the evaluator")?;
+            for a in &accuracy {
+                println!(
+                    "real {} clips ({}): mean attribute accuracy {:.2}%, all five right {:.2}%, {:?}",
+                    a.split, a.clips, 100.0 * a.mean, 100.0 * a.all_correct, a.per_attribute
+                );
+            }
+            println!("wrote {}", out.display());
         }
         Command::MakeTinyModel {
             out,

@@ -1,9 +1,11 @@
 //! Pretraining of the bundled teacher on the synthetic [`world`](crate::world).
 //!
 //! [`dit`]: the Wan flow-matching objective and its training loop for the DiT.
+//! [`teacher`]: the recipe of the bundled teacher (VAE, frozen text encoder, DiT, export).
 //! [`vae`]: the Wan VAE trained as a deterministic autoencoder, and its training loop.
 
 pub mod dit;
+pub mod teacher;
 pub mod vae;
 
 pub use dit::{

@@ -183,14 +183,29 @@ where
             config_hash: policy.config_hash.clone(),
             losses: log.tail().to_vec(),
         };
-        report.checkpoints.push(save_checkpoint::<B, _, _>(
+        let path = save_checkpoint::<B, _, _>(
             policy.run_dir,
             policy.model_name,
             model,
             optimizer,
             &state,
             policy.keep_last,
-        )?);
+        )?;
+        // One plain line per checkpoint, so logs of runs without a terminal (where the bar is
+        // hidden) still show progress.
+        let tail = log.tail();
+        let mean = tail.iter().map(|(_, l)| l).sum::<f64>() / tail.len().max(1) as f64;
+        bar.suspend(|| {
+            eprintln!(
+                "{} step {step}/{}: mean loss of the last {} steps {mean:.5}, {:.1} s, checkpoint {}",
+                policy.model_name,
+                policy.final_step,
+                tail.len(),
+                bar.elapsed().as_secs_f64(),
+                path.display()
+            )
+        });
+        report.checkpoints.push(path);
     }
     report.end_step = step;
     Ok(())
