@@ -3,11 +3,13 @@
 //! * [`dit`]: the diffusion transformer `WanModel` (diffusers: `WanTransformer3DModel`).
 //! * [`vae`]: the causal 3D Wan VAE with chunked, feature-cached encode/decode.
 //! * [`t5`]: the umT5 encoder and the Wan text pipeline (tokenizer, cleaning, padding, cache).
+//! * [`conv`]: convolutions as per-tap matrix products (what the VAE runs on every backend).
 //! * [`weights`]: the one place where checkpoint keys are read, remapped and checked.
 //!
 //! Every module is generic over `B: Backend` and loads straight from a diffusers-format folder
 //! (`transformer/`, `vae/`, `text_encoder/`) or from a converted model directory.
 
+pub mod conv;
 pub mod convert;
 pub mod dit;
 pub mod error;

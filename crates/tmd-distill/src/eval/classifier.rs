@@ -2,8 +2,7 @@
 //! real clips of the world.
 //!
 //! Early fusion (Karpathy et al. 2014, "Large-scale Video Classification with CNNs"): `n` frames
-//! spread evenly over the clip are stacked along the channels (`3 n` channels), average-pooled
-//! 2x, and read by a stack of 2D convolutions; global average pooling gives the
+//! spread evenly over the clip are stacked along the channels (`3 n` channels) and read by a stack of 2D convolutions; global average pooling gives the
 //! [`FEATURE`](WorldClassifierConfig::widths)-wide feature vector that the Frechet distance is
 //! computed on, and one linear head per attribute gives its logits. Stacking frames as channels
 //! lets the first convolution see where the object is in every frame, which is all that motion
@@ -20,6 +19,8 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
+
+use tmd_model::conv::conv2d_module;
 
 use crate::train::guard::check_finite;
 use crate::train::run::{
@@ -47,6 +48,9 @@ pub struct WorldClassifierConfig {
     /// it. The last is the feature width.
     #[config(default = "vec![48, 64, 96, 128]")]
     pub widths: Vec<usize>,
+    /// Average pooling of the stacked frames before the first convolution (1 = none).
+    #[config(default = 1)]
+    pub pool: usize,
 }
 
 impl WorldClassifierConfig {
@@ -92,7 +96,9 @@ impl WorldClassifierConfig {
             .map(|k| LinearConfig::new(channels, k.count()).init(device))
             .collect();
         WorldClassifier {
-            pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            pool: AvgPool2dConfig::new([self.pool.max(1); 2])
+                .with_strides([self.pool.max(1); 2])
+                .init(),
             convs,
             heads,
             activation: Relu::new(),
@@ -105,7 +111,7 @@ impl WorldClassifierConfig {
 /// The classifier (see the module docs).
 #[derive(Module, Debug)]
 pub struct WorldClassifier<B: Backend> {
-    /// 2x average pooling of the stacked frames.
+    /// Average pooling of the stacked frames.
     pub pool: AvgPool2d,
     /// The convolution stack.
     pub convs: Vec<Conv2d<B>>,
@@ -159,7 +165,7 @@ impl<B: Backend> WorldClassifier<B> {
             .pool
             .forward(clips.select(2, index).reshape([b, 3 * n, h, w]));
         for conv in &self.convs {
-            x = self.activation.forward(conv.forward(x));
+            x = self.activation.forward(conv2d_module(conv, x));
         }
         let [_, d, ..] = x.dims();
         let features = x.mean_dim(3).mean_dim(2).reshape([b, d]);

@@ -383,6 +383,8 @@ pub struct EvaluatorRecipe {
     pub sampled_frames: usize,
     /// Convolution widths.
     pub widths: Vec<usize>,
+    /// Average pooling before the first convolution (1 = none).
+    pub pool: usize,
     /// Which real clips it learns from: `train` (the teacher's training combinations only) or
     /// `all` (every combination; its held-out accuracy is then on unseen clips, not unseen
     /// combinations).
@@ -402,6 +404,7 @@ impl Default for EvaluatorRecipe {
             width: 64,
             sampled_frames: c.sampled_frames,
             widths: c.widths,
+            pool: c.pool,
             split: "train".into(),
             check_clips: 640,
             train: classifier::ClassifierTrainConfig::default(),
@@ -424,7 +427,8 @@ pub fn train_evaluator<B: burn::tensor::backend::AutodiffBackend>(
     let config = WorldClassifierConfig::new()
         .with_frames(recipe.frames)
         .with_sampled_frames(recipe.sampled_frames)
-        .with_widths(recipe.widths.clone());
+        .with_widths(recipe.widths.clone())
+        .with_pool(recipe.pool);
     let split = match recipe.split.as_str() {
         "all" => None,
         other => Some(other.parse::<Split>().map_err(|e| TrainError::Config {

@@ -195,16 +195,16 @@ where
         // hidden) still show progress.
         let tail = log.tail();
         let mean = tail.iter().map(|(_, l)| l).sum::<f64>() / tail.len().max(1) as f64;
-        bar.suspend(|| {
-            eprintln!(
-                "{} step {step}/{}: mean loss of the last {} steps {mean:.5}, {:.1} s, checkpoint {}",
-                policy.model_name,
-                policy.final_step,
-                tail.len(),
-                bar.elapsed().as_secs_f64(),
-                path.display()
-            )
-        });
+        // (Read the bar before `suspend`, which holds the bar's lock while its closure runs.)
+        let line = format!(
+            "{} step {step}/{}: mean loss of the last {} steps {mean:.5}, {:.1} s, checkpoint {}",
+            policy.model_name,
+            policy.final_step,
+            tail.len(),
+            bar.elapsed().as_secs_f64(),
+            path.display()
+        );
+        bar.suspend(|| eprintln!("{line}"));
         report.checkpoints.push(path);
     }
     report.end_step = step;

@@ -7,8 +7,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
-use burn::tensor::module::{attention, conv3d};
-use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, PadMode};
+use burn::tensor::module::attention;
+use burn::tensor::ops::{AttentionModuleOptions, PadMode};
+
+use crate::conv::{conv2d_module, conv3d_taps};
 use serde::{Deserialize, Serialize};
 
 use super::cache::{trailing_frames, CacheSlot, FeatCache, CACHE_FRAMES};
@@ -95,13 +97,13 @@ impl<B: Backend> CausalConv3d<B> {
         if front > 0 {
             x = x.pad([(front, 0), (0, 0), (0, 0)], PadMode::Constant(0.0));
         }
-        let options = ConvOptions::new(
+        conv3d_taps(
+            x,
+            self.weight.val(),
+            Some(self.bias.val()),
             self.stride,
             [0, self.padding[1], self.padding[2]],
-            [1, 1, 1],
-            1,
-        );
-        conv3d(x, self.weight.val(), Some(self.bias.val()), options)
+        )
     }
 
     /// Convolves one chunk, using and updating this layer's slot of `cache` (for temporal kernel
@@ -302,7 +304,7 @@ impl<B: Backend> AttentionBlock<B> {
         let (n, hw) = (b * t, h * w);
         let identity = x.clone();
         let y = x.swap_dims(1, 2).reshape([n, c, h, w]);
-        let qkv = self.to_qkv.forward(self.norm.forward(y)); // [n, 3c, h, w]
+        let qkv = conv2d_module(&self.to_qkv, self.norm.forward(y)); // [n, 3c, h, w]
         let qkv = qkv.reshape([n, 3 * c, hw]).swap_dims(1, 2); // [n, hw, 3c]
         let head = |i: usize| -> Tensor<B, 4> { qkv.clone().narrow(2, i * c, c).unsqueeze_dim(1) };
         let out = attention(
@@ -317,7 +319,7 @@ impl<B: Backend> AttentionBlock<B> {
             .reshape([n, hw, c])
             .swap_dims(1, 2)
             .reshape([n, c, h, w]);
-        let out = self.proj.forward(out);
+        let out = conv2d_module(&self.proj, out);
         out.reshape([b, t, c, h, w]).swap_dims(1, 2) + identity
     }
 }
@@ -450,11 +452,12 @@ impl<B: Backend> Resample<B> {
         let frames = x.swap_dims(1, 2).reshape([b * t, c, h, w]);
         let frames = match self.mode {
             ResampleMode::Upsample2d | ResampleMode::Upsample3d => {
-                self.resample.forward(upsample_nearest_2x(frames))
+                conv2d_module(&self.resample, upsample_nearest_2x(frames))
             }
-            ResampleMode::Downsample2d | ResampleMode::Downsample3d => self
-                .resample
-                .forward(frames.pad((0, 1, 0, 1), PadMode::Constant(0.0))),
+            ResampleMode::Downsample2d | ResampleMode::Downsample3d => conv2d_module(
+                &self.resample,
+                frames.pad((0, 1, 0, 1), PadMode::Constant(0.0)),
+            ),
         };
         let [_, c2, h2, w2] = frames.dims();
         let mut x = frames.reshape([b, t, c2, h2, w2]).swap_dims(1, 2);
