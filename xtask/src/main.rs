@@ -11,13 +11,18 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tmd_distill::eval::{train_evaluator, EvaluatorRecipe};
+use tmd_distill::eval::{
+    evaluate_teacher, judge_accuracy, load_prompts, markdown_table, split_prompts, spread,
+    train_evaluator, EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats, Judge, CHECK_SEED,
+};
 use tmd_distill::pretrain::teacher::{
     export_teacher, train_teacher_dit, train_teacher_vae, TeacherRecipe,
 };
 use tmd_distill::train::load_stage_config;
+use tmd_distill::world::{ClipSpec, Split};
 use tmd_model::convert::{convert, ConvertEvent, ConvertOptions};
 use tmd_model::random::{make_random_model_dir, RandomModelSpec};
+use tmd_sampler::TeacherPipeline;
 
 #[derive(Parser, Debug)]
 #[command(name = "xtask", about = "Pipeline commands of the tmd workspace.")]
@@ -141,6 +146,41 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
     },
+    /// Score a model's clips against their prompts with the evaluator (prompt accuracy, Frechet
+    /// distance of classifier features, seconds per clip), one row per sampler configuration;
+    /// writes a JSON report and prints a Markdown table.
+    Eval {
+        /// Model directory to evaluate.
+        #[arg(long, default_value = "assets/world-teacher")]
+        model: PathBuf,
+        /// Evaluator directory (written by `train-evaluator`).
+        #[arg(long, default_value = "assets/world-evaluator")]
+        evaluator: PathBuf,
+        /// Prompt file, one caption per line; default: one caption per held-out combination.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        /// Evaluate at most this many prompts, spread over the list (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Seeds per prompt.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Rows to evaluate (TOML, keys of `EvalPlan`); default: issue 3's teacher rows.
+        #[arg(long)]
+        rows: Option<PathBuf>,
+        /// Override a rows key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// JSON report to write.
+        #[arg(long, default_value = "report.json")]
+        out: PathBuf,
+        /// Also write the Markdown table here.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+    },
     /// Write a model directory with random weights at tiny sizes (for tests and the README's first
     /// command until a trained model is bundled).
     MakeTinyModel {
@@ -204,6 +244,93 @@ fn pretrain<B: AutodiffBackend>(
         );
     }
     Ok(())
+}
+
+/// What `eval` evaluates.
+struct EvalArgs<'a> {
+    model: &'a Path,
+    evaluator: &'a Path,
+    prompts: Option<&'a Path>,
+    limit: usize,
+    seeds: u64,
+    plan: &'a EvalPlan,
+}
+
+/// Loads the model and the judge on `B` and evaluates every row.
+fn run_eval<B: burn::prelude::Backend>(
+    args: &EvalArgs,
+    device: &B::Device,
+    device_name: &str,
+) -> Result<EvalReport> {
+    let pipeline = TeacherPipeline::<B>::load(args.model, device)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let judge = Judge::<B>::load(args.evaluator, device)
+        .with_context(|| format!("loading evaluator {}", args.evaluator.display()))?;
+    let (cases, unexpressible, source) = match args.prompts {
+        Some(path) => {
+            let (cases, bad) = load_prompts(path)?;
+            (cases, bad, path.display().to_string())
+        }
+        None => (
+            split_prompts(Split::HeldOut, 0),
+            Vec::new(),
+            "held-out split (one caption per combination)".to_string(),
+        ),
+    };
+    for u in &unexpressible {
+        eprintln!(
+            "line {}: the world cannot express '{}': {}",
+            u.line, u.caption, u.reason
+        );
+    }
+    let cases = spread(cases, args.limit);
+    anyhow::ensure!(!cases.is_empty(), "no prompts to evaluate");
+    let defaults = pipeline.options("");
+    let spec = ClipSpec::new(defaults.frames, defaults.height, defaults.width)?;
+    let judge_accuracy = [Split::Train, Split::HeldOut]
+        .into_iter()
+        .map(|s| judge_accuracy(&judge, s, 128, CHECK_SEED, spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let attributes: Vec<_> = cases.iter().map(|c| c.attributes).collect();
+    let real = FeatureStats::from_rows(
+        &judge.real_features(&attributes, 0x7ea1, spec)?,
+        judge.config.feature_dim(),
+    );
+    let seeds: Vec<u64> = (0..args.seeds).collect();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} clips [{elapsed}<{eta}]")
+            .expect("valid template"),
+    );
+    let rows = evaluate_teacher(
+        &pipeline,
+        &judge,
+        &cases,
+        &seeds,
+        args.plan,
+        &real,
+        &mut |row| {
+            bar.reset();
+            bar.set_message(format!(
+                "{} M={} CFG={}",
+                row.method, row.outer_steps, row.guidance
+            ));
+        },
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    Ok(EvalReport {
+        model: args.model.display().to_string(),
+        prompts_source: source,
+        unexpressible,
+        judge_accuracy,
+        device: device_name.to_string(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        rows,
+    })
 }
 
 fn main() -> Result<()> {
@@ -341,6 +468,48 @@ fn main() -> Result<()> {
                     a.split, a.clips, 100.0 * a.mean, 100.0 * a.all_correct, a.per_attribute
                 );
             }
+            println!("wrote {}", out.display());
+        }
+        Command::Eval {
+            model,
+            evaluator,
+            prompts,
+            limit,
+            seeds,
+            rows,
+            overrides,
+            out,
+            markdown,
+            device,
+        } => {
+            let plan: EvalPlan = load_stage_config(rows.as_deref(), &overrides)?;
+            let args = EvalArgs {
+                model: &model,
+                evaluator: &evaluator,
+                prompts: prompts.as_deref(),
+                limit,
+                seeds,
+                plan: &plan,
+            };
+            let report = match device {
+                DeviceKind::Cpu => run_eval::<NdArray>(&args, &Default::default(), "cpu")?,
+                DeviceKind::Cuda => {
+                    tmd_sampler::device::check_cuda(0)?;
+                    #[cfg(feature = "cuda")]
+                    let r = run_eval::<burn::backend::Cuda>(&args, &Default::default(), "cuda")?;
+                    #[cfg(not(feature = "cuda"))]
+                    anyhow::bail!("this xtask was built without CUDA: rebuild with `cargo build --release -p xtask --features cuda`");
+                    #[cfg(feature = "cuda")]
+                    r
+                }
+            };
+            let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
+            std::fs::write(&out, json).with_context(|| format!("writing {}", out.display()))?;
+            let table = markdown_table(&report);
+            if let Some(md) = markdown {
+                std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
+            }
+            print!("{table}");
             println!("wrote {}", out.display());
         }
         Command::MakeTinyModel {

@@ -79,7 +79,10 @@ pub fn conv3d_taps<B: Backend>(
         x
     };
     let [b, c, t, h, w] = x.dims();
-    assert_eq!(c, in_c, "conv3d_taps: input has {c} channels, weight expects {in_c}");
+    assert_eq!(
+        c, in_c,
+        "conv3d_taps: input has {c} channels, weight expects {in_c}"
+    );
     let to = (t - kt) / stride[0] + 1;
     let ho = (h - kh) / stride[1] + 1;
     let wo = (w - kw) / stride[2] + 1;
@@ -141,16 +144,28 @@ pub fn conv2d_taps<B: Backend>(
 
 /// Runs a burn [`Conv2d`](burn::nn::conv::Conv2d) module (explicit symmetric padding or none,
 /// no dilation, no groups) through [`conv2d_taps`].
-pub fn conv2d_module<B: Backend>(conv: &burn::nn::conv::Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+pub fn conv2d_module<B: Backend>(
+    conv: &burn::nn::conv::Conv2d<B>,
+    x: Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let [ph, pw] = match &conv.padding {
         burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right) => {
-            assert!(top == bottom && left == right, "conv2d_module: asymmetric padding");
+            assert!(
+                top == bottom && left == right,
+                "conv2d_module: asymmetric padding"
+            );
             [*top, *left]
         }
         burn::nn::PaddingConfig2d::Valid => [0, 0],
         other => panic!("conv2d_module: unsupported padding {other:?}"),
     };
-    conv2d_taps(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), conv.stride, [ph, pw])
+    conv2d_taps(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        conv.stride,
+        [ph, pw],
+    )
 }
 
 #[cfg(test)]
@@ -177,7 +192,11 @@ mod tests {
             ([1, 1, 1], [0, 0, 0], [1, 1, 1]),
         ] {
             let x = Tensor::<B, 5>::random([2, 3, 5, 7, 6], Distribution::Normal(0.0, 1.0), &dev);
-            let w = Tensor::<B, 5>::random([4, 3, k[0], k[1], k[2]], Distribution::Normal(0.0, 1.0), &dev);
+            let w = Tensor::<B, 5>::random(
+                [4, 3, k[0], k[1], k[2]],
+                Distribution::Normal(0.0, 1.0),
+                &dev,
+            );
             let bias = Tensor::<B, 1>::random([4], Distribution::Normal(0.0, 1.0), &dev);
             let want = conv3d(
                 x.clone(),
@@ -186,9 +205,16 @@ mod tests {
                 ConvOptions::new(stride, padding, [1, 1, 1], 1),
             );
             let got = conv3d_taps(x, w, Some(bias), stride, padding);
-            assert_eq!(got.dims(), want.dims(), "stride {stride:?} padding {padding:?}");
+            assert_eq!(
+                got.dims(),
+                want.dims(),
+                "stride {stride:?} padding {padding:?}"
+            );
             let d = max_abs_diff(got, want);
-            assert!(d < 1e-4, "stride {stride:?} padding {padding:?}: max diff {d}");
+            assert!(
+                d < 1e-4,
+                "stride {stride:?} padding {padding:?}: max diff {d}"
+            );
         }
     }
 
@@ -198,7 +224,12 @@ mod tests {
         for (stride, padding) in [([1, 1], [1, 1]), ([2, 2], [1, 1]), ([2, 2], [0, 0])] {
             let x = Tensor::<B, 4>::random([2, 5, 9, 8], Distribution::Normal(0.0, 1.0), &dev);
             let w = Tensor::<B, 4>::random([6, 5, 3, 3], Distribution::Normal(0.0, 1.0), &dev);
-            let want = conv2d(x.clone(), w.clone(), None, ConvOptions::new(stride, padding, [1, 1], 1));
+            let want = conv2d(
+                x.clone(),
+                w.clone(),
+                None,
+                ConvOptions::new(stride, padding, [1, 1], 1),
+            );
             let got = conv2d_taps(x, w, None, stride, padding);
             assert_eq!(got.dims(), want.dims());
             assert!(max_abs_diff(got, want) < 1e-4);
@@ -218,7 +249,12 @@ mod tests {
             let y = if taps {
                 conv3d_taps(x.clone(), w.clone(), None, [1, 2, 1], [1, 1, 1])
             } else {
-                conv3d(x.clone(), w.clone(), None, ConvOptions::new([1, 2, 1], [1, 1, 1], [1, 1, 1], 1))
+                conv3d(
+                    x.clone(),
+                    w.clone(),
+                    None,
+                    ConvOptions::new([1, 2, 1], [1, 1, 1], [1, 1, 1], 1),
+                )
             };
             let g = y.powi_scalar(2).sum().backward();
             (x.grad(&g).unwrap(), w.grad(&g).unwrap())

@@ -30,6 +30,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 pub mod cfg;
 pub mod device;
+pub mod effective_nfe;
 pub mod error;
 pub mod euler;
 pub mod noise;

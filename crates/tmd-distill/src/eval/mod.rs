@@ -460,3 +460,102 @@ pub fn train_evaluator<B: burn::tensor::backend::AutodiffBackend>(
     tmd_model::model_dir::write_atomically(&out.join("accuracy.json"), text.as_bytes())?;
     Ok(accuracy)
 }
+
+/// One teacher row of an evaluation: a solver, a number of steps and a CFG scale.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TeacherRow {
+    /// `unipc` or `euler`.
+    pub solver: String,
+    /// Solver steps.
+    pub steps: usize,
+    /// CFG scale (1 = no CFG); the model directory's default when absent.
+    pub guidance: Option<f64>,
+}
+
+/// The rows of an evaluation (read with [`load_stage_config`](crate::train::load_stage_config)
+/// from e.g. `configs/eval-teacher.toml`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(default)]
+pub struct EvalPlan {
+    /// Teacher rows.
+    pub teacher: Vec<TeacherRow>,
+}
+
+impl Default for EvalPlan {
+    /// Issue 3's rows: UniPC 50 steps with CFG; Euler at 1, 2, 4 steps without and with CFG.
+    fn default() -> Self {
+        let mut teacher = vec![TeacherRow {
+            solver: "unipc".into(),
+            steps: 50,
+            guidance: None,
+        }];
+        for steps in [1, 2, 4] {
+            for guidance in [Some(1.0), None] {
+                teacher.push(TeacherRow {
+                    solver: "euler".into(),
+                    steps,
+                    guidance,
+                });
+            }
+        }
+        Self { teacher }
+    }
+}
+
+/// Evaluates every teacher row of `plan` with `pipeline` on `cases` x `seeds`; `on_row(row)` is
+/// told before each row starts, `on_clip(done, total)` after each clip.
+pub fn evaluate_teacher<B: Backend>(
+    pipeline: &tmd_sampler::TeacherPipeline<B>,
+    judge: &Judge<B>,
+    cases: &[EvalCase],
+    seeds: &[u64],
+    plan: &EvalPlan,
+    real: &FeatureStats,
+    on_row: &mut dyn FnMut(&RowSpec),
+    on_clip: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<EvalRow>, TrainError> {
+    let mut rows = Vec::new();
+    for row in &plan.teacher {
+        let solver = match row.solver.as_str() {
+            "unipc" => tmd_sampler::Solver::UniPc,
+            "euler" => tmd_sampler::Solver::Euler,
+            other => {
+                return Err(TrainError::Config {
+                    file: None,
+                    key: Some("teacher.solver".into()),
+                    message: format!("unknown solver '{other}' (use unipc or euler)"),
+                })
+            }
+        };
+        let base = pipeline.options("");
+        let guidance = row.guidance.unwrap_or(base.guidance);
+        let spec = RowSpec {
+            method: format!("teacher-{}", row.solver),
+            outer_steps: row.steps,
+            inner_steps: 0,
+            head_blocks: 0,
+            guidance,
+            effective_nfe: tmd_sampler::effective_nfe::teacher(row.steps, guidance),
+        };
+        on_row(&spec);
+        let mut generate = |caption: &str, seed: u64| {
+            let mut opts = pipeline.options(caption).with_steps(row.steps);
+            opts.solver = solver;
+            opts.guidance = guidance;
+            opts.seed = seed;
+            pipeline
+                .generate(&opts, &mut |_, _| {})
+                .map(|(video, _)| video)
+        };
+        rows.push(evaluate_row(
+            judge,
+            cases,
+            seeds,
+            spec,
+            real,
+            &mut generate,
+            on_clip,
+        )?);
+    }
+    Ok(rows)
+}

@@ -1,0 +1,221 @@
+//! The bundled-teacher recipe and the evaluator end to end at tiny sizes on the CPU: train the
+//! VAE, measure latent statistics, train the DiT, export a model directory that the teacher
+//! pipeline loads and samples from, resume, train an evaluator and evaluate teacher rows.
+
+use burn::backend::{Autodiff, NdArray};
+use tmd_distill::eval::{
+    evaluate_teacher, load_prompts, markdown_table, split_prompts, spread, train_evaluator,
+    EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats, Judge, TeacherRow,
+};
+use tmd_distill::pretrain::teacher::{
+    export_teacher, latent_stats, train_teacher_dit, train_teacher_vae, TeacherRecipe,
+};
+use tmd_distill::world::{ClipSpec, Split};
+use tmd_model::model_dir::ModelDir;
+use tmd_sampler::TeacherPipeline;
+
+type A = Autodiff<NdArray>;
+
+fn tiny_recipe() -> TeacherRecipe {
+    let mut r = TeacherRecipe::default();
+    r.world.frames = 5;
+    r.world.height = 32;
+    r.world.width = 32;
+    r.world.vae_frames = 5;
+    r.vae.base_dim = 4;
+    r.vae.z_dim = 4;
+    r.vae_train.batch = 2;
+    r.vae_train.steps = 2;
+    r.vae_train.checkpoint_every = 1;
+    r.vae_train.progress = false;
+    r.text.d_model = 16;
+    r.text.d_kv = 8;
+    r.text.num_heads = 2;
+    r.text.d_ff = 16;
+    r.text.num_layers = 1;
+    r.text.text_len = 20;
+    r.dit.dim = 24;
+    r.dit.ffn_dim = 32;
+    r.dit.num_heads = 2;
+    r.dit.num_layers = 1;
+    r.dit.freq_dim = 16;
+    r.dit_train.batch = 2;
+    r.dit_train.steps = 2;
+    r.dit_train.checkpoint_every = 1;
+    r.dit_train.progress = false;
+    r.latent_stats_clips = 4;
+    r.sampling.steps = 2;
+    r
+}
+
+#[test]
+fn recipe_trains_exports_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = dir.path().join("model");
+    let device = Default::default();
+    let mut recipe = tiny_recipe();
+
+    // The DiT stage refuses to start before the VAE is finished.
+    let early = train_teacher_dit::<A>(&recipe, &run, &device).unwrap_err();
+    assert!(
+        early.to_string().contains("run the vae stage first"),
+        "{early}"
+    );
+
+    let (_, vae_report) = train_teacher_vae::<A>(&recipe, &run, &device).unwrap();
+    assert_eq!(vae_report.end_step, 2);
+    let stats = latent_stats::<NdArray>(&recipe, &run, &device).unwrap();
+    assert_eq!(stats.mean.len(), 4);
+    assert!(
+        stats.std.iter().all(|s| s.is_finite() && *s > 0.0),
+        "{stats:?}"
+    );
+
+    let (_, dit_report) = train_teacher_dit::<A>(&recipe, &run, &device).unwrap();
+    assert_eq!((dit_report.start_step, dit_report.end_step), (0, 2));
+    assert!(dit_report.losses.iter().all(|(_, l)| l.is_finite()));
+
+    // Resume: two more steps continue from the checkpoint of step 2.
+    recipe.dit_train.steps = 4;
+    let (_, resumed) = train_teacher_dit::<A>(&recipe, &run, &device).unwrap();
+    assert_eq!((resumed.start_step, resumed.end_step), (2, 4));
+
+    let manifest = export_teacher::<NdArray>(&recipe, &run, &out, "test", &device).unwrap();
+    assert_eq!(manifest.defaults.frames, 5);
+    let model = ModelDir::open(&out).unwrap();
+    let vae_config = model.vae_config().unwrap();
+    assert_eq!(vae_config.latents_mean, stats.mean);
+    assert_eq!(vae_config.latents_std, stats.std);
+
+    let pipeline = TeacherPipeline::<NdArray>::load(&out, &device).unwrap();
+    let opts = pipeline.options("A small red circle moves to the left on a black background.");
+    let (video, timings) = pipeline.generate(&opts, &mut |_, _| {}).unwrap();
+    assert_eq!((video.frames.len(), video.height, video.width), (5, 32, 32));
+    assert_eq!(timings.dit_evaluations, 4); // 2 steps with CFG
+}
+
+#[test]
+fn evaluator_trains_and_scores_teacher_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let recipe = tiny_recipe();
+    let run = dir.path().join("run");
+    let model_dir = dir.path().join("model");
+    train_teacher_vae::<A>(&recipe, &run, &device).unwrap();
+    train_teacher_dit::<A>(&recipe, &run, &device).unwrap();
+    export_teacher::<NdArray>(&recipe, &run, &model_dir, "test", &device).unwrap();
+
+    let mut eval_recipe = EvaluatorRecipe::default();
+    eval_recipe.frames = 5;
+    eval_recipe.height = 32;
+    eval_recipe.width = 32;
+    eval_recipe.sampled_frames = 3;
+    eval_recipe.widths = vec![4, 8];
+    eval_recipe.check_clips = 4;
+    eval_recipe.train.batch = 2;
+    eval_recipe.train.steps = 2;
+    eval_recipe.train.progress = false;
+    let judge_dir = dir.path().join("judge");
+    let accuracy = train_evaluator::<A>(
+        &eval_recipe,
+        &dir.path().join("judge-run"),
+        &judge_dir,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(accuracy.len(), 2);
+    assert!(accuracy
+        .iter()
+        .all(|a| (0.0..=1.0).contains(&a.mean) && a.clips == 4));
+
+    let judge = Judge::<NdArray>::load(&judge_dir, &device).unwrap();
+    let pipeline = TeacherPipeline::<NdArray>::load(&model_dir, &device).unwrap();
+    let cases = spread(split_prompts(Split::HeldOut, 0), 2);
+    assert_eq!(cases.len(), 2);
+    let spec = ClipSpec::new(5, 32, 32).unwrap();
+    let attrs: Vec<_> = cases.iter().map(|c| c.attributes).collect();
+    let real = FeatureStats::from_rows(&judge.real_features(&attrs, 1, spec).unwrap(), 8);
+    let plan = EvalPlan {
+        teacher: vec![
+            TeacherRow {
+                solver: "euler".into(),
+                steps: 1,
+                guidance: Some(1.0),
+            },
+            TeacherRow {
+                solver: "unipc".into(),
+                steps: 2,
+                guidance: None,
+            },
+        ],
+    };
+    let mut clips = 0;
+    let rows = evaluate_teacher(
+        &pipeline,
+        &judge,
+        &cases,
+        &[0, 1],
+        &plan,
+        &real,
+        &mut |_| {},
+        &mut |_, _| clips += 1,
+    )
+    .unwrap();
+    assert_eq!(clips, 2 * 2 * 2);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].spec.effective_nfe, 1.0);
+    assert_eq!(rows[1].spec.effective_nfe, 4.0); // CFG from the model's defaults
+    for row in &rows {
+        assert!((0.0..=1.0).contains(&row.prompt_accuracy));
+        assert!(row.frechet_distance.is_finite() && row.frechet_distance >= 0.0);
+        assert_eq!((row.prompts, row.seeds), (2, 2));
+    }
+    let report = EvalReport {
+        model: "m".into(),
+        prompts_source: "held-out".into(),
+        unexpressible: vec![],
+        judge_accuracy: accuracy,
+        device: "cpu".into(),
+        command: "test".into(),
+        rows,
+    };
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    for key in [
+        "method",
+        "outer_steps",
+        "inner_steps",
+        "head_blocks",
+        "guidance",
+        "effective_nfe",
+        "prompt_accuracy",
+        "frechet_distance",
+        "seconds_per_clip",
+        "prompts",
+        "seeds",
+    ] {
+        assert!(
+            json["rows"][0].get(key).is_some(),
+            "row lacks {key}: {}",
+            json["rows"][0]
+        );
+    }
+    let table = markdown_table(&report);
+    assert!(table.contains("| teacher-euler | 1 |"), "{table}");
+}
+
+#[test]
+fn prompt_files_report_captions_the_world_cannot_express() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prompts.txt");
+    std::fs::write(
+        &path,
+        "# comment\nA large red circle moves to the left on a black background.\n\nA purple dog runs.\n",
+    )
+    .unwrap();
+    let (cases, rejected) = load_prompts(&path).unwrap();
+    assert_eq!(cases.len(), 1);
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].line, 4);
+    assert!(!rejected[0].reason.is_empty());
+}
