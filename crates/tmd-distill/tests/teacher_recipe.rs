@@ -219,3 +219,30 @@ fn prompt_files_report_captions_the_world_cannot_express() {
     assert_eq!(rejected[0].line, 4);
     assert!(!rejected[0].reason.is_empty());
 }
+
+#[test]
+fn shipped_recipes_parse_with_every_key_known() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let teacher: TeacherRecipe = tmd_distill::train::load_stage_config(
+        Some(&root.join("configs/world-teacher.toml")),
+        &["dit_train.steps=7".to_string()],
+    )
+    .unwrap();
+    assert_eq!(teacher.dit_train.steps, 7);
+    assert_eq!(teacher.latent_stats_clips, 256);
+    assert_eq!((teacher.world.frames, teacher.world.height), (17, 64));
+    assert_eq!(teacher.dit_config().text_dim, teacher.text.d_model);
+    let evaluator: EvaluatorRecipe = tmd_distill::train::load_stage_config(
+        Some(&root.join("configs/world-evaluator.toml")),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(evaluator.split, "all");
+    // A misspelt key is an error naming it.
+    let err = tmd_distill::train::load_stage_config::<TeacherRecipe>(
+        Some(&root.join("configs/world-teacher.toml")),
+        &["dit_train.stepz=7".to_string()],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("stepz"), "{err}");
+}
