@@ -62,6 +62,41 @@ enum DeviceKind {
     Cuda,
 }
 
+impl DeviceKind {
+    fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+}
+
+/// Evaluates `$body` with the type `$B` bound to the backend `$device` names (NdArray or CUDA);
+/// on CUDA, first checks that a driver and a device are there, and in builds without the `cuda`
+/// feature says how to rebuild.
+macro_rules! on_backend {
+    ($device:expr, $B:ident => $body:expr) => {
+        match $device {
+            DeviceKind::Cpu => {
+                type $B = NdArray;
+                $body
+            }
+            DeviceKind::Cuda => {
+                tmd_sampler::device::check_cuda(0)?;
+                #[cfg(feature = "cuda")]
+                {
+                    type $B = burn::backend::Cuda;
+                    $body
+                }
+                #[cfg(not(feature = "cuda"))]
+                anyhow::bail!(
+                    "this xtask was built without CUDA: rebuild with `cargo build --release -p xtask --features cuda`"
+                )
+            }
+        }
+    };
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Convert official Wan2.1 weights or a diffusers folder into a model directory that every
@@ -416,30 +451,14 @@ fn main() -> Result<()> {
                     .map(|o| format!(" --set {o}"))
                     .collect::<String>()
             );
-            match device {
-                DeviceKind::Cpu => pretrain::<Autodiff<NdArray>>(
-                    &recipe,
-                    &run_dir,
-                    &out,
-                    stage,
-                    &source,
-                    &Default::default(),
-                )?,
-                DeviceKind::Cuda => {
-                    tmd_sampler::device::check_cuda(0)?;
-                    #[cfg(feature = "cuda")]
-                    pretrain::<Autodiff<burn::backend::Cuda>>(
-                        &recipe,
-                        &run_dir,
-                        &out,
-                        stage,
-                        &source,
-                        &Default::default(),
-                    )?;
-                    #[cfg(not(feature = "cuda"))]
-                    anyhow::bail!("this xtask was built without CUDA: rebuild with `cargo build --release -p xtask --features cuda`");
-                }
-            }
+            on_backend!(device, B => pretrain::<Autodiff<B>>(
+                &recipe,
+                &run_dir,
+                &out,
+                stage,
+                &source,
+                &Default::default(),
+            ))?;
         }
         Command::TrainEvaluator {
             config,
@@ -449,18 +468,12 @@ fn main() -> Result<()> {
             device,
         } => {
             let recipe: EvaluatorRecipe = load_stage_config(Some(&config), &overrides)?;
-            let accuracy = match device {
-                DeviceKind::Cpu => train_evaluator::<Autodiff<NdArray>>(&recipe, &run_dir, &out, &Default::default()),
-                DeviceKind::Cuda => {
-                    tmd_sampler::device::check_cuda(0)?;
-                    #[cfg(feature = "cuda")]
-                    let r = train_evaluator::<Autodiff<burn::backend::Cuda>>(&recipe, &run_dir, &out, &Default::default());
-                    #[cfg(not(feature = "cuda"))]
-                    anyhow::bail!("this xtask was built without CUDA: rebuild with `cargo build --release -p xtask --features cuda`");
-                    #[cfg(feature = "cuda")]
-                    r
-                }
-            }
+            let accuracy = on_backend!(device, B => train_evaluator::<Autodiff<B>>(
+                &recipe,
+                &run_dir,
+                &out,
+                &Default::default(),
+            ))
             .context("training the evaluator")?;
             for a in &accuracy {
                 println!(
@@ -491,18 +504,8 @@ fn main() -> Result<()> {
                 seeds,
                 plan: &plan,
             };
-            let report = match device {
-                DeviceKind::Cpu => run_eval::<NdArray>(&args, &Default::default(), "cpu")?,
-                DeviceKind::Cuda => {
-                    tmd_sampler::device::check_cuda(0)?;
-                    #[cfg(feature = "cuda")]
-                    let r = run_eval::<burn::backend::Cuda>(&args, &Default::default(), "cuda")?;
-                    #[cfg(not(feature = "cuda"))]
-                    anyhow::bail!("this xtask was built without CUDA: rebuild with `cargo build --release -p xtask --features cuda`");
-                    #[cfg(feature = "cuda")]
-                    r
-                }
-            };
+            let report =
+                on_backend!(device, B => run_eval::<B>(&args, &Default::default(), device.name()))?;
             let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
             std::fs::write(&out, json).with_context(|| format!("writing {}", out.display()))?;
             let table = markdown_table(&report);

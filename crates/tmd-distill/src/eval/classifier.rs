@@ -10,12 +10,11 @@
 
 use std::path::Path;
 
-use burn::grad_clipping::GradientClippingConfig;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -24,7 +23,8 @@ use tmd_model::conv::conv2d_module;
 
 use crate::train::guard::check_finite;
 use crate::train::run::{
-    after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy, PretrainReport,
+    adamw, after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy,
+    PretrainReport,
 };
 use crate::train::TrainError;
 use crate::world::{AttributeKind, Attributes, Clip};
@@ -290,13 +290,9 @@ where
     F: FnMut(u64) -> Result<Vec<Clip>, TrainError>,
 {
     let device = model.heads[0].weight.device();
-    let mut adamw = AdamWConfig::new().with_weight_decay(config.weight_decay as f32);
-    if config.grad_clip_norm > 0.0 {
-        adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(
-            config.grad_clip_norm as f32,
-        )));
-    }
-    let optimizer = adamw.init::<B, WorldClassifier<B>>();
+    // Adam's standard moments and epsilon (0.9, 0.999, 1e-8).
+    let optimizer = adamw(0.9, 0.999, 1e-8, config.weight_decay, config.grad_clip_norm)
+        .init::<B, WorldClassifier<B>>();
     let hash = config.resume_hash();
     let resumed = resume::<B, _, _>(
         run_dir,

@@ -424,6 +424,20 @@ pub fn train_evaluator<B: burn::tensor::backend::AutodiffBackend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<Vec<JudgeAccuracy>, TrainError> {
+    if recipe.widths.is_empty() || recipe.sampled_frames == 0 {
+        return Err(TrainError::Config {
+            file: None,
+            key: Some(
+                if recipe.widths.is_empty() {
+                    "widths"
+                } else {
+                    "sampled_frames"
+                }
+                .into(),
+            ),
+            message: "the classifier needs at least one convolution and one sampled frame".into(),
+        });
+    }
     let config = WorldClassifierConfig::new()
         .with_frames(recipe.frames)
         .with_sampled_frames(recipe.sampled_frames)

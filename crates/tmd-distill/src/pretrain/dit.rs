@@ -11,8 +11,7 @@
 
 use std::path::Path;
 
-use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -23,7 +22,7 @@ use tmd_sampler::schedule::{shift, NUM_TRAIN_TIMESTEPS};
 use crate::train::guard::check_finite;
 use crate::train::rng::{step_seed, uniform};
 use crate::train::run::{
-    after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy,
+    adamw, after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy,
 };
 pub use crate::train::run::{PretrainReport, LOSS_LOG, OPTIMIZER_NAME};
 use crate::train::TrainError;
@@ -213,17 +212,14 @@ where
     F: FnMut(u64) -> Result<DitBatch<B>, TrainError>,
 {
     let device = model.patch_embedding.weight.device();
-    let mut adamw = AdamWConfig::new()
-        .with_beta_1(config.beta1 as f32)
-        .with_beta_2(config.beta2 as f32)
-        .with_epsilon(config.epsilon as f32)
-        .with_weight_decay(config.weight_decay as f32);
-    if config.grad_clip_norm > 0.0 {
-        adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(
-            config.grad_clip_norm as f32,
-        )));
-    }
-    let optimizer = adamw.init::<B, WanModel<B>>();
+    let optimizer = adamw(
+        config.beta1,
+        config.beta2,
+        config.epsilon,
+        config.weight_decay,
+        config.grad_clip_norm,
+    )
+    .init::<B, WanModel<B>>();
     let hash = config.resume_hash();
     let resumed = resume::<B, _, _>(
         run_dir,

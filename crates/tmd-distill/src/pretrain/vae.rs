@@ -25,8 +25,7 @@
 
 use std::path::Path;
 
-use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -34,7 +33,8 @@ use tmd_model::vae::{FeatCache, WanVae};
 
 use crate::train::guard::check_finite;
 use crate::train::run::{
-    after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy, PretrainReport,
+    adamw, after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy,
+    PretrainReport,
 };
 use crate::train::TrainError;
 
@@ -221,17 +221,14 @@ where
     F: FnMut(u64) -> Result<Tensor<B, 5>, TrainError>,
 {
     let device = vae.quant_conv.weight.device();
-    let mut adamw = AdamWConfig::new()
-        .with_beta_1(config.beta1 as f32)
-        .with_beta_2(config.beta2 as f32)
-        .with_epsilon(config.epsilon as f32)
-        .with_weight_decay(config.weight_decay as f32);
-    if config.grad_clip_norm > 0.0 {
-        adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(
-            config.grad_clip_norm as f32,
-        )));
-    }
-    let optimizer = adamw.init::<B, WanVae<B>>();
+    let optimizer = adamw(
+        config.beta1,
+        config.beta2,
+        config.epsilon,
+        config.weight_decay,
+        config.grad_clip_norm,
+    )
+    .init::<B, WanVae<B>>();
     let hash = config.resume_hash();
     let resumed = resume::<B, _, _>(
         run_dir,

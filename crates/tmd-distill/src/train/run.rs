@@ -11,7 +11,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use burn::grad_clipping::GradientClippingConfig;
 use burn::module::AutodiffModule;
+use burn::optim::AdamWConfig;
 use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -266,6 +268,27 @@ impl LossLog {
     /// The most recent losses, oldest first (at most `keep`).
     pub fn tail(&self) -> &[(u64, f64)] {
         &self.tail
+    }
+}
+
+/// AdamW with the given moments, epsilon and decoupled weight decay, clipping the global gradient
+/// norm to `grad_clip_norm` when it is positive (the optimizer of every stage).
+pub fn adamw(
+    beta1: f64,
+    beta2: f64,
+    epsilon: f64,
+    weight_decay: f64,
+    grad_clip_norm: f64,
+) -> AdamWConfig {
+    let config = AdamWConfig::new()
+        .with_beta_1(beta1 as f32)
+        .with_beta_2(beta2 as f32)
+        .with_epsilon(epsilon as f32)
+        .with_weight_decay(weight_decay as f32);
+    if grad_clip_norm > 0.0 {
+        config.with_grad_clipping(Some(GradientClippingConfig::Norm(grad_clip_norm as f32)))
+    } else {
+        config
     }
 }
 
