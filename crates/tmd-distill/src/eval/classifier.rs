@@ -2,11 +2,11 @@
 //! real clips of the world.
 //!
 //! Early fusion (Karpathy et al. 2014, "Large-scale Video Classification with CNNs"): `n` frames
-//! spread evenly over the clip are stacked along the channels (`3 n` channels) and read by a stack of 2D convolutions; global average pooling gives the
-//! [`FEATURE`](WorldClassifierConfig::widths)-wide feature vector that the Frechet distance is
-//! computed on, and one linear head per attribute gives its logits. Stacking frames as channels
-//! lets the first convolution see where the object is in every frame, which is all that motion
-//! means in this world.
+//! spread evenly over the clip are stacked along the channels (`3 n` channels) and read by a stack
+//! of 2D convolutions; global average pooling gives the feature vector (as wide as the last
+//! convolution) that the Frechet distance is computed on, and one linear head per attribute gives
+//! its logits. Stacking frames as channels lets the first convolution see where the object is in
+//! every frame, which is all that motion means in this world.
 
 use std::path::Path;
 
