@@ -36,7 +36,7 @@ use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
 
 use super::dit::{pretrain_dit, DitBatch, DitPretrainConfig};
 use super::vae::{pretrain_vae, VaePretrainConfig};
-use crate::train::checkpoint::latest_valid;
+use crate::train::checkpoint::{latest_valid, Checkpoint};
 use crate::train::run::PretrainReport;
 use crate::train::TrainError;
 use crate::world::{captions, to_tensor, write_world_tokenizer, ClipSpec, Split, WorldDataset};
@@ -367,6 +367,36 @@ pub fn train_teacher_vae<B: AutodiffBackend>(
     })
 }
 
+/// The newest valid checkpoint under `root`, which must have reached `steps`: the output of a
+/// finished stage (`what` names the model, `stage` the stage to run, in the errors).
+fn finished_checkpoint(
+    root: &Path,
+    steps: u64,
+    what: &str,
+    stage: &str,
+) -> Result<Checkpoint, TrainError> {
+    let ckpt = latest_valid(root)?
+        .checkpoint
+        .ok_or_else(|| TrainError::Data {
+            step: 0,
+            message: format!(
+                "no {what} checkpoint under {}: run the {stage} stage first",
+                root.display()
+            ),
+        })?;
+    if ckpt.step < steps {
+        return Err(TrainError::Data {
+            step: ckpt.step,
+            message: format!(
+                "the {what} under {} stopped at step {} of {steps}: finish the {stage} stage first",
+                root.display(),
+                ckpt.step
+            ),
+        });
+    }
+    Ok(ckpt)
+}
+
 /// Loads the finished VAE (its newest valid checkpoint must have reached
 /// `recipe.vae_train.steps`) with the given latent statistics.
 pub fn load_trained_vae<B: Backend>(
@@ -375,27 +405,7 @@ pub fn load_trained_vae<B: Backend>(
     stats: Option<&LatentStats>,
     device: &B::Device,
 ) -> Result<WanVae<B>, TrainError> {
-    let root = run_dir.join(VAE_RUN);
-    let ckpt = latest_valid(&root)?
-        .checkpoint
-        .ok_or_else(|| TrainError::Data {
-            step: 0,
-            message: format!(
-                "no VAE checkpoint under {}: run the vae stage first",
-                root.display()
-            ),
-        })?;
-    if ckpt.step < recipe.vae_train.steps {
-        return Err(TrainError::Data {
-            step: ckpt.step,
-            message: format!(
-                "the VAE under {} stopped at step {} of {}: finish the vae stage first",
-                root.display(),
-                ckpt.step,
-                recipe.vae_train.steps
-            ),
-        });
-    }
+    let ckpt = finished_checkpoint(&run_dir.join(VAE_RUN), recipe.vae_train.steps, "VAE", "vae")?;
     ckpt.load_module::<B, _>(
         super::vae::MODEL_NAME,
         recipe.vae_config(stats).init::<B>(device),
@@ -572,27 +582,7 @@ pub fn export_teacher<B: Backend>(
     let vae_config = recipe.vae_config(Some(&stats));
     let vae = load_trained_vae::<B>(recipe, run_dir, Some(&stats), device)?;
     let (t5_config, text) = teacher_text_encoder::<B>(recipe, run_dir, device)?;
-    let root = run_dir.join(DIT_RUN);
-    let ckpt = latest_valid(&root)?
-        .checkpoint
-        .ok_or_else(|| TrainError::Data {
-            step: 0,
-            message: format!(
-                "no DiT checkpoint under {}: run the dit stage first",
-                root.display()
-            ),
-        })?;
-    if ckpt.step < recipe.dit_train.steps {
-        return Err(TrainError::Data {
-            step: ckpt.step,
-            message: format!(
-                "the DiT under {} stopped at step {} of {}: finish the dit stage first",
-                root.display(),
-                ckpt.step,
-                recipe.dit_train.steps
-            ),
-        });
-    }
+    let ckpt = finished_checkpoint(&run_dir.join(DIT_RUN), recipe.dit_train.steps, "DiT", "dit")?;
     let dit_config = recipe.dit_config();
     let dit = ckpt.load_module::<B, _>(super::dit::MODEL_NAME, dit_config.init::<B>(device))?;
     Ok(save_model_dir(
