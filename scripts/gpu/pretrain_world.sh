@@ -11,7 +11,13 @@
 #   bash scripts/gpu/pretrain_world.sh dit SECS       # DiT (needs runs/world-teacher/vae), export
 #
 # Every stage resumes from its newest checkpoint under runs/. A fresh GPU machine compiles every
-# kernel shape again (minutes), so each call should do one stage to the end. The newest
+# kernel shape again (minutes). (Persisting CubeCL's PTX and autotune caches was tried: 280 MB
+# after one call, too large to bring back.)
+#
+# VAE_DEVICE=cpu / DIT_DEVICE=cpu / EVAL_DEVICE=cpu run a stage with the NdArray build
+# (gpu-bin/xtask-cpu.xz, `cargo build --release -p xtask`) on the machine's 16 cores instead;
+# measured: no faster than 2 cores for the VAE (its small per-tap matmuls do not spread over
+# threads). `evaluator` trains the evaluator alone. The newest
 # checkpoint of each stage comes back in $OUT as <stage>-ckpt.tar.* (split below the 16 MiB
 # limit of returned files); unpack them into the repository root before the next call.
 set -uo pipefail
@@ -19,13 +25,17 @@ what=$1; secs=$2; shift 2
 export CUDA_PATH=/usr/local/cuda LD_LIBRARY_PATH=/usr/local/cuda/lib64
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-bin=/tmp/xtask
-[ -x $bin ] || { xz -dc gpu-bin/xtask.xz > $bin && chmod +x $bin; }
+unpack() { [ -x /tmp/$1 ] || { xz -dc gpu-bin/$1.xz > /tmp/$1 && chmod +x /tmp/$1; }; }
+binary() { # device -> path of the xtask build for it
+  if [ "$1" = cpu ]; then unpack xtask-cpu; echo /tmp/xtask-cpu; else unpack xtask; echo /tmp/xtask; fi
+}
+VAE_DEVICE=${VAE_DEVICE:-cuda} DIT_DEVICE=${DIT_DEVICE:-cuda} EVAL_DEVICE=${EVAL_DEVICE:-cuda}
+echo "cpu cores: $(nproc)"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
-stage() { # name seconds args...
-  local name=$1 s=$2; shift 2
+stage() { # name seconds device args...
+  local name=$1 s=$2 bin; bin=$(binary "$3"); shift 3
   local t0=$(date +%s)
-  timeout --signal=INT "$s" $bin "$@" 2>&1 | grep -v '^\s*$' | tail -40
+  timeout --signal=INT "$s" $bin "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' | tail -40
   echo "== $name: exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 )) s"
 }
 n() { (wc -l < "$1") 2>/dev/null || echo 0; }
@@ -33,14 +43,18 @@ n() { (wc -l < "$1") 2>/dev/null || echo 0; }
 ticker=$!
 case $what in
   vae)
-    stage evaluator "$secs" train-evaluator --device cuda > "$out/evaluator.log" 2>&1 &
-    stage vae "$secs" pretrain --device cuda --stage vae "$@"
+    stage evaluator "$secs" $EVAL_DEVICE train-evaluator --device $EVAL_DEVICE > "$out/evaluator.log" 2>&1 &
+    stage vae "$secs" $VAE_DEVICE pretrain --device $VAE_DEVICE --stage vae "$@"
     wait %2 2>/dev/null; cat "$out/evaluator.log"
     [ -f assets/world-evaluator/accuracy.json ] && tar cf "$out/world-evaluator.tar" assets/world-evaluator runs/world-evaluator/loss.csv
     ;;
+  evaluator)
+    stage evaluator "$secs" $EVAL_DEVICE train-evaluator --device $EVAL_DEVICE "$@"
+    [ -f assets/world-evaluator/accuracy.json ] && tar cf "$out/world-evaluator.tar" assets/world-evaluator runs/world-evaluator/loss.csv
+    ;;
   dit)
-    stage dit "$secs" pretrain --device cuda --stage dit "$@"
-    stage export 120 pretrain --device cuda --stage export "$@"
+    stage dit "$secs" $DIT_DEVICE pretrain --device $DIT_DEVICE --stage dit "$@"
+    stage export 120 cpu pretrain --device cpu --stage export "$@"
     [ -f assets/world-teacher/manifest.json ] && tar cf "$out/world-teacher.tar" assets/world-teacher
     ;;
 esac
@@ -49,4 +63,6 @@ for d in vae dit; do
   last=$(ls -d runs/world-teacher/$d/step-* 2>/dev/null | tail -1)
   [ -n "$last" ] && tar cf - "$last" runs/world-teacher/$d/loss.csv runs/world-teacher/*.json runs/world-teacher/text_encoder 2>/dev/null | split -b 15M - "$out/$d-ckpt.tar."
 done
+last=$(ls -d runs/world-evaluator/step-* 2>/dev/null | tail -1)
+[ -n "$last" ] && tar cf - "$last" runs/world-evaluator/loss.csv | split -b 15M - "$out/evaluator-ckpt.tar."
 ls -la "$out"

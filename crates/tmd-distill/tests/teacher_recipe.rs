@@ -7,10 +7,12 @@ use tmd_distill::eval::{
     evaluate_teacher, load_prompts, markdown_table, split_prompts, spread, train_evaluator,
     EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats, Judge, TeacherRow,
 };
+use tmd_distill::pretrain::latent_cache::LatentCache;
 use tmd_distill::pretrain::teacher::{
-    export_teacher, latent_stats, train_teacher_dit, train_teacher_vae, TeacherRecipe,
+    export_teacher, latent_stats, load_trained_vae, train_teacher_dit, train_teacher_vae,
+    TeacherRecipe,
 };
-use tmd_distill::world::{ClipSpec, Split};
+use tmd_distill::world::{to_tensor, ClipSpec, Split, WorldDataset};
 use tmd_model::model_dir::ModelDir;
 use tmd_sampler::TeacherPipeline;
 
@@ -44,6 +46,8 @@ fn tiny_recipe() -> TeacherRecipe {
     r.dit_train.checkpoint_every = 1;
     r.dit_train.progress = false;
     r.latent_stats_clips = 4;
+    r.latent_cache_clips = 6;
+    r.world.vae_crop = 16;
     r.sampling.steps = 2;
     r
 }
@@ -245,4 +249,82 @@ fn shipped_recipes_parse_with_every_key_known() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("stepz"), "{err}");
+}
+
+#[test]
+fn latent_cache_matches_direct_encoding_resumes_and_rejects_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let recipe = tiny_recipe();
+    let run = dir.path().join("run");
+    train_teacher_vae::<A>(&recipe, &run, &device).unwrap();
+    let stats = latent_stats::<NdArray>(&recipe, &run, &device).unwrap();
+    let vae = load_trained_vae::<NdArray>(&recipe, &run, Some(&stats), &device).unwrap();
+    let data = WorldDataset::new(Some(Split::Train), 9, recipe.clip_spec().unwrap());
+    let cache_dir = dir.path().join("latents");
+    let build = || LatentCache::build_or_load(&cache_dir, &vae, 2, &data, 5, 2, false, &device);
+
+    let cache = build().unwrap();
+    assert_eq!(cache.len(), 5);
+    assert_eq!(cache.index().latent_shape, [4, 2, 4, 4]);
+    let (latents, captions) = cache.batch::<NdArray>(&[3, 0], &device);
+    let clips = data.batch(0, 5);
+    let direct = vae
+        .encode_normalized(
+            to_tensor::<NdArray>(&[clips[3].clone(), clips[0].clone()], &device).unwrap(),
+        )
+        .unwrap();
+    let err: f32 = (latents - direct).abs().max().into_scalar();
+    assert!(
+        err < 1e-5,
+        "cached latents differ from a direct encode by {err}"
+    );
+    assert_eq!(
+        captions,
+        vec![clips[3].caption.clone(), clips[0].caption.clone()]
+    );
+
+    // An interrupted build (a chunk missing) resumes and gives the same bytes.
+    let chunk = cache_dir.join("chunk-00001.f32");
+    let before = std::fs::read(&chunk).unwrap();
+    std::fs::remove_file(&chunk).unwrap();
+    build().unwrap();
+    assert_eq!(std::fs::read(&chunk).unwrap(), before);
+
+    // A damaged chunk is named, not read.
+    std::fs::write(&chunk, &before[..before.len() - 4]).unwrap();
+    let damaged = build().unwrap_err().to_string();
+    assert!(damaged.contains("chunk-00001.f32"), "{damaged}");
+    std::fs::write(&chunk, &before).unwrap();
+
+    // A cache of other clips is refused, not silently reused.
+    let other = LatentCache::build_or_load(&cache_dir, &vae, 2, &data, 7, 2, false, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        other.contains("index.json") && other.contains("delete"),
+        "{other}"
+    );
+}
+
+#[test]
+fn crops_keep_pixels_and_reject_windows_outside_the_frame() {
+    let data = WorldDataset::new(Some(Split::Train), 1, ClipSpec::new(5, 32, 48).unwrap());
+    let clip = data.batch(0, 1).remove(0);
+    let crop = clip.crop(16, 8, 16, 32).unwrap();
+    assert_eq!(
+        (crop.spec.frames, crop.spec.height, crop.spec.width),
+        (5, 16, 32)
+    );
+    for (c, f, y, x) in [(0, 0, 0, 0), (2, 4, 15, 31), (1, 2, 7, 20)] {
+        assert_eq!(crop.pixel(c, f, y, x), clip.pixel(c, f, y + 16, x + 8));
+    }
+    assert!(clip.crop(24, 0, 16, 16).is_err());
+    let mut recipe = tiny_recipe();
+    recipe.world.vae_crop = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let err = train_teacher_vae::<A>(&recipe, dir.path(), &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("world.vae_crop = 24"), "{err}");
 }
