@@ -15,9 +15,7 @@ use burn::config::Config;
 
 use crate::error::{Result, SamplerError};
 
-/// Number of training timesteps of Wan2.1: the model is fed `sigma * NUM_TRAIN_TIMESTEPS`
-/// (`num_train_timesteps` of Wan-AI/Wan2.1-T2V-1.3B-Diffusers `scheduler/scheduler_config.json`).
-pub const NUM_TRAIN_TIMESTEPS: f64 = 1000.0;
+pub use tmd_model::dit::NUM_TRAIN_TIMESTEPS;
 
 /// The flow-matching time shift `shift(t) = g t / (1 + (g - 1) t)`.
 ///

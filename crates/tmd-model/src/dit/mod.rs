@@ -43,6 +43,10 @@ pub use rope::{rope_angles_3d, rope_axis_dims, sinusoidal_time_embedding, RopeTa
 use crate::error::{ModelError, Result};
 use crate::weights::{load_module, KeyMap, WeightSource};
 
+/// Number of training timesteps of Wan2.1: the DiT is fed `t * NUM_TRAIN_TIMESTEPS` for a flow
+/// time `t` in `[0, 1]` (diffusers `FlowMatchEulerDiscreteScheduler.num_train_timesteps`).
+pub const NUM_TRAIN_TIMESTEPS: f64 = 1000.0;
+
 /// Two linear layers with an activation between them (time and text embedders).
 #[derive(Module, Debug)]
 pub struct MlpEmbedder<B: Backend> {
@@ -53,7 +57,8 @@ pub struct MlpEmbedder<B: Backend> {
 }
 
 impl<B: Backend> MlpEmbedder<B> {
-    fn new(d_in: usize, d_out: usize, device: &B::Device) -> Self {
+    /// Two randomly initialised layers `d_in -> d_out -> d_out`.
+    pub fn new(d_in: usize, d_out: usize, device: &B::Device) -> Self {
         Self {
             linear_1: LinearConfig::new(d_in, d_out).init(device),
             linear_2: LinearConfig::new(d_out, d_out).init(device),
