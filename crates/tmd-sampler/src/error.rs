@@ -100,6 +100,10 @@ pub enum SamplerError {
     #[error(transparent)]
     Model(#[from] tmd_model::ModelError),
 
+    /// The TMD student rejected its inputs or configuration.
+    #[error(transparent)]
+    Student(#[from] tmd_flowhead::FlowHeadError),
+
     /// Turning the result into a clip, or writing it, failed.
     #[error(transparent)]
     Video(#[from] crate::video::VideoError),

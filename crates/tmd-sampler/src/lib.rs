@@ -3,6 +3,7 @@
 //! * [`schedule`]: the time shift and the sigma grid (the one place that defines them).
 //! * [`euler`]: FlowMatch Euler, `x <- x + (s_next - s) v`.
 //! * [`unipc`]: UniPC multistep (bh2, order 2, x0 prediction), equal to diffusers' `UniPCMultistepScheduler`.
+//! * [`tmd`]: the TMD few-step sampler (Algorithm 1: `M` outer steps, `N` flow-head steps each).
 //! * [`cfg`]: classifier-free guidance, `uncond + g (cond - uncond)`, two-pass or batched.
 //!
 //! Conventions (WAN21.md, "Sampling (teacher)"): `x_s = (1 - s) x0 + s eps`; the model predicts `v = eps - x0`
@@ -36,6 +37,7 @@ pub mod euler;
 pub mod noise;
 pub mod pipeline;
 pub mod schedule;
+pub mod tmd;
 pub mod unipc;
 pub mod video;
 
@@ -44,6 +46,7 @@ pub use error::{Result, SamplerError};
 pub use euler::{euler_step, EulerSolver};
 pub use pipeline::{Solver, TeacherOptions, TeacherPipeline, Timings};
 pub use schedule::{shift, shifted_grid, FlowSchedule, FlowScheduleConfig, SigmaGrid};
+pub use tmd::{tmd_sample, TmdGrids};
 pub use unipc::{UniPcConfig, UniPcSolver, UniPcVariant};
 pub use video::{Video, VideoError};
 

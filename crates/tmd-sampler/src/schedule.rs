@@ -44,8 +44,8 @@ pub fn linspace(start: f64, end: f64, num: usize) -> Vec<f64> {
 
 /// The shifted grid `shift(linspace(start, end, steps + 1), g)`: `steps + 1` points, both ends included.
 ///
-/// With `start = 0.999, end = 0` this is the teacher grid of WAN21.md and the outer grid of TMD.md
-/// (2 steps, `g = 10`: `[0.999, 0.908, 0]`). Errors if `steps == 0`, `g` is not finite and positive, or an end
+/// With `start = 0.999, end = 0` this is the teacher grid of WAN21.md. (TMD's outer and inner grids
+/// scale `shift(linspace(1, 0, ...))` by 0.999 instead: see [`crate::TmdGrids`].) Errors if `steps == 0`, `g` is not finite and positive, or an end
 /// lies outside `[0, 1]`.
 pub fn shifted_grid(start: f64, end: f64, steps: usize, g: f64) -> Result<Vec<f64>> {
     check_steps_shift(steps, g)?;
