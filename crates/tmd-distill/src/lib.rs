@@ -13,6 +13,7 @@
 //! println!("{}", clip.caption);
 //! ```
 
+pub mod adapt_head;
 pub mod eval;
 pub mod pretrain;
 pub mod train;

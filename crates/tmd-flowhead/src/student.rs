@@ -27,6 +27,23 @@ pub struct Backbone<B: Backend> {
     pub latent_shape: [usize; 5],
 }
 
+impl<B: burn::tensor::backend::AutodiffBackend> Backbone<B> {
+    /// The same features without gradient tracking, for passes that must not train (targets,
+    /// finite differences).
+    pub fn inner(&self) -> Backbone<B::InnerBackend> {
+        Backbone {
+            m: self.m.clone().inner(),
+            context: self.context.clone().inner(),
+            rope: RopeTables {
+                cos: self.rope.cos.clone().inner(),
+                sin: self.rope.sin.clone().inner(),
+            },
+            grid: self.grid,
+            latent_shape: self.latent_shape,
+        }
+    }
+}
+
 /// The TMD student (TMD.md, "Student architecture").
 ///
 /// `dit` holds the teacher's modules, all trained: the backbone uses its embeddings and blocks

@@ -1,0 +1,516 @@
+//! Stage 1, TM-MeanFlow adaptation of the flow head (TMD.md, "Stage 1").
+//!
+//! The student learns the average velocity of the head variable, `u(y_s, s, r)`, with the
+//! MeanFlow identity `u = v - (s - r) du/ds` as target:
+//!
+//! ```text
+//! x ~ data; x1 ~ N(0, I); t_i ~ Unif{t_1..t_M}; x_t = (1 - t_i) x + t_i x1
+//! drop ~ Bernoulli(0.1): c' = negative prompt if drop else c
+//! m = backbone(x_t, t_i, c')                  (not detached: the whole student trains)
+//! y = x1 - x; y1 ~ N(0, I); s = shift_3(U[0.001, 0.999]); r = largest inner grid point <= s,
+//!     and r = s with probability 0.75
+//! y_s = (1 - s) y + s y1; v = y1 - y
+//! unless drop: v = v_unc + w (v - v_unc), v_unc = u(y_s, s, s; backbone(x_t, t_i, neg)) [no grad]
+//! du/ds: central finite difference along (v, 1), one-sided at the boundaries [no grad]
+//! u_tgt = v - (s - r) du/ds; l = sum (u(y_s, s, r) - u_tgt)^2; loss = mean(l / sg(l + c))
+//! ```
+//!
+//! [`Variant::Tm`] is the pure transition-matching ablation (`r = s` always, no derivative).
+//! Every random draw of a step is a pure function of `(seed, step)` ([`crate::train::rng`]).
+
+use std::path::Path;
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+use tmd_flowhead::TmdStudent;
+use tmd_sampler::noise::gaussian;
+use tmd_sampler::schedule::shift;
+use tmd_sampler::TmdGrids;
+
+use crate::train::guard::check_finite;
+use crate::train::rng::{step_seed, uniform};
+use crate::train::run::{
+    adamw, after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy,
+    PretrainReport,
+};
+use crate::train::TrainError;
+
+/// Name of the student inside a checkpoint directory.
+pub const MODEL_NAME: &str = "student";
+
+const STREAM_X1: u64 = 11;
+const STREAM_Y1: u64 = 12;
+const STREAM_OUTER: u64 = 13;
+const STREAM_DROP: u64 = 14;
+const STREAM_S: u64 = 15;
+const STREAM_R: u64 = 16;
+
+/// Which target the head learns.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// TM-MeanFlow: average velocities over `[r, s]` (the paper's choice).
+    #[default]
+    TmMeanflow,
+    /// Pure transition matching: `r = s` always (the ablation "TM" of Table 6).
+    Tm,
+}
+
+/// Settings of stage 1 (read with [`crate::train::load_stage_config`]).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(default)]
+pub struct AdaptHeadConfig {
+    /// TM-MeanFlow or pure TM.
+    pub variant: Variant,
+    /// Learning rate (paper: 3e-5 for 1.3B, 1e-5 for 14B).
+    pub lr: f64,
+    /// Clips per batch.
+    pub batch: usize,
+    /// Optimizer steps in total (paper: 3k).
+    pub steps: u64,
+    /// Seed of every random draw of the run.
+    pub seed: u64,
+    /// `M`: the outer grid whose points `t_1..t_M` training times are drawn from.
+    pub outer_steps: usize,
+    /// `N`: the inner grid that `r` snaps down to.
+    pub inner_steps: usize,
+    /// Shift of the outer grid (paper: 10).
+    pub outer_shift: f64,
+    /// Shift of the inner grid (paper: 10).
+    pub inner_shift: f64,
+    /// Shift of the head times `s = shift(U[0.001, 0.999], g)` (paper: 3).
+    pub s_shift: f64,
+    /// Probability that `r = s` (paper: 0.75).
+    pub r_equals_s: f64,
+    /// Guidance `w` of the CFG target (paper: 3).
+    pub guidance: f64,
+    /// Probability of training a sample on the negative prompt, unguided (paper: 0.1).
+    pub cond_dropout: f64,
+    /// Step `d` of the finite-difference derivative (paper: 5e-3).
+    pub fd_delta: f64,
+    /// `c` of the adaptive loss normalisation `l / sg(l + c)`; `None`: the number of elements of
+    /// one sample's `y_s` (the paper's choice for 1.3B).
+    pub norm_c: Option<f64>,
+    /// AdamW first-moment decay.
+    pub beta1: f64,
+    /// AdamW second-moment decay.
+    pub beta2: f64,
+    /// AdamW epsilon.
+    pub epsilon: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 disables).
+    pub grad_clip_norm: f64,
+    /// Write a checkpoint every this many steps (and after the last).
+    pub checkpoint_every: u64,
+    /// Keep this many newest checkpoints (0 keeps all).
+    pub keep_last: usize,
+    /// Recent losses kept in each checkpoint's `state.json`.
+    pub loss_tail: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for AdaptHeadConfig {
+    fn default() -> Self {
+        Self {
+            variant: Variant::TmMeanflow,
+            lr: 3e-5,
+            batch: 8,
+            steps: 3000,
+            seed: 0,
+            outer_steps: 2,
+            inner_steps: 4,
+            outer_shift: 10.0,
+            inner_shift: 10.0,
+            s_shift: 3.0,
+            r_equals_s: 0.75,
+            guidance: 3.0,
+            cond_dropout: 0.1,
+            fd_delta: 5e-3,
+            norm_c: None,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 0.01,
+            grad_clip_norm: 1.0,
+            checkpoint_every: 500,
+            keep_last: 3,
+            loss_tail: 100,
+            progress: true,
+        }
+    }
+}
+
+impl AdaptHeadConfig {
+    /// Hash of the settings that change the trajectory (all but `steps` and the bookkeeping).
+    pub fn resume_hash(&self) -> String {
+        settings_hash(&format!(
+            "{:?};lr={:e};batch={};seed={};M={};N={};go={:e};gi={:e};gs={:e};p={:e};w={:e};drop={:e};d={:e};c={:?};b1={:e};b2={:e};eps={:e};wd={:e};clip={:e}",
+            self.variant, self.lr, self.batch, self.seed, self.outer_steps, self.inner_steps,
+            self.outer_shift, self.inner_shift, self.s_shift, self.r_equals_s, self.guidance,
+            self.cond_dropout, self.fd_delta, self.norm_c, self.beta1, self.beta2, self.epsilon,
+            self.weight_decay, self.grad_clip_norm
+        ))
+    }
+}
+
+/// Lower and upper end of the head times (TMD.md: `U[0.001, 0.999]`, one-sided differences
+/// outside).
+pub const S_RANGE: (f64, f64) = (0.001, 0.999);
+
+/// The head times of step `step`: `s = shift(U[0.001, 0.999], g)`, and `r` = the largest point of
+/// `inner_grid` not above `s`, or `s` itself with probability `p_equal` (always for
+/// [`Variant::Tm`]).
+pub fn sample_s_r(config: &AdaptHeadConfig, step: u64, inner_grid: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let (lo, hi) = S_RANGE;
+    (0..config.batch as u64)
+        .map(|i| {
+            let s = shift(
+                lo + (hi - lo) * uniform(config.seed, step, STREAM_S, i),
+                config.s_shift,
+            );
+            let equal = config.variant == Variant::Tm
+                || uniform(config.seed, step, STREAM_R, i) < config.r_equals_s;
+            let r = if equal {
+                s
+            } else {
+                inner_grid
+                    .iter()
+                    .copied()
+                    .filter(|&g| g <= s)
+                    .fold(0.0, f64::max)
+            };
+            (s, r)
+        })
+        .unzip()
+}
+
+/// `du/ds` along the tangent `(v, 1)` by finite differences, without gradients:
+/// `[u(y + a+ v, s + a+) - u(y - a- v, s - a-)] / (a+ + a-)` per sample, with `a+ = a- = d`
+/// (central) except near the ends: `a+ = 0` where `s + d > hi`, `a- = 0` where `s - d < lo` or
+/// `s - d <= r` (one-sided). Samples with `r = s`, or with neither side available, get 0 (the
+/// derivative is multiplied by `s - r` in the target).
+///
+/// `u(y, s)` evaluates the average velocity at head input `y` and per-sample times `s` (with the
+/// sample's `r` fixed).
+///
+/// # Shapes
+/// - `y_s`, `v`: `[batch, ...]`; `s`, `r`: `batch` values
+/// - output: like `y_s`
+///
+/// # Errors
+/// Whatever `u` returns.
+pub fn finite_difference_du_ds<B: Backend, E>(
+    u: impl Fn(Tensor<B, 5>, &[f64]) -> Result<Tensor<B, 5>, E>,
+    y_s: Tensor<B, 5>,
+    v: Tensor<B, 5>,
+    s: &[f64],
+    r: &[f64],
+    delta: f64,
+    (lo, hi): (f64, f64),
+) -> Result<Tensor<B, 5>, E> {
+    let b = s.len();
+    let device = y_s.device();
+    let (mut plus, mut minus) = (vec![0f64; b], vec![0f64; b]);
+    for i in 0..b {
+        if r[i] >= s[i] {
+            continue;
+        }
+        if s[i] + delta <= hi {
+            plus[i] = delta;
+        }
+        if s[i] - delta >= lo && s[i] - delta > r[i] {
+            minus[i] = delta;
+        }
+    }
+    let column = |a: &[f64]| {
+        Tensor::<B, 1>::from_data(
+            TensorData::new(a.iter().map(|&x| x as f32).collect(), [b]),
+            &device,
+        )
+        .reshape([b, 1, 1, 1, 1])
+    };
+    let s_plus: Vec<f64> = s.iter().zip(&plus).map(|(s, a)| s + a).collect();
+    let s_minus: Vec<f64> = s.iter().zip(&minus).map(|(s, a)| s - a).collect();
+    let up = u(y_s.clone() + v.clone() * column(&plus), &s_plus)?;
+    let down = u(y_s - v * column(&minus), &s_minus)?;
+    let span: Vec<f64> = plus
+        .iter()
+        .zip(&minus)
+        .map(|(p, m)| if p + m > 0.0 { 1.0 / (p + m) } else { 0.0 })
+        .collect();
+    Ok((up - down) * column(&span))
+}
+
+/// One stage-1 batch: clean latents and their text contexts, and the negative prompt's context.
+#[derive(Debug, Clone)]
+pub struct AdaptHeadBatch<B: Backend> {
+    /// Clean latents `x`, `[batch, channels, frames, height, width]`.
+    pub latents: Tensor<B, 5>,
+    /// Text contexts, `[batch, text_len, text_dim]`.
+    pub context: Tensor<B, 3>,
+}
+
+/// The parts of one stage-1 loss, for logs.
+#[derive(Debug, Clone)]
+pub struct AdaptHeadLoss<B: Backend> {
+    /// The normalised loss that is minimised, `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Mean over the batch of the raw squared error `l`, `[1]`.
+    pub raw: Tensor<B, 1>,
+}
+
+fn times<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 1> {
+    Tensor::from_data(
+        TensorData::new(values.iter().map(|&x| x as f32).collect(), [values.len()]),
+        device,
+    )
+}
+
+fn per_sample<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 5> {
+    times::<B>(values, device).reshape([values.len(), 1, 1, 1, 1])
+}
+
+/// The TM-MeanFlow loss of one step (see the module docs). `negative` is the negative prompt's
+/// context `[1, text_len, text_dim]`.
+///
+/// # Errors
+/// Student shape errors.
+pub fn tm_meanflow_loss<B: AutodiffBackend>(
+    student: &TmdStudent<B>,
+    batch: &AdaptHeadBatch<B>,
+    negative: &Tensor<B, 3>,
+    config: &AdaptHeadConfig,
+    step: u64,
+) -> Result<AdaptHeadLoss<B>, TrainError> {
+    let x = batch.latents.clone();
+    let dims = x.dims();
+    let b = dims[0];
+    let device = x.device();
+    let seed = config.seed;
+    let grids = TmdGrids::new(
+        config.outer_steps,
+        config.inner_steps,
+        config.outer_shift,
+        config.inner_shift,
+    )
+    .map_err(|e| TrainError::Data {
+        step,
+        message: e.to_string(),
+    })?;
+
+    // Outer time and the backbone's input.
+    let t: Vec<f64> = (0..b as u64)
+        .map(|i| {
+            let k = (uniform(seed, step, STREAM_OUTER, i) * config.outer_steps as f64) as usize;
+            grids.outer[k.min(config.outer_steps - 1)]
+        })
+        .collect();
+    let x1 = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_X1), &device);
+    let t5 = per_sample::<B>(&t, &device);
+    let x_t = x.clone() * (t5.clone().neg() + 1.0) + x1.clone() * t5;
+
+    // Condition dropout.
+    let drop: Vec<f64> = (0..b as u64)
+        .map(|i| {
+            f64::from(u8::from(
+                uniform(seed, step, STREAM_DROP, i) < config.cond_dropout,
+            ))
+        })
+        .collect();
+    let [_, l, d] = batch.context.dims();
+    let negatives = negative.clone().expand([b, l, d]);
+    let drop3 = times::<B>(&drop, &device).reshape([b, 1, 1]);
+    let context = batch.context.clone() * (drop3.clone().neg() + 1.0) + negatives.clone() * drop3;
+    let backbone = student
+        .backbone(x_t.clone(), times::<B>(&t, &device), context)
+        .map_err(student_err)?;
+
+    // Head variable.
+    let y = x1 - x;
+    let y1 = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_Y1), &device);
+    let (s, r) = sample_s_r(config, step, &grids.inner);
+    let s5 = per_sample::<B>(&s, &device);
+    let y_s = y.clone() * (s5.clone().neg() + 1.0) + y1.clone() * s5;
+    let v = (y1.clone() - y).inner();
+
+    // Targets, without gradients.
+    let inner = student.valid();
+    let idev = v.device();
+    let y_s_i = y_s.clone().inner();
+    let y1_i = y1.clone().inner();
+    let v = if config.guidance != 1.0 && drop.iter().any(|&d| d == 0.0) {
+        let bb_neg = inner
+            .backbone(
+                x_t.inner(),
+                times::<B::InnerBackend>(&t, &idev),
+                negatives.inner(),
+            )
+            .map_err(student_err)?;
+        let st = times::<B::InnerBackend>(&s, &idev);
+        let v_unc = inner
+            .average_velocity(&bb_neg, y_s_i.clone(), st.clone(), st, y1_i.clone())
+            .map_err(student_err)?;
+        let guided = v_unc.clone() + (v.clone() - v_unc) * config.guidance;
+        let keep =
+            per_sample::<B::InnerBackend>(&drop.iter().map(|d| 1.0 - d).collect::<Vec<_>>(), &idev);
+        guided * keep.clone() + v * (keep.neg() + 1.0)
+    } else {
+        v
+    };
+    let bb_i = backbone.inner();
+    let target = if s.iter().zip(&r).any(|(s, r)| r < s) {
+        let r_t = times::<B::InnerBackend>(&r, &idev);
+        let du_ds = finite_difference_du_ds(
+            |y, s_at: &[f64]| {
+                inner.average_velocity(
+                    &bb_i,
+                    y,
+                    times::<B::InnerBackend>(s_at, &idev),
+                    r_t.clone(),
+                    y1_i.clone(),
+                )
+            },
+            y_s_i,
+            v.clone(),
+            &s,
+            &r,
+            config.fd_delta,
+            S_RANGE,
+        )
+        .map_err(student_err)?;
+        let gap: Vec<f64> = s.iter().zip(&r).map(|(s, r)| s - r).collect();
+        v - du_ds * per_sample::<B::InnerBackend>(&gap, &idev)
+    } else {
+        v
+    };
+    let target = Tensor::<B, 5>::from_inner(target);
+
+    let u = student
+        .average_velocity(
+            &backbone,
+            y_s,
+            times::<B>(&s, &device),
+            times::<B>(&r, &device),
+            y1,
+        )
+        .map_err(student_err)?;
+    let numel: usize = dims[1..].iter().product();
+    let l = (u - target)
+        .powi_scalar(2)
+        .reshape([b, numel])
+        .sum_dim(1)
+        .reshape([b]);
+    let c = config.norm_c.unwrap_or(numel as f64);
+    let weight = (l.clone().detach() + c).recip();
+    Ok(AdaptHeadLoss {
+        loss: (l.clone() * weight).mean(),
+        raw: l.mean(),
+    })
+}
+
+fn student_err(e: tmd_flowhead::FlowHeadError) -> TrainError {
+    TrainError::Data {
+        step: 0,
+        message: e.to_string(),
+    }
+}
+
+/// Runs stage 1 on `student`, checkpointing under `run_dir` and resuming from its newest valid
+/// checkpoint. `batches(step)` gives the batch of step `step` (1-based), a function of `step`
+/// only for exact resume.
+///
+/// # Errors
+/// [`TrainError::NonFinite`] if the loss or, at a checkpoint, a parameter is NaN/Inf (the newest
+/// checkpoint on disk is the last good one); shape, data, I/O and checkpoint errors.
+pub fn adapt_head<B, F>(
+    student: TmdStudent<B>,
+    config: &AdaptHeadConfig,
+    run_dir: &Path,
+    negative: Tensor<B, 3>,
+    mut batches: F,
+) -> Result<(TmdStudent<B>, PretrainReport), TrainError>
+where
+    B: AutodiffBackend,
+    F: FnMut(u64) -> Result<AdaptHeadBatch<B>, TrainError>,
+{
+    let device = student.dit.patch_embedding.weight.device();
+    let optimizer = adamw(
+        config.beta1,
+        config.beta2,
+        config.epsilon,
+        config.weight_decay,
+        config.grad_clip_norm,
+    )
+    .init::<B, TmdStudent<B>>();
+    let hash = config.resume_hash();
+    let resumed = resume::<B, _, _>(
+        run_dir,
+        &hash,
+        MODEL_NAME,
+        student,
+        optimizer,
+        &device,
+        config.loss_tail,
+    )?;
+    let (mut student, mut optimizer, mut report, mut log) = (
+        resumed.model,
+        resumed.optimizer,
+        resumed.report,
+        resumed.log,
+    );
+    let bar = progress_bar(config.progress, config.steps, report.start_step);
+    let policy = CheckpointPolicy {
+        run_dir,
+        model_name: MODEL_NAME,
+        seed: config.seed,
+        config_hash: hash,
+        every: config.checkpoint_every,
+        final_step: config.steps,
+        keep_last: config.keep_last,
+    };
+    for step in report.start_step + 1..=config.steps {
+        let batch = batches(step)?;
+        let dims = batch.latents.dims();
+        check_shape(
+            "latents",
+            &[
+                config.batch,
+                student.dit.in_channels,
+                dims[2],
+                dims[3],
+                dims[4],
+            ],
+            &dims,
+        )?;
+        let parts = tm_meanflow_loss(&student, &batch, &negative, config, step)
+            .map_err(|e| with_step(e, step))?;
+        let value: f64 = parts.loss.clone().into_scalar().elem();
+        check_finite(step, "loss", value)?;
+        let grads = GradientsParams::from_grads(parts.loss.backward(), &student);
+        student = optimizer.step(config.lr, student, grads);
+        after_step::<B, _, _>(
+            &policy,
+            step,
+            value,
+            &student,
+            &optimizer,
+            &mut log,
+            &bar,
+            &mut report,
+        )?;
+    }
+    bar.finish();
+    Ok((student, report))
+}
+
+fn with_step(e: TrainError, step: u64) -> TrainError {
+    match e {
+        TrainError::Data { message, .. } => TrainError::Data { step, message },
+        other => other,
+    }
+}
