@@ -11,6 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use tmd_distill::adapt_head::{run_adapt_head, AdaptHeadRecipe};
 use tmd_distill::eval::{
     evaluate_teacher, judge_accuracy, load_prompts, markdown_table, split_prompts, spread,
     train_evaluator, EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats, Judge, CHECK_SEED,
@@ -159,6 +160,34 @@ enum Command {
         #[arg(long, value_enum, default_value_t = PretrainStage::All)]
         stage: PretrainStage,
         /// Backend: cpu (NdArray) or cuda (needs a build with `--features cuda`).
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+    },
+    /// Stage 1 of TMD (TM-MeanFlow adaptation of the flow head): copy the teacher's model
+    /// directory to --out, split its DiT into backbone and flow head, train the whole student on
+    /// the clips of a latent cache, and write it into --out/student/. `generate` then samples the
+    /// student by default.
+    AdaptHead {
+        /// Teacher model directory (converted, diffusers, or the bundled world teacher).
+        #[arg(long, default_value = "assets/world-teacher")]
+        teacher: PathBuf,
+        /// Latent cache of training clips (`index.json` + chunks; `cargo xtask pretrain` writes
+        /// one to <run-dir>/latents).
+        #[arg(long, default_value = "runs/world-teacher/latents")]
+        data: PathBuf,
+        /// Recipe (TOML: [head], [train], [sampling]).
+        #[arg(long, default_value = "configs/adapt-head.toml")]
+        config: PathBuf,
+        /// Override a recipe key, e.g. `--set train.steps=100` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Run directory (checkpoints, loss log).
+        #[arg(long, default_value = "runs/adapt-head")]
+        run_dir: PathBuf,
+        /// Student directory to write (a copy of the teacher's plus student/).
+        #[arg(long, default_value = "runs/student-stage1")]
+        out: PathBuf,
+        /// Backend.
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
     },
@@ -459,6 +488,46 @@ fn main() -> Result<()> {
                 &source,
                 &Default::default(),
             ))?;
+        }
+        Command::AdaptHead {
+            teacher,
+            data,
+            config,
+            overrides,
+            run_dir,
+            out,
+            device,
+        } => {
+            let recipe: AdaptHeadRecipe = load_stage_config(Some(&config), &overrides)?;
+            let source = format!(
+                "`cargo xtask adapt-head --teacher {} --data {} --config {}{}`",
+                teacher.display(),
+                data.display(),
+                config.display(),
+                overrides
+                    .iter()
+                    .map(|o| format!(" --set {o}"))
+                    .collect::<String>()
+            );
+            let t0 = Instant::now();
+            let report = on_backend!(device, B => run_adapt_head::<Autodiff<B>>(
+                &recipe,
+                &teacher,
+                &data,
+                &run_dir,
+                &out,
+                &source,
+                &Default::default(),
+            ).map(|(_, report)| report))
+            .context("stage 1 (adapt-head)")?;
+            eprintln!(
+                "adapt-head: steps {}..{} in {:.1} s; student written to {} (generate --model {})",
+                report.start_step,
+                report.end_step,
+                t0.elapsed().as_secs_f64(),
+                out.display(),
+                out.display()
+            );
         }
         Command::TrainEvaluator {
             config,

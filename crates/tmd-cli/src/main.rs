@@ -13,7 +13,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
-use tmd_sampler::pipeline::{Solver, TeacherOptions, TeacherPipeline};
+use tmd_sampler::pipeline::{
+    Solver, StudentOptions, StudentPipeline, TeacherOptions, TeacherPipeline, Timings,
+};
+use tmd_sampler::Video;
 
 /// The model directory used when `--model` is not given: the small model bundled in `assets/`.
 const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/tiny-random");
@@ -85,6 +88,15 @@ struct GenerateArgs {
     /// ODE solver of the teacher.
     #[arg(long, value_parser = ["unipc", "euler"])]
     solver: Option<String>,
+    /// Sample with the teacher even though the model directory holds a distilled student.
+    #[arg(long)]
+    teacher: bool,
+    /// Student only: M, the outer (transition) steps (default: the student's).
+    #[arg(long)]
+    outer_steps: Option<usize>,
+    /// Student only: N, the flow-head steps inside each outer step (default: the student's).
+    #[arg(long)]
+    inner_steps: Option<usize>,
     /// TOML file with any of the options above (keys as the flag names with underscores);
     /// flags given on the command line win.
     #[arg(long)]
@@ -118,6 +130,8 @@ struct FileOptions {
     width: Option<usize>,
     seed: Option<u64>,
     solver: Option<String>,
+    outer_steps: Option<usize>,
+    inner_steps: Option<usize>,
 }
 
 fn read_config_file(path: &Path) -> Result<FileOptions> {
@@ -162,42 +176,136 @@ fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) 
         .clone()
         .or(file.model.clone())
         .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
-    let precision = match args.precision {
-        PrecisionArg::F32 => tmd_model::dit::Precision::F32,
-        PrecisionArg::Bf16 => tmd_model::dit::Precision::Bf16Matmul,
+    let use_student = tmd_flowhead::has_student(&model) && !args.teacher;
+    let (video, timings, seed) = if use_student {
+        generate_student::<B>(&model, &file, args, device)?
+    } else {
+        if args.outer_steps.or(file.outer_steps).is_some()
+            || args.inner_steps.or(file.inner_steps).is_some()
+        {
+            bail!(
+                "--outer-steps/--inner-steps need a distilled student, and {} has none{}: \
+                 distill one with `cargo xtask adapt-head` / `cargo xtask distill`, or use --steps",
+                model.display(),
+                if args.teacher {
+                    " in use (--teacher)"
+                } else {
+                    ""
+                }
+            );
+        }
+        generate_teacher::<B>(&model, &file, args, device)?
     };
-    let pipe = TeacherPipeline::<B>::load(&model, device)
-        .with_context(|| format!("loading model directory {}", model.display()))?
-        .with_precision(precision);
-    let opts = resolve_options(&pipe.options(args.prompt.clone()), &file, args)?;
-
-    let bar = ProgressBar::new(opts.steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} sampling [{bar:30}] {pos}/{len} steps  {elapsed_precise} (eta {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    let (video, timings) = pipe
-        .generate(&opts, &mut |k, _| bar.set_position(k as u64))
-        .context("generation failed")?;
-    bar.finish_and_clear();
     video
         .save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(
-        "wrote {} ({} frames, {}x{}, seed {})",
+        "wrote {} ({} frames, {}x{}, seed {}, {})",
         args.out.display(),
         video.num_frames(),
         video.width,
         video.height,
-        opts.seed
+        seed,
+        if use_student {
+            "TMD student"
+        } else {
+            "teacher"
+        }
     );
     if args.timings {
         println!("{timings}");
     }
     Ok(())
+}
+
+fn progress(len: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} sampling [{{bar:30}}] {{pos}}/{{len}} {unit}  {{elapsed_precise}} (eta {{eta}})"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn generate_teacher<B: burn::prelude::Backend>(
+    model: &Path,
+    file: &FileOptions,
+    args: &GenerateArgs,
+    device: &B::Device,
+) -> Result<(Video, Timings, u64)> {
+    let precision = match args.precision {
+        PrecisionArg::F32 => tmd_model::dit::Precision::F32,
+        PrecisionArg::Bf16 => tmd_model::dit::Precision::Bf16Matmul,
+    };
+    let pipe = TeacherPipeline::<B>::load(model, device)
+        .with_context(|| format!("loading model directory {}", model.display()))?
+        .with_precision(precision);
+    let opts = resolve_options(&pipe.options(args.prompt.clone()), file, args)?;
+    let bar = progress(opts.steps as u64, "steps");
+    let (video, timings) = pipe
+        .generate(&opts, &mut |k, _| bar.set_position(k as u64))
+        .context("generation failed")?;
+    bar.finish_and_clear();
+    Ok((video, timings, opts.seed))
+}
+
+fn generate_student<B: burn::prelude::Backend>(
+    model: &Path,
+    file: &FileOptions,
+    args: &GenerateArgs,
+    device: &B::Device,
+) -> Result<(Video, Timings, u64)> {
+    let teacher_only = [
+        ("--steps", args.steps.or(file.steps).is_some()),
+        ("--guidance", args.guidance.or(file.guidance).is_some()),
+        ("--shift", args.shift.or(file.shift).is_some()),
+        ("--solver", args.solver.is_some() || file.solver.is_some()),
+        (
+            "--negative-prompt",
+            args.negative_prompt.is_some() || file.negative_prompt.is_some(),
+        ),
+    ];
+    if let Some((flag, _)) = teacher_only.iter().find(|(_, given)| *given) {
+        bail!(
+            "{flag} applies to the teacher, but {} holds a distilled student (which samples with \
+             --outer-steps/--inner-steps and no CFG); add --teacher to sample the teacher",
+            model.display()
+        );
+    }
+    if args.precision != PrecisionArg::F32 {
+        bail!("--precision bf16 is only implemented for the teacher so far; add --teacher");
+    }
+    let pipe = StudentPipeline::<B>::load(model, device)
+        .with_context(|| format!("loading the student of {}", model.display()))?;
+    let mut o: StudentOptions = pipe.options(args.prompt.clone());
+    macro_rules! pick {
+        ($field:ident) => {
+            if let Some(v) = args.$field.clone().or(file.$field.clone()) {
+                o.$field = v;
+            }
+        };
+    }
+    pick!(outer_steps);
+    pick!(inner_steps);
+    pick!(frames);
+    pick!(height);
+    pick!(width);
+    pick!(seed);
+    if o.prompt.trim().is_empty() {
+        bail!("--prompt is empty: describe what the clip should show");
+    }
+    if o.outer_steps == 0 || o.inner_steps == 0 {
+        bail!("--outer-steps and --inner-steps must be at least 1");
+    }
+    let bar = progress(o.outer_steps as u64, "outer steps");
+    let (video, timings) = pipe
+        .generate(&o, &mut |k, _| bar.set_position(k as u64))
+        .context("generation failed")?;
+    bar.finish_and_clear();
+    Ok((video, timings, o.seed))
 }
 
 /// Model defaults < config file < command-line flags.

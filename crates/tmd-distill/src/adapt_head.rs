@@ -514,3 +514,147 @@ fn with_step(e: TrainError, step: u64) -> TrainError {
         other => other,
     }
 }
+
+/// The head settings of a recipe file (the fields of [`tmd_flowhead::FlowHeadConfig`]).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(default)]
+pub struct HeadSettings {
+    /// `H`, head blocks (paper: 5 of the 1.3B model's 30).
+    pub head_blocks: usize,
+    /// `gated` (default) or `concat`.
+    pub fusion: tmd_flowhead::Fusion,
+    /// Initial gate logit of the gated fusion.
+    pub gate_logit_init: f64,
+    /// Hidden width of the gated fusion's MLP, as a multiple of the model width.
+    pub fusion_mlp_ratio: f64,
+    /// Standard deviation of the patch half of the concat fusion's initial weight.
+    pub concat_init_std: f64,
+}
+
+impl Default for HeadSettings {
+    fn default() -> Self {
+        let c = tmd_flowhead::FlowHeadConfig::new();
+        Self {
+            head_blocks: c.head_blocks,
+            fusion: c.fusion,
+            gate_logit_init: c.gate_logit_init,
+            fusion_mlp_ratio: c.fusion_mlp_ratio,
+            concat_init_std: c.concat_init_std,
+        }
+    }
+}
+
+impl HeadSettings {
+    /// The model-side configuration.
+    pub fn config(&self) -> tmd_flowhead::FlowHeadConfig {
+        tmd_flowhead::FlowHeadConfig::new()
+            .with_head_blocks(self.head_blocks)
+            .with_fusion(self.fusion)
+            .with_gate_logit_init(self.gate_logit_init)
+            .with_fusion_mlp_ratio(self.fusion_mlp_ratio)
+            .with_concat_init_std(self.concat_init_std)
+    }
+}
+
+/// Everything `cargo xtask adapt-head` reads from its config file: `[head]`, `[train]`,
+/// `[sampling]` (the student's default `M`, `N`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct AdaptHeadRecipe {
+    /// The flow head.
+    pub head: HeadSettings,
+    /// Stage-1 training.
+    pub train: AdaptHeadConfig,
+    /// Sampling defaults written with the student.
+    pub sampling: tmd_flowhead::StudentDefaults,
+}
+
+/// Copies the model directory `from` to `to` (every file but a `student/` folder), so that a
+/// student directory carries its teacher.
+///
+/// # Errors
+/// I/O errors naming the path.
+pub fn copy_model_dir(from: &Path, to: &Path) -> Result<(), TrainError> {
+    if from == to {
+        return Ok(());
+    }
+    fn walk(from: &Path, to: &Path, top: bool) -> Result<(), TrainError> {
+        std::fs::create_dir_all(to).map_err(|e| TrainError::io(to, e))?;
+        for entry in std::fs::read_dir(from).map_err(|e| TrainError::io(from, e))? {
+            let entry = entry.map_err(|e| TrainError::io(from, e))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            if top && name == tmd_flowhead::student_dir::STUDENT_DIR {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, &to.join(&name), false)?;
+            } else {
+                std::fs::copy(&path, to.join(&name)).map_err(|e| TrainError::io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+    walk(from, to, true)
+}
+
+/// Stage 1 end to end: copy the teacher directory to `out`, build the student from its DiT, train
+/// it on the clips of the latent cache `data` (their captions through the teacher's text encoder,
+/// the negative prompt from the directory's defaults), checkpoint under `run_dir`, and write the
+/// student into `out` ([`tmd_flowhead::save_student`]).
+///
+/// # Errors
+/// Missing or corrupt inputs (named), training errors.
+pub fn run_adapt_head<B: AutodiffBackend>(
+    recipe: &AdaptHeadRecipe,
+    teacher: &Path,
+    data: &Path,
+    run_dir: &Path,
+    out: &Path,
+    source: &str,
+    device: &B::Device,
+) -> Result<(TmdStudent<B>, PretrainReport), TrainError> {
+    let cache = crate::pretrain::latent_cache::LatentCache::open(data)?;
+    copy_model_dir(teacher, out)?;
+    let dir = tmd_model::model_dir::ModelDir::open(out)?;
+    let text = dir.load_text_encoder::<B::InnerBackend>(device)?;
+    let negative = text.encode_cached_batch(&[dir.defaults().negative_prompt.as_str()], true)?;
+    let student =
+        TmdStudent::from_teacher(dir.load_transformer::<B>(device)?, &recipe.head.config())
+            .map_err(student_err)?;
+    let config = &recipe.train;
+    let (student, report) = adapt_head(
+        student,
+        config,
+        run_dir,
+        Tensor::from_inner(negative),
+        |step| {
+            let picks: Vec<usize> = (0..config.batch as u64)
+                .map(|i| {
+                    let u = uniform(config.seed, step, STREAM_DATA, i);
+                    ((u * cache.len() as f64) as usize).min(cache.len() - 1)
+                })
+                .collect();
+            let (latents, captions) = cache.batch::<B::InnerBackend>(&picks, device);
+            let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+            let context = text.encode_cached_batch(&refs, false)?;
+            Ok(AdaptHeadBatch {
+                latents: Tensor::from_inner(latents),
+                context: Tensor::from_inner(context),
+            })
+        },
+    )?;
+    tmd_flowhead::save_student(
+        out,
+        &student,
+        &tmd_flowhead::StudentManifest {
+            head: recipe.head.config(),
+            defaults: recipe.sampling.clone(),
+            source: source.to_string(),
+        },
+    )
+    .map_err(student_err)?;
+    Ok((student, report))
+}
+
+const STREAM_DATA: u64 = 17;

@@ -3,6 +3,7 @@
 //! pipeline loads and samples from, resume, train an evaluator and evaluate teacher rows.
 
 use burn::backend::{Autodiff, NdArray};
+use tmd_distill::adapt_head::{run_adapt_head, AdaptHeadRecipe};
 use tmd_distill::eval::{
     evaluate_teacher, load_prompts, markdown_table, split_prompts, spread, train_evaluator,
     EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats, Judge, TeacherRow,
@@ -242,6 +243,13 @@ fn shipped_recipes_parse_with_every_key_known() {
     )
     .unwrap();
     assert_eq!(evaluator.split, "all");
+    let adapt: AdaptHeadRecipe = tmd_distill::train::load_stage_config(
+        Some(&root.join("configs/adapt-head.toml")),
+        &["train.steps=5".to_string()],
+    )
+    .unwrap();
+    assert_eq!((adapt.train.steps, adapt.head.head_blocks), (5, 1));
+    assert!(adapt.head.head_blocks <= teacher.dit.num_layers);
     // A misspelt key is an error naming it.
     let err = tmd_distill::train::load_stage_config::<TeacherRecipe>(
         Some(&root.join("configs/world-teacher.toml")),
@@ -283,6 +291,16 @@ fn latent_cache_matches_direct_encoding_resumes_and_rejects_damage() {
         captions,
         vec![clips[3].caption.clone(), clips[0].caption.clone()]
     );
+
+    // Later stages open the finished cache without the VAE or the dataset.
+    let opened = LatentCache::open(&cache_dir).unwrap();
+    let (again, captions_again) = opened.batch::<NdArray>(&[3, 0], &device);
+    assert_eq!(captions_again, captions);
+    let same: f32 = (again - cache.batch::<NdArray>(&[3, 0], &device).0)
+        .abs()
+        .max()
+        .into_scalar();
+    assert_eq!(same, 0.0);
 
     // An interrupted build (a chunk missing) resumes and gives the same bytes.
     let chunk = cache_dir.join("chunk-00001.f32");
@@ -327,4 +345,63 @@ fn crops_keep_pixels_and_reject_windows_outside_the_frame() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("world.vae_crop = 24"), "{err}");
+}
+
+#[test]
+fn adapt_head_turns_the_exported_teacher_into_a_student_that_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let recipe = tiny_recipe();
+    let run = dir.path().join("run");
+    let teacher_dir = dir.path().join("teacher");
+    train_teacher_vae::<A>(&recipe, &run, &device).unwrap();
+    train_teacher_dit::<A>(&recipe, &run, &device).unwrap();
+    export_teacher::<NdArray>(&recipe, &run, &teacher_dir, "test", &device).unwrap();
+    let cache_dir = run.join(tmd_distill::pretrain::teacher::LATENT_CACHE_DIR);
+    assert!(
+        cache_dir.join("index.json").is_file(),
+        "the DiT stage wrote its latent cache"
+    );
+
+    let mut adapt = AdaptHeadRecipe::default();
+    adapt.head.head_blocks = 1;
+    adapt.train.batch = 2;
+    adapt.train.steps = 2;
+    adapt.train.checkpoint_every = 1;
+    adapt.train.progress = false;
+    adapt.sampling.outer_steps = 1;
+    adapt.sampling.inner_steps = 2;
+    let out = dir.path().join("student");
+    let (_, report) = run_adapt_head::<A>(
+        &adapt,
+        &teacher_dir,
+        &cache_dir,
+        &dir.path().join("adapt-run"),
+        &out,
+        "test",
+        &device,
+    )
+    .unwrap();
+    assert_eq!(report.end_step, 2);
+    assert!(tmd_flowhead::has_student(&out));
+    assert!(!tmd_flowhead::has_student(&teacher_dir));
+
+    let pipe = tmd_sampler::StudentPipeline::<NdArray>::load(&out, &device).unwrap();
+    let opts = pipe.options("A small red circle moves to the left on a black background.");
+    assert_eq!((opts.outer_steps, opts.inner_steps), (1, 2));
+    let (video, timings) = pipe.generate(&opts, &mut |_, _| {}).unwrap();
+    assert_eq!((video.frames.len(), video.height, video.width), (5, 32, 32));
+    // 1 outer step, N = 2, H = 1 of L = 1 blocks: 1 + (2 - 1) * 1/1 = 2 full passes.
+    assert_eq!(timings.effective_nfe, 2.0);
+
+    // The teacher is still there for `generate --teacher`.
+    TeacherPipeline::<NdArray>::load(&out, &device).unwrap();
+
+    // A damaged student is named.
+    std::fs::write(out.join("student/model.bpk"), b"not a burnpack").unwrap();
+    let err = tmd_sampler::StudentPipeline::<NdArray>::load(&out, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("model.bpk"), "{err}");
 }

@@ -22,9 +22,11 @@ pub mod error;
 pub mod fusion;
 pub mod rollout;
 pub mod student;
+pub mod student_dir;
 
 pub use config::{FlowHeadConfig, Fusion};
 pub use error::{FlowHeadError, Result};
 pub use fusion::{ConcatFusion, FusionLayer, GatedFusion};
 pub use rollout::{check_inner_grid, rollout};
 pub use student::{Backbone, TmdStudent};
+pub use student_dir::{has_student, load_student, save_student, StudentDefaults, StudentManifest};

@@ -44,7 +44,9 @@ pub mod video;
 pub use cfg::{cfg_combine, CfgMode};
 pub use error::{Result, SamplerError};
 pub use euler::{euler_step, EulerSolver};
-pub use pipeline::{Solver, TeacherOptions, TeacherPipeline, Timings};
+pub use pipeline::{
+    Solver, StudentOptions, StudentPipeline, TeacherOptions, TeacherPipeline, Timings,
+};
 pub use schedule::{shift, shifted_grid, FlowSchedule, FlowScheduleConfig, SigmaGrid};
 pub use tmd::{tmd_sample, TmdGrids};
 pub use unipc::{UniPcConfig, UniPcSolver, UniPcVariant};

@@ -111,8 +111,11 @@ pub struct Timings {
     pub dit: Duration,
     /// VAE decode.
     pub vae: Duration,
-    /// Number of DiT forward passes (a CFG step with batched cond/uncond counts 2).
+    /// Number of DiT forward passes (a CFG step with batched cond/uncond counts 2; a TMD outer
+    /// step counts its backbone pass once and each flow-head pass once).
     pub dit_evaluations: usize,
+    /// The same cost in full-DiT passes ([`crate::effective_nfe`]).
+    pub effective_nfe: f64,
 }
 
 impl Timings {
@@ -126,10 +129,10 @@ impl std::fmt::Display for Timings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "text encoder {:.3} s | DiT {:.3} s ({} evaluations) | VAE {:.3} s | total {:.3} s",
+            "text encoder {:.3} s | DiT {:.3} s (effective NFE {:.2}) | VAE {:.3} s | total {:.3} s",
             self.text_encoder.as_secs_f64(),
             self.dit.as_secs_f64(),
-            self.dit_evaluations,
+            self.effective_nfe,
             self.vae.as_secs_f64(),
             self.total().as_secs_f64()
         )
@@ -246,6 +249,7 @@ impl<B: Backend> TeacherPipeline<B> {
         }
         sync::<B>(&self.device);
         timings.dit = t1.elapsed();
+        timings.effective_nfe = crate::effective_nfe::teacher(opts.steps, opts.guidance);
 
         let t2 = Instant::now();
         let pixels = self.vae.decode_normalized(x)?;
@@ -294,4 +298,135 @@ pub fn latent_shape(
 /// Waits for the device so that wall-clock splits are honest on asynchronous backends.
 pub fn sync<B: Backend>(device: &B::Device) {
     let _ = B::sync(device);
+}
+
+/// What to generate with a TMD student, and how. Start from [`StudentPipeline::options`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StudentOptions {
+    /// The prompt (must not be empty).
+    pub prompt: String,
+    /// `M`, outer steps.
+    pub outer_steps: usize,
+    /// `N`, flow-head steps per outer step.
+    pub inner_steps: usize,
+    /// Shift of the outer grid.
+    pub outer_shift: f64,
+    /// Shift of the inner grid.
+    pub inner_shift: f64,
+    /// Frames of the clip (temporal stride * k + 1).
+    pub frames: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// Noise seed (initial latent and every head noise).
+    pub seed: u64,
+    /// Frames per second of the result.
+    pub fps: u32,
+}
+
+/// A loaded TMD student: text encoder, student DiT with flow head, VAE of one student directory
+/// ([`tmd_flowhead::student_dir`]).
+pub struct StudentPipeline<B: Backend> {
+    /// The model directory.
+    pub dir: ModelDir,
+    /// Tokenizer + umT5.
+    pub text: TextEncoder<B>,
+    /// The student.
+    pub student: tmd_flowhead::TmdStudent<B>,
+    /// The student's manifest (head, defaults, provenance).
+    pub manifest: tmd_flowhead::StudentManifest,
+    /// The VAE.
+    pub vae: WanVae<B>,
+    device: B::Device,
+}
+
+impl<B: Backend> StudentPipeline<B> {
+    /// Loads the student directory `dir`.
+    ///
+    /// # Errors
+    /// Missing or corrupt files (named), shape mismatches.
+    pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let root = dir.as_ref();
+        let dir = ModelDir::open(root)?;
+        dir.check_consistency()?;
+        let (student, manifest) = tmd_flowhead::load_student::<B>(root, device)?;
+        Ok(Self {
+            text: dir.load_text_encoder(device)?,
+            vae: dir.load_vae(device)?,
+            student,
+            manifest,
+            dir,
+            device: device.clone(),
+        })
+    }
+
+    /// Default options for `prompt` (the student's `M`, `N` and the directory's clip size).
+    pub fn options(&self, prompt: impl Into<String>) -> StudentOptions {
+        let d = self.dir.defaults();
+        let s = &self.manifest.defaults;
+        StudentOptions {
+            prompt: prompt.into(),
+            outer_steps: s.outer_steps,
+            inner_steps: s.inner_steps,
+            outer_shift: s.outer_shift,
+            inner_shift: s.inner_shift,
+            frames: d.frames,
+            height: d.height,
+            width: d.width,
+            seed: 0,
+            fps: d.fps,
+        }
+    }
+
+    /// Samples one clip with Algorithm 1 ([`crate::tmd::tmd_sample`]) and decodes it.
+    /// `on_step(i, M)` is called after each outer step.
+    ///
+    /// # Errors
+    /// Bad resolution or step counts (named), empty prompt, model errors.
+    pub fn generate(
+        &self,
+        opts: &StudentOptions,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Video, Timings)> {
+        let vae_config = self.dir.vae_config()?;
+        let dit_config = self.dir.transformer_config()?;
+        let shape = latent_shape(
+            &vae_config,
+            &dit_config,
+            opts.frames,
+            opts.height,
+            opts.width,
+        )?;
+        let grids = crate::tmd::TmdGrids::new(
+            opts.outer_steps,
+            opts.inner_steps,
+            opts.outer_shift,
+            opts.inner_shift,
+        )?;
+        let mut timings = Timings::default();
+        let t0 = Instant::now();
+        let context = self.text.encode_cached(opts.prompt.as_str())?;
+        sync::<B>(&self.device);
+        timings.text_encoder = t0.elapsed();
+
+        let t1 = Instant::now();
+        let noise = gaussian::<B, 5>(shape, opts.seed, &self.device);
+        let x = crate::tmd::tmd_sample(&self.student, noise, context, &grids, opts.seed, on_step)?;
+        sync::<B>(&self.device);
+        timings.dit = t1.elapsed();
+        timings.dit_evaluations = opts.outer_steps * (1 + opts.inner_steps);
+        timings.effective_nfe = crate::effective_nfe::tmd(
+            opts.outer_steps,
+            opts.inner_steps,
+            self.student.head_blocks,
+            self.student.teacher_blocks(),
+        );
+
+        let t2 = Instant::now();
+        let pixels = self.vae.decode_normalized(x)?;
+        let video = Video::from_tensor(pixels, opts.fps)?;
+        timings.vae = t2.elapsed();
+        Ok((video, timings))
+    }
 }

@@ -40,6 +40,8 @@ pub struct LatentCacheIndex {
     pub latent_shape: [usize; 4],
     /// Step of the VAE checkpoint that encoded them.
     pub vae_step: u64,
+    /// Caption of every clip, in order (so that later stages read the cache without the dataset).
+    pub captions: Vec<String>,
 }
 
 /// Normalised VAE latents of the first clips of a dataset, with their captions.
@@ -78,6 +80,13 @@ impl LatentCache {
             clip_size: [spec.frames, spec.height, spec.width],
             latent_shape: probe,
             vae_step,
+            captions: (0..clips.div_ceil(chunk.max(1)))
+                .flat_map(|c| {
+                    let start = c * chunk.max(1);
+                    data.batch(start as u64, chunk.max(1).min(clips - start))
+                })
+                .map(|clip| clip.caption)
+                .collect(),
         };
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         let index_path = dir.join(INDEX);
@@ -102,7 +111,6 @@ impl LatentCache {
             write_atomically(&index_path, text.as_bytes())?;
         }
 
-        let per_clip: usize = probe.iter().product();
         let chunks = clips.div_ceil(chunk);
         let missing: Vec<usize> = (0..chunks)
             .filter(|&c| !chunk_path(dir, c).is_file())
@@ -146,9 +154,40 @@ impl LatentCache {
             bar.finish_and_clear();
         }
 
+        Self::read_chunks(dir, index)
+    }
+
+    /// Opens a finished cache without re-encoding anything (later stages: `adapt-head`,
+    /// `distill`).
+    ///
+    /// # Errors
+    /// A missing or foreign `index.json`, a missing or damaged chunk (named).
+    pub fn open(dir: &Path) -> Result<Self, TrainError> {
+        let index_path = dir.join(INDEX);
+        let text =
+            std::fs::read_to_string(&index_path).map_err(|e| TrainError::io(&index_path, e))?;
+        let index: LatentCacheIndex = serde_json::from_str(&text).map_err(|e| {
+            TrainError::corrupt(&index_path, format!("not a latent cache index: {e}"))
+        })?;
+        if index.captions.len() != index.clips {
+            return Err(TrainError::corrupt(
+                &index_path,
+                format!(
+                    "{} captions for {} clips",
+                    index.captions.len(),
+                    index.clips
+                ),
+            ));
+        }
+        Self::read_chunks(dir, index)
+    }
+
+    fn read_chunks(dir: &Path, index: LatentCacheIndex) -> Result<Self, TrainError> {
+        let probe = index.latent_shape;
+        let per_clip: usize = probe.iter().product();
+        let (clips, chunk) = (index.clips, index.chunk);
         let mut latents = Vec::with_capacity(clips * per_clip);
-        let mut captions = Vec::with_capacity(clips);
-        for c in 0..chunks {
+        for c in 0..clips.div_ceil(chunk) {
             let path = chunk_path(dir, c);
             let n = chunk.min(clips - c * chunk);
             let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
@@ -168,12 +207,8 @@ impl LatentCache {
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             );
-            captions.extend(
-                data.batch((c * chunk) as u64, n)
-                    .into_iter()
-                    .map(|clip| clip.caption),
-            );
         }
+        let captions = index.captions.clone();
         Ok(Self {
             index,
             latents,
