@@ -142,3 +142,95 @@ fn bad_input_is_named() {
         assert!(err.contains("--features cuda"), "{err}");
     }
 }
+
+/// A student directory made from the bundled model: its files plus `student/` (a fresh student,
+/// H = 1, sampling 1 x 2 steps by default).
+fn student_dir(name: &str) -> PathBuf {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-random");
+    let dir = out_dir(name).join("model");
+    copy(&root, &dir);
+    type B = burn::backend::NdArray;
+    let device = Default::default();
+    let teacher = tmd_model::model_dir::ModelDir::open(&dir)
+        .unwrap()
+        .load_transformer::<B>(&device)
+        .unwrap();
+    let head = tmd_flowhead::FlowHeadConfig::paper(1);
+    let student = tmd_flowhead::TmdStudent::from_teacher(teacher, &head).unwrap();
+    let defaults = tmd_flowhead::StudentDefaults {
+        outer_steps: 1,
+        inner_steps: 2,
+        ..Default::default()
+    };
+    tmd_flowhead::save_student(
+        &dir,
+        &student,
+        &tmd_flowhead::StudentManifest {
+            head,
+            defaults,
+            source: "test".into(),
+        },
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_student_directory_samples_the_student_unless_asked_for_the_teacher() {
+    let model = student_dir("student");
+    let gif = model.parent().unwrap().join("clip.gif");
+    let out = generate()
+        .arg("--model")
+        .arg(&model)
+        .args(["--prompt", "a red circle moves to the left", "--timings", "--out"])
+        .arg(&gif)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("TMD student"), "{stderr}");
+    // 1 outer step, N = 2, H = 1 of the bundled model's 2 blocks: 1.5 full DiT passes.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("effective NFE 1.50"));
+    assert!(gif.is_file());
+
+    let err = stderr_of(
+        generate()
+            .arg("--model")
+            .arg(&model)
+            .args(["--prompt", "a red circle", "--steps", "2", "--out"])
+            .arg(&gif),
+    );
+    assert!(err.contains("--steps applies to the teacher"), "{err}");
+
+    let out = generate()
+        .arg("--model")
+        .arg(&model)
+        .args(["--prompt", "a red circle", "--teacher", "--steps", "2", "--out"])
+        .arg(&gif)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("teacher"), "{stderr}");
+
+    let err = stderr_of(generate().args([
+        "--prompt",
+        "a red circle",
+        "--outer-steps",
+        "1",
+        "--out",
+        gif.to_str().unwrap(),
+    ]));
+    assert!(err.contains("need a distilled student"), "{err}");
+}
