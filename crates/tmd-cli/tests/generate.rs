@@ -194,7 +194,12 @@ fn a_student_directory_samples_the_student_unless_asked_for_the_teacher() {
     let out = generate()
         .arg("--model")
         .arg(&model)
-        .args(["--prompt", "a red circle moves to the left", "--timings", "--out"])
+        .args([
+            "--prompt",
+            "a red circle moves to the left",
+            "--timings",
+            "--out",
+        ])
         .arg(&gif)
         .output()
         .unwrap();
@@ -217,12 +222,22 @@ fn a_student_directory_samples_the_student_unless_asked_for_the_teacher() {
     let out = generate()
         .arg("--model")
         .arg(&model)
-        .args(["--prompt", "a red circle", "--teacher", "--steps", "2", "--out"])
+        .args([
+            "--prompt",
+            "a red circle",
+            "--teacher",
+            "--steps",
+            "2",
+            "--out",
+        ])
         .arg(&gif)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.contains("teacher"), "{stderr}");
+    assert!(
+        out.status.success() && stderr.contains("teacher"),
+        "{stderr}"
+    );
 
     let err = stderr_of(generate().args([
         "--prompt",

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod adapt_head;
+pub mod distill;
 pub mod eval;
 pub mod pretrain;
 pub mod train;

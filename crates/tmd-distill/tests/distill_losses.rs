@@ -1,0 +1,102 @@
+//! Stage-2 losses at tiny size: the VSD gradient is `w (x0_fake - x0_teacher)` over the element count, CFG in
+//! `model_x0` is the two-branch combination, and the fake score learns to denoise samples.
+
+use burn::backend::{Autodiff, NdArray};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::prelude::*;
+use tmd_distill::distill::fake_score::fake_score_loss;
+use tmd_distill::distill::vsd::vsd_loss;
+use tmd_distill::distill::{model_x0, x0_from_velocity};
+use tmd_distill::train::run::adamw;
+use tmd_model::dit::WanConfig;
+use tmd_sampler::noise::gaussian;
+
+type B = NdArray;
+type A = Autodiff<NdArray>;
+
+#[test]
+fn vsd_gradient_points_from_the_fake_score_to_the_teacher() {
+    let device = Default::default();
+    let shape = [2, 4, 2, 4, 4];
+    let x_hat = gaussian::<A, 5>(shape, 1, &device).require_grad();
+    let teacher = gaussian::<B, 5>(shape, 2, &device);
+    let fake = gaussian::<B, 5>(shape, 3, &device);
+    let loss = vsd_loss::<A>(x_hat.clone(), teacher.clone(), fake.clone());
+    let grad = x_hat.grad(&loss.backward()).unwrap();
+
+    let numel = (4 * 2 * 4 * 4) as f32;
+    let x = x_hat.inner();
+    let w = (x - teacher.clone())
+        .abs()
+        .reshape([2, 128])
+        .mean_dim(1)
+        .recip()
+        .reshape([2, 1, 1, 1, 1]);
+    // loss = 0.5 * sum((x - target)^2) / (2 numel) with target = x - w (fake - teacher), so
+    // d loss / dx = (x - target) / (2 numel) = w (fake - teacher) / (2 numel).
+    let expected = (fake - teacher.clone()) * w / (2.0 * numel);
+    let err: f32 = (grad - expected).abs().max().into_scalar();
+    assert!(err < 1e-7, "VSD gradient error {err}");
+
+    // Where fake score and teacher agree there is nothing to learn.
+    let x_hat = gaussian::<A, 5>(shape, 1, &device).require_grad();
+    let loss = vsd_loss::<A>(x_hat.clone(), teacher.clone(), teacher);
+    let grad: f32 = x_hat
+        .grad(&loss.backward())
+        .unwrap()
+        .abs()
+        .max()
+        .into_scalar();
+    assert_eq!(grad, 0.0);
+}
+
+#[test]
+fn model_x0_combines_the_two_branches_like_cfg() {
+    let device = Default::default();
+    let model = WanConfig::tiny().init::<B>(&device);
+    let x_t = gaussian::<B, 5>([2, 4, 2, 4, 4], 4, &device);
+    let t = Tensor::<B, 1>::from_floats([0.7, 0.2], &device);
+    let cond = gaussian::<B, 3>([2, 16, 32], 5, &device);
+    let uncond = gaussian::<B, 3>([2, 16, 32], 6, &device);
+    let guided = model_x0(
+        &model,
+        x_t.clone(),
+        t.clone(),
+        cond.clone(),
+        Some((uncond.clone(), 5.0)),
+    )
+    .unwrap();
+    let ts = t.clone() * 1000.0;
+    let v_c = model
+        .forward(x_t.clone(), ts.clone(), cond.clone())
+        .unwrap();
+    let v_u = model.forward(x_t.clone(), ts, uncond).unwrap();
+    let expected = x0_from_velocity(x_t.clone(), v_u.clone() + (v_c - v_u) * 5.0, t.clone());
+    let err: f32 = (guided - expected).abs().max().into_scalar();
+    assert!(err < 1e-4, "CFG x0 error {err}");
+    let plain = model_x0(&model, x_t.clone(), t.clone(), cond.clone(), None).unwrap();
+    let one = model_x0(&model, x_t, t, cond.clone(), Some((cond, 1.0))).unwrap();
+    let err: f32 = (plain - one).abs().max().into_scalar();
+    assert!(err < 1e-5, "w = 1 is no guidance: {err}");
+}
+
+#[test]
+fn the_fake_score_learns_to_denoise_student_samples() {
+    let device = Default::default();
+    let mut fake = WanConfig::tiny().init::<A>(&device);
+    let x = gaussian::<A, 5>([4, 4, 2, 4, 4], 7, &device);
+    let context = gaussian::<A, 3>([4, 16, 32], 8, &device);
+    let t = Tensor::<A, 1>::from_floats([0.3, 0.5, 0.7, 0.9], &device);
+    let mut optimizer = adamw(0.9, 0.99, 1e-8, 0.01, 1.0).init();
+    let mut losses = Vec::new();
+    for step in 0..30 {
+        let eps = gaussian::<A, 5>([4, 4, 2, 4, 4], 100 + step, &device);
+        let loss = fake_score_loss(&fake, x.clone(), eps, t.clone(), context.clone()).unwrap();
+        losses.push(loss.clone().into_scalar());
+        let grads = GradientsParams::from_grads(loss.backward(), &fake);
+        fake = optimizer.step(1e-3, fake, grads);
+    }
+    let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
+    let last: f32 = losses[25..].iter().sum::<f32>() / 5.0;
+    assert!(last < 0.8 * first, "fake score loss {first} -> {last}");
+}
