@@ -51,6 +51,43 @@ fn dims_with<const D: usize>(dims: &[usize; D], dim: usize, value: usize) -> [us
     d
 }
 
+/// Whether `TMD_CONV=native` asks for burn's own convolution kernels instead of the per-tap
+/// matmuls (read once per process). The per-tap path is the default because it is the fast one on
+/// NdArray; on CUDA, burn's implicit-GEMM convolution compiles once per shape but then runs one
+/// kernel per layer instead of one per tap.
+pub fn native_requested() -> bool {
+    static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NATIVE.get_or_init(|| {
+        std::env::var("TMD_CONV")
+            .map(|v| v.eq_ignore_ascii_case("native"))
+            .unwrap_or(false)
+    })
+}
+
+/// 3D convolution (no dilation, no groups): [`conv3d_taps`], or burn's `conv3d` when
+/// [`native_requested`].
+///
+/// # Shapes
+/// As [`conv3d_taps`].
+pub fn conv3d<B: Backend>(
+    x: Tensor<B, 5>,
+    weight: Tensor<B, 5>,
+    bias: Option<Tensor<B, 1>>,
+    stride: [usize; 3],
+    padding: [usize; 3],
+) -> Tensor<B, 5> {
+    if native_requested() {
+        burn::tensor::module::conv3d(
+            x,
+            weight,
+            bias,
+            burn::tensor::ops::ConvOptions::new(stride, padding, [1, 1, 1], 1),
+        )
+    } else {
+        conv3d_taps(x, weight, bias, stride, padding)
+    }
+}
+
 /// 3D convolution (no dilation, no groups) computed as one matmul per kernel tap.
 ///
 /// # Shapes
@@ -143,11 +180,15 @@ pub fn conv2d_taps<B: Backend>(
 }
 
 /// Runs a burn [`Conv2d`](burn::nn::conv::Conv2d) module (explicit symmetric padding or none,
-/// no dilation, no groups) through [`conv2d_taps`].
+/// no dilation, no groups) through [`conv2d_taps`], or through the module itself when
+/// [`native_requested`].
 pub fn conv2d_module<B: Backend>(
     conv: &burn::nn::conv::Conv2d<B>,
     x: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
+    if native_requested() {
+        return conv.forward(x);
+    }
     let [ph, pw] = match &conv.padding {
         burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right) => {
             assert!(

@@ -10,7 +10,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 
-use crate::conv::{conv2d_module, conv3d_taps};
+use crate::conv::{conv2d_module, conv3d};
 use serde::{Deserialize, Serialize};
 
 use super::cache::{trailing_frames, CacheSlot, FeatCache, CACHE_FRAMES};
@@ -97,7 +97,7 @@ impl<B: Backend> CausalConv3d<B> {
         if front > 0 {
             x = x.pad([(front, 0), (0, 0), (0, 0)], PadMode::Constant(0.0));
         }
-        conv3d_taps(
+        conv3d(
             x,
             self.weight.val(),
             Some(self.bias.val()),
