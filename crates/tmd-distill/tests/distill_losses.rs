@@ -100,3 +100,55 @@ fn the_fake_score_learns_to_denoise_student_samples() {
     let last: f32 = losses[25..].iter().sum::<f32>() / 5.0;
     assert!(last < 0.8 * first, "fake score loss {first} -> {last}");
 }
+
+#[test]
+fn the_discriminator_reads_teacher_features_and_learns_to_separate() {
+    use tmd_distill::distill::discriminator::{
+        discriminator_loss, generator_gan_loss, unpatchify_features, DiscriminatorConfig,
+    };
+    let device = Default::default();
+    let teacher = WanConfig::tiny().init::<A>(&device);
+    let context = gaussian::<A, 3>([2, 16, 32], 1, &device);
+    let t = Tensor::<A, 1>::from_floats([500.0, 500.0], &device);
+    let features = |x: Tensor<A, 5>| {
+        let (_, f) = teacher
+            .forward_with_features(x, t.clone(), context.clone(), &[0, 1])
+            .unwrap();
+        f.into_iter()
+            .map(|tokens| unpatchify_features(tokens, [2, 2, 2]))
+            .collect::<Vec<_>>()
+    };
+    let real = gaussian::<A, 5>([2, 4, 2, 4, 4], 2, &device);
+    let fake = (gaussian::<A, 5>([2, 4, 2, 4, 4], 3, &device) * 0.3 + 1.0).require_grad();
+    let (real_f, fake_f) = (features(real), features(fake.clone()));
+    assert_eq!(real_f[0].dims(), [2, 48, 2, 2, 2]);
+
+    let mut d = DiscriminatorConfig::new(48, vec![0, 1])
+        .with_hidden(16)
+        .init::<A>(&device);
+    // The generator's GAN loss reaches the student's samples through the frozen teacher.
+    let g = generator_gan_loss(d.forward(fake_f.clone()));
+    let grad: f32 = fake.grad(&g.backward()).unwrap().abs().sum().into_scalar();
+    assert!(grad > 0.0);
+
+    let detach = |f: &[Tensor<A, 5>]| f.iter().map(|x| x.clone().detach()).collect::<Vec<_>>();
+    let mut optimizer = adamw(0.9, 0.99, 1e-8, 0.01, 1.0).init();
+    let mut losses = Vec::new();
+    for _ in 0..40 {
+        let loss = discriminator_loss(d.forward(detach(&fake_f)), d.forward(detach(&real_f)));
+        losses.push(loss.clone().into_scalar());
+        let grads = GradientsParams::from_grads(loss.backward(), &d);
+        d = optimizer.step(1e-3, d, grads);
+    }
+    assert!(
+        (losses[0] - 2.0 * 2f32.ln()).abs() < 0.3,
+        "start {}",
+        losses[0]
+    );
+    assert!(
+        losses[39] < 0.5 * losses[0],
+        "D loss {} -> {}",
+        losses[0],
+        losses[39]
+    );
+}

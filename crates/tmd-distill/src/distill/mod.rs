@@ -3,11 +3,13 @@
 //! - [`vsd`]: the distribution-matching (variational score distillation) loss of the generator,
 //!   teacher `x0` with CFG against the fake score's `x0`;
 //! - [`fake_score`]: the fake score model's `x0`-space denoising score matching on student
-//!   samples.
+//!   samples;
+//! - [`discriminator`]: Conv3D heads on teacher features and the softplus GAN losses.
 //!
-//! Still to come (see the issue notes): the Conv3D discriminator heads on teacher features, the
-//! generator with rollout, the 1:4 update schedule and the loop.
+//! Still to come (see the issue notes): the generator with rollout, the 1:4 update schedule and
+//! the loop.
 
+pub mod discriminator;
 pub mod fake_score;
 pub mod vsd;
 
