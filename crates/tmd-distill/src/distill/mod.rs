@@ -4,13 +4,15 @@
 //!   teacher `x0` with CFG against the fake score's `x0`;
 //! - [`fake_score`]: the fake score model's `x0`-space denoising score matching on student
 //!   samples;
-//! - [`discriminator`]: Conv3D heads on teacher features and the softplus GAN losses.
+//! - [`discriminator`]: Conv3D heads on teacher features and the softplus GAN losses;
+//! - [`generator`]: the TMD generator (backbone + flow-head rollout) and the DMD2-v baseline's.
 //!
-//! Still to come (see the issue notes): the generator with rollout, the 1:4 update schedule and
-//! the loop.
+//! Still to come (see the issue notes): the 1:4 update schedule, the loop with its three models'
+//! checkpoints, and the KD warm-up of the 1-step baseline.
 
 pub mod discriminator;
 pub mod fake_score;
+pub mod generator;
 pub mod vsd;
 
 use burn::prelude::*;
