@@ -79,7 +79,9 @@ impl<B: Backend> TmdStudent<B> {
             fusion: FusionLayer::new(config, dim, &device),
             step_embedding,
             head_blocks: config.head_blocks,
-            dit: teacher,
+            // Fresh parameter ids: the teacher (or another copy of it) may train or be frozen
+            // beside the student, and must not share its optimizer state or gradients.
+            dit: tmd_model::weights::with_fresh_param_ids(teacher),
         })
     }
 

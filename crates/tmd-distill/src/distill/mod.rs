@@ -13,6 +13,7 @@
 pub mod discriminator;
 pub mod fake_score;
 pub mod generator;
+pub mod stage2;
 pub mod vsd;
 
 use burn::prelude::*;

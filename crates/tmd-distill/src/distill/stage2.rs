@@ -1,0 +1,450 @@
+//! The stage-2 loop, DMD2-v with flow-head rollout (TMD.md, "Stage 2"), and the DMD2-v baseline.
+//!
+//! One iteration in `student_every` updates the student with `VSD + 0.03 * GAN`; the others update
+//! the critics: the fake score (`x0` denoising score matching on the student's samples) and the
+//! discriminator (softplus loss on teacher features of noisy real and noisy fake samples, noised
+//! with the same `t` and noise). The student, fake score and discriminator live in one
+//! [`Stage2Models`] with one AdamW: each update hands the optimizer only its own side's gradients,
+//! so a checkpoint holds all three models and the optimizer state, and resume is exact.
+
+use std::path::Path;
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+use tmd_flowhead::TmdStudent;
+use tmd_model::dit::WanModel;
+use tmd_model::weights::with_fresh_param_ids;
+use tmd_sampler::noise::gaussian;
+use tmd_sampler::schedule::shift;
+use tmd_sampler::TmdGrids;
+
+use super::discriminator::{
+    discriminator_loss, generator_gan_loss, unpatchify_features, Discriminator, GAN_WEIGHT,
+};
+use super::fake_score::fake_score_loss;
+use super::generator::{dmd_generate, generator_input, tmd_generate};
+use super::vsd::vsd_loss;
+use super::{model_x0, noisy};
+use crate::adapt_head::AdaptHeadBatch;
+use crate::train::guard::check_finite;
+use crate::train::rng::{step_seed, uniform};
+use crate::train::run::{
+    adamw, after_step, progress_bar, resume, settings_hash, CheckpointPolicy, PretrainReport,
+};
+use crate::train::TrainError;
+
+/// Name of the model bundle inside a checkpoint directory.
+pub const MODEL_NAME: &str = "stage2";
+
+const STREAM_OUTER: u64 = 21;
+const STREAM_EPS: u64 = 22;
+const STREAM_Y1: u64 = 23;
+const STREAM_T: u64 = 24;
+const STREAM_EPS2: u64 = 25;
+
+/// Settings of stage 2 (paper values unless marked).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(default)]
+pub struct Stage2Config {
+    /// Learning rate of all three models (paper: 1e-5).
+    pub lr: f64,
+    /// Clips per batch (paper: 64 globally).
+    pub batch: usize,
+    /// Iterations (paper, 1.3B: 4k for M >= 2, 12k for M = 1).
+    pub steps: u64,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// `M`.
+    pub outer_steps: usize,
+    /// `N` (TMD only).
+    pub inner_steps: usize,
+    /// Shift of the outer grid (paper: 10; 5 for 3-4 step DMD2-v).
+    pub outer_shift: f64,
+    /// Shift of the inner grid (paper: 10).
+    pub inner_shift: f64,
+    /// Shift of the VSD / critic times `t = shift(U[0.001, 0.999], g)` (paper: 5).
+    pub t_shift: f64,
+    /// Teacher guidance in the VSD target (paper: 5).
+    pub guidance: f64,
+    /// The student updates on every `student_every`-th iteration (paper: 5).
+    pub student_every: u64,
+    /// Weight of the generator's GAN loss (paper: 0.03; 0 disables the GAN, the "no GAN" ablation).
+    pub gan_weight: f64,
+    /// AdamW betas (paper: 0.9, 0.99), epsilon and weight decay (paper: 1e-8, 0.01).
+    pub beta1: f64,
+    /// See `beta1`.
+    pub beta2: f64,
+    /// See `beta1`.
+    pub epsilon: f64,
+    /// See `beta1`.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 disables).
+    pub grad_clip_norm: f64,
+    /// Write a checkpoint every this many iterations (and after the last).
+    pub checkpoint_every: u64,
+    /// Keep this many newest checkpoints (0 keeps all).
+    pub keep_last: usize,
+    /// Recent losses kept in each checkpoint.
+    pub loss_tail: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for Stage2Config {
+    fn default() -> Self {
+        Self {
+            lr: 1e-5,
+            batch: 8,
+            steps: 4000,
+            seed: 0,
+            outer_steps: 2,
+            inner_steps: 2,
+            outer_shift: 10.0,
+            inner_shift: 10.0,
+            t_shift: 5.0,
+            guidance: 5.0,
+            student_every: 5,
+            gan_weight: GAN_WEIGHT,
+            beta1: 0.9,
+            beta2: 0.99,
+            epsilon: 1e-8,
+            weight_decay: 0.01,
+            grad_clip_norm: 1.0,
+            checkpoint_every: 500,
+            keep_last: 3,
+            loss_tail: 100,
+            progress: true,
+        }
+    }
+}
+
+impl Stage2Config {
+    /// Hash of the settings that change the trajectory.
+    pub fn resume_hash(&self) -> String {
+        settings_hash(&format!(
+            "lr={:e};batch={};seed={};M={};N={};go={:e};gi={:e};gt={:e};w={:e};every={};gan={:e};b1={:e};b2={:e};eps={:e};wd={:e};clip={:e}",
+            self.lr, self.batch, self.seed, self.outer_steps, self.inner_steps, self.outer_shift,
+            self.inner_shift, self.t_shift, self.guidance, self.student_every, self.gan_weight,
+            self.beta1, self.beta2, self.epsilon, self.weight_decay, self.grad_clip_norm
+        ))
+    }
+}
+
+/// Everything stage 2 trains: the student (a TMD student, or a plain DiT for the DMD2-v
+/// baseline), the fake score and the discriminator.
+#[derive(Module, Debug)]
+pub struct Stage2Models<B: Backend> {
+    /// The TMD student (`None` for the DMD2-v baseline).
+    pub tmd: Option<TmdStudent<B>>,
+    /// The DMD2-v baseline's student (`None` for TMD).
+    pub dmd: Option<WanModel<B>>,
+    /// The fake score, initialised from the teacher.
+    pub fake: WanModel<B>,
+    /// The discriminator.
+    pub disc: Discriminator<B>,
+}
+
+impl<B: Backend> Stage2Models<B> {
+    /// TMD: the student built from `teacher` with `head`, the fake score a copy of `teacher`, a
+    /// fresh discriminator (every trained copy gets its own parameter ids).
+    ///
+    /// # Errors
+    /// A head that does not fit the teacher.
+    pub fn for_tmd(
+        teacher: &WanModel<B>,
+        head: &tmd_flowhead::FlowHeadConfig,
+        disc: &super::discriminator::DiscriminatorConfig,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        let student =
+            TmdStudent::from_teacher(teacher.clone(), head).map_err(|e| TrainError::Data {
+                step: 0,
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            tmd: Some(student),
+            dmd: None,
+            fake: with_fresh_param_ids(teacher.clone()),
+            disc: disc.init(device),
+        })
+    }
+
+    /// The DMD2-v baseline: the student and the fake score both copies of `teacher`.
+    pub fn for_dmd(
+        teacher: &WanModel<B>,
+        disc: &super::discriminator::DiscriminatorConfig,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            tmd: None,
+            dmd: Some(with_fresh_param_ids(teacher.clone())),
+            fake: with_fresh_param_ids(teacher.clone()),
+            disc: disc.init(device),
+        }
+    }
+}
+
+/// What one iteration did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stage2Update {
+    /// The student's `VSD + w GAN` (value logged).
+    Student,
+    /// The critics' `fake score + D` (value logged).
+    Critics,
+}
+
+/// Which side iteration `step` (1-based) updates.
+pub fn update_of(step: u64, student_every: u64) -> Stage2Update {
+    if student_every <= 1 || step % student_every == 0 {
+        Stage2Update::Student
+    } else {
+        Stage2Update::Critics
+    }
+}
+
+fn times<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 1> {
+    Tensor::from_data(
+        TensorData::new(values.iter().map(|&x| x as f32).collect(), [values.len()]),
+        device,
+    )
+}
+
+fn features<B: Backend>(
+    teacher: &WanModel<B>,
+    x_t: Tensor<B, 5>,
+    t: Tensor<B, 1>,
+    context: Tensor<B, 3>,
+    blocks: &[usize],
+) -> Result<Vec<Tensor<B, 5>>, TrainError> {
+    let [_, _, f, h, w] = x_t.dims();
+    let [pt, ph, pw] = teacher.patch_size;
+    let grid = [f / pt, h / ph, w / pw];
+    let (_, feats) = teacher.forward_with_features(
+        x_t,
+        t * tmd_model::dit::NUM_TRAIN_TIMESTEPS,
+        context,
+        blocks,
+    )?;
+    Ok(feats
+        .into_iter()
+        .map(|tokens| unpatchify_features(tokens, grid))
+        .collect())
+}
+
+/// One stage-2 iteration's loss for the side it updates, and that side's gradients.
+///
+/// # Errors
+/// Shape errors of any model.
+#[allow(clippy::too_many_arguments)]
+pub fn stage2_loss<B: AutodiffBackend>(
+    models: &Stage2Models<B>,
+    teacher: &WanModel<B>,
+    batch: &AdaptHeadBatch<B>,
+    negative: &Tensor<B, 3>,
+    config: &Stage2Config,
+    grids: &TmdGrids,
+    step: u64,
+) -> Result<(f64, GradientsParams), TrainError> {
+    let x = batch.latents.clone();
+    let dims = x.dims();
+    let b = dims[0];
+    let device = x.device();
+    let seed = config.seed;
+    let ks: Vec<usize> = (0..b as u64)
+        .map(|i| {
+            ((uniform(seed, step, STREAM_OUTER, i) * config.outer_steps as f64) as usize)
+                .min(config.outer_steps - 1)
+        })
+        .collect();
+    let eps = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_EPS), &device);
+    let (x_t, t_gen) = generator_input(x.clone(), eps, &grids.outer, &ks);
+    let y1 = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_Y1), &device);
+    let generate = |models: &Stage2Models<B>| match (&models.tmd, &models.dmd) {
+        (Some(student), _) => tmd_generate(
+            student,
+            x_t.clone(),
+            t_gen.clone(),
+            batch.context.clone(),
+            y1.clone(),
+            &grids.inner,
+        ),
+        (None, Some(dit)) => dmd_generate(dit, x_t.clone(), t_gen.clone(), batch.context.clone()),
+        (None, None) => Err(TrainError::Data {
+            step,
+            message: "stage 2 needs a student (TMD or DMD2-v)".into(),
+        }),
+    };
+    // Critic / VSD times and noise, shared by real and fake.
+    let t: Vec<f64> = (0..b as u64)
+        .map(|i| {
+            shift(
+                0.001 + 0.998 * uniform(seed, step, STREAM_T, i),
+                config.t_shift,
+            )
+        })
+        .collect();
+    let t = times::<B>(&t, &device);
+    let eps2 = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_EPS2), &device);
+    let [_, l, d] = batch.context.dims();
+    let negatives = negative.clone().expand([b, l, d]);
+    let blocks = models.disc.feature_blocks.clone();
+
+    match update_of(step, config.student_every) {
+        Stage2Update::Student => {
+            let x_hat = generate(models)?;
+            let x_hat_t = noisy(x_hat.clone(), eps2, t.clone());
+            let teacher_i = teacher.valid();
+            let x0_teacher = model_x0(
+                &teacher_i,
+                x_hat_t.clone().inner(),
+                t.clone().inner(),
+                batch.context.clone().inner(),
+                Some((negatives.inner(), config.guidance)),
+            )?;
+            let x0_fake = model_x0(
+                &models.fake.valid(),
+                x_hat_t.clone().inner(),
+                t.clone().inner(),
+                batch.context.clone().inner(),
+                None,
+            )?;
+            let mut loss = vsd_loss(x_hat, x0_teacher, x0_fake);
+            if config.gan_weight > 0.0 {
+                let fake_f = features(teacher, x_hat_t, t, batch.context.clone(), &blocks)?;
+                loss = loss + generator_gan_loss(models.disc.forward(fake_f)) * config.gan_weight;
+            }
+            let value: f64 = loss.clone().into_scalar().elem();
+            check_finite(step, "student loss", value)?;
+            let mut grads = loss.backward();
+            let params = match (&models.tmd, &models.dmd) {
+                (Some(s), _) => GradientsParams::from_module(&mut grads, s),
+                (None, Some(dit)) => GradientsParams::from_module(&mut grads, dit),
+                (None, None) => unreachable!("checked by generate"),
+            };
+            Ok((value, params))
+        }
+        Stage2Update::Critics => {
+            let x_hat = Tensor::<B, 5>::from_inner(generate(models)?.inner());
+            let mut loss = fake_score_loss(
+                &models.fake,
+                x_hat.clone(),
+                eps2.clone(),
+                t.clone(),
+                batch.context.clone(),
+            )?;
+            if config.gan_weight > 0.0 {
+                let teacher_i = teacher.valid();
+                let feats = |x: Tensor<B, 5>| -> Result<Vec<Tensor<B, 5>>, TrainError> {
+                    let x_t = noisy(x, eps2.clone(), t.clone()).inner();
+                    Ok(features(
+                        &teacher_i,
+                        x_t,
+                        t.clone().inner(),
+                        batch.context.clone().inner(),
+                        &blocks,
+                    )?
+                    .into_iter()
+                    .map(Tensor::from_inner)
+                    .collect())
+                };
+                let d_fake = models.disc.forward(feats(x_hat)?);
+                let d_real = models.disc.forward(feats(x)?);
+                loss = loss + discriminator_loss(d_fake, d_real);
+            }
+            let value: f64 = loss.clone().into_scalar().elem();
+            check_finite(step, "critic loss", value)?;
+            let mut grads = loss.backward();
+            // Only the fake score and the discriminator are in this graph (the sample and the
+            // teacher features were computed without tracking).
+            let params = GradientsParams::from_module(&mut grads, models);
+            Ok((value, params))
+        }
+    }
+}
+
+/// Runs stage 2, checkpointing the three models and the optimizer under `run_dir` and resuming
+/// from the newest valid checkpoint. `teacher` is frozen; `batches(step)` gives the data of
+/// iteration `step` (1-based), a function of `step` only for exact resume.
+///
+/// # Errors
+/// [`TrainError::NonFinite`] on a NaN/Inf loss (the newest checkpoint is the last good one);
+/// shape, data, I/O and checkpoint errors.
+pub fn distill<B, F>(
+    models: Stage2Models<B>,
+    teacher: &WanModel<B>,
+    config: &Stage2Config,
+    run_dir: &Path,
+    negative: Tensor<B, 3>,
+    mut batches: F,
+) -> Result<(Stage2Models<B>, PretrainReport), TrainError>
+where
+    B: AutodiffBackend,
+    F: FnMut(u64) -> Result<AdaptHeadBatch<B>, TrainError>,
+{
+    let device = models.fake.patch_embedding.weight.device();
+    let grids = TmdGrids::new(
+        config.outer_steps,
+        config.inner_steps,
+        config.outer_shift,
+        config.inner_shift,
+    )
+    .map_err(|e| TrainError::Data {
+        step: 0,
+        message: e.to_string(),
+    })?;
+    let optimizer = adamw(
+        config.beta1,
+        config.beta2,
+        config.epsilon,
+        config.weight_decay,
+        config.grad_clip_norm,
+    )
+    .init::<B, Stage2Models<B>>();
+    let hash = config.resume_hash();
+    let resumed = resume::<B, _, _>(
+        run_dir,
+        &hash,
+        MODEL_NAME,
+        models,
+        optimizer,
+        &device,
+        config.loss_tail,
+    )?;
+    let (mut models, mut optimizer, mut report, mut log) = (
+        resumed.model,
+        resumed.optimizer,
+        resumed.report,
+        resumed.log,
+    );
+    let bar = progress_bar(config.progress, config.steps, report.start_step);
+    let policy = CheckpointPolicy {
+        run_dir,
+        model_name: MODEL_NAME,
+        seed: config.seed,
+        config_hash: hash,
+        every: config.checkpoint_every,
+        final_step: config.steps,
+        keep_last: config.keep_last,
+    };
+    for step in report.start_step + 1..=config.steps {
+        let batch = batches(step)?;
+        let (value, grads) =
+            stage2_loss(&models, teacher, &batch, &negative, config, &grids, step)?;
+        models = optimizer.step(config.lr, models, grads);
+        after_step::<B, _, _>(
+            &policy,
+            step,
+            value,
+            &models,
+            &optimizer,
+            &mut log,
+            &bar,
+            &mut report,
+        )?;
+    }
+    bar.finish();
+    Ok((models, report))
+}
