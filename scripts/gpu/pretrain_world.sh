@@ -17,7 +17,9 @@
 # VAE_DEVICE=cpu / DIT_DEVICE=cpu / EVAL_DEVICE=cpu run a stage with the NdArray build
 # (gpu-bin/xtask-cpu.xz, `cargo build --release -p xtask`) on the machine's 16 cores instead;
 # measured: no faster than 2 cores for the VAE (its small per-tap matmuls do not spread over
-# threads). `evaluator` trains the evaluator alone. The newest
+# threads). EVAL_DEVICE=none skips the evaluator beside the VAE; `evaluator` trains it alone.
+# TMD_CONV=native makes the VAE and the evaluator use burn's own convolution kernels instead of the
+# per-tap matmuls (tmd_model::conv). The newest
 # checkpoint of each stage comes back in $OUT as <stage>-ckpt.tar.* (split below the 16 MiB
 # limit of returned files); unpack them into the repository root before the next call.
 set -uo pipefail
@@ -43,9 +45,12 @@ n() { (wc -l < "$1") 2>/dev/null || echo 0; }
 ticker=$!
 case $what in
   vae)
-    stage evaluator "$secs" $EVAL_DEVICE train-evaluator --device $EVAL_DEVICE > "$out/evaluator.log" 2>&1 &
+    if [ "$EVAL_DEVICE" != none ]; then
+      stage evaluator "$secs" $EVAL_DEVICE train-evaluator --device $EVAL_DEVICE > "$out/evaluator.log" 2>&1 &
+    fi
     stage vae "$secs" $VAE_DEVICE pretrain --device $VAE_DEVICE --stage vae "$@"
-    wait %2 2>/dev/null; cat "$out/evaluator.log"
+    awk -F, '{s+=$2; n++; if (n==50){printf "vae loss, mean of 50 steps to %d: %.4f\n", $1, s/n; s=0; n=0}}' runs/world-teacher/vae/loss.csv 2>/dev/null | tail -20
+    wait 2>/dev/null; [ -f "$out/evaluator.log" ] && cat "$out/evaluator.log"
     [ -f assets/world-evaluator/accuracy.json ] && tar cf "$out/world-evaluator.tar" assets/world-evaluator runs/world-evaluator/loss.csv
     ;;
   evaluator)
