@@ -37,7 +37,7 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 stage() { # name seconds device args...
   local name=$1 s=$2 bin; bin=$(binary "$3"); shift 3
   local t0=$(date +%s)
-  timeout --signal=INT "$s" $bin "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' | tail -40
+  timeout --signal=INT "$s" $bin "$@" 2>&1 | tr '\r' '\n' | grep --line-buffered -v '^\s*$'
   echo "== $name: exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 )) s"
 }
 n() { (wc -l < "$1") 2>/dev/null || echo 0; }
