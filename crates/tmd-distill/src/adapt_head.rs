@@ -21,7 +21,7 @@
 use std::path::Path;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -30,12 +30,8 @@ use tmd_sampler::noise::gaussian;
 use tmd_sampler::schedule::shift;
 use tmd_sampler::TmdGrids;
 
-use crate::train::guard::check_finite;
 use crate::train::rng::{step_seed, uniform};
-use crate::train::run::{
-    adamw, after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy,
-    PretrainReport,
-};
+use crate::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
 use crate::train::TrainError;
 
 /// Name of the student inside a checkpoint directory.
@@ -343,7 +339,7 @@ pub fn tm_meanflow_loss<B: AutodiffBackend>(
     let idev = v.device();
     let y_s_i = y_s.clone().inner();
     let y1_i = y1.clone().inner();
-    let v = if config.guidance != 1.0 && drop.iter().any(|&d| d == 0.0) {
+    let v = if config.guidance != 1.0 && drop.contains(&0.0) {
         let bb_neg = inner
             .backbone(
                 x_t.inner(),
@@ -438,74 +434,35 @@ where
     B: AutodiffBackend,
     F: FnMut(u64) -> Result<AdaptHeadBatch<B>, TrainError>,
 {
-    let device = student.dit.patch_embedding.weight.device();
-    let optimizer = adamw(
-        config.beta1,
-        config.beta2,
-        config.epsilon,
-        config.weight_decay,
-        config.grad_clip_norm,
-    )
-    .init::<B, TmdStudent<B>>();
-    let hash = config.resume_hash();
-    let resumed = resume::<B, _, _>(
-        run_dir,
-        &hash,
-        MODEL_NAME,
+    train_loop(
         student,
-        optimizer,
-        &device,
-        config.loss_tail,
-    )?;
-    let (mut student, mut optimizer, mut report, mut log) = (
-        resumed.model,
-        resumed.optimizer,
-        resumed.report,
-        resumed.log,
-    );
-    let bar = progress_bar(config.progress, config.steps, report.start_step);
-    let policy = CheckpointPolicy {
+        &crate::loop_settings!(config),
         run_dir,
-        model_name: MODEL_NAME,
-        seed: config.seed,
-        config_hash: hash,
-        every: config.checkpoint_every,
-        final_step: config.steps,
-        keep_last: config.keep_last,
-    };
-    for step in report.start_step + 1..=config.steps {
-        let batch = batches(step)?;
-        let dims = batch.latents.dims();
-        check_shape(
-            "latents",
-            &[
-                config.batch,
-                student.dit.in_channels,
-                dims[2],
-                dims[3],
-                dims[4],
-            ],
-            &dims,
-        )?;
-        let parts = tm_meanflow_loss(&student, &batch, &negative, config, step)
-            .map_err(|e| with_step(e, step))?;
-        let value: f64 = parts.loss.clone().into_scalar().elem();
-        check_finite(step, "loss", value)?;
-        let grads = GradientsParams::from_grads(parts.loss.backward(), &student);
-        student = optimizer.step(config.lr, student, grads);
-        after_step::<B, _, _>(
-            &policy,
-            step,
-            value,
-            &student,
-            &optimizer,
-            &mut log,
-            &bar,
-            &mut report,
-        )?;
-    }
-    bar.finish();
-    Ok((student, report))
+        config.resume_hash(),
+        MODEL_NAME,
+        |student, step| {
+            let batch = batches(step)?;
+            let dims = batch.latents.dims();
+            check_shape(
+                "latents",
+                &[
+                    config.batch,
+                    student.dit.in_channels,
+                    dims[2],
+                    dims[3],
+                    dims[4],
+                ],
+                &dims,
+            )?;
+            let parts = tm_meanflow_loss(student, &batch, &negative, config, step)
+                .map_err(|e| with_step(e, step))?;
+            let value: f64 = parts.loss.clone().into_scalar().elem();
+            Ok((
+                value,
+                GradientsParams::from_grads(parts.loss.backward(), student),
+            ))
+        },
+    )
 }
 
 fn with_step(e: TrainError, step: u64) -> TrainError {

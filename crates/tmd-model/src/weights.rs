@@ -753,6 +753,33 @@ fn tmp_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// `module` with a fresh [`ParamId`](burn::module::ParamId) and, on autodiff backends, a fresh
+/// leaf tensor for every parameter, values kept.
+///
+/// A clone of a module shares its parameter ids and its autodiff leaves; two clones inside one
+/// trained module (a student and a fake score both initialised from one teacher) would then share
+/// gradients and optimizer state. Every copy of a teacher that trains goes through this.
+pub fn with_fresh_param_ids<B: Backend, M: Module<B>>(module: M) -> M {
+    struct Fresh;
+    impl<B: Backend> burn::module::ModuleMapper<B> for Fresh {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<B, D>>,
+        ) -> burn::module::Param<Tensor<B, D>> {
+            let require_grad = param.is_require_grad();
+            let (_, tensor, _) = param.consume();
+            let tensor = tensor.detach();
+            let tensor = if require_grad {
+                tensor.require_grad()
+            } else {
+                tensor
+            };
+            burn::module::Param::initialized(burn::module::ParamId::new(), tensor)
+        }
+    }
+    module.map(&mut Fresh)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -873,31 +900,4 @@ mod tests {
             ModelError::NoWeights { .. }
         ));
     }
-}
-
-/// `module` with a fresh [`ParamId`](burn::module::ParamId) and, on autodiff backends, a fresh
-/// leaf tensor for every parameter, values kept.
-///
-/// A clone of a module shares its parameter ids and its autodiff leaves; two clones inside one
-/// trained module (a student and a fake score both initialised from one teacher) would then share
-/// gradients and optimizer state. Every copy of a teacher that trains goes through this.
-pub fn with_fresh_param_ids<B: Backend, M: Module<B>>(module: M) -> M {
-    struct Fresh;
-    impl<B: Backend> burn::module::ModuleMapper<B> for Fresh {
-        fn map_float<const D: usize>(
-            &mut self,
-            param: burn::module::Param<Tensor<B, D>>,
-        ) -> burn::module::Param<Tensor<B, D>> {
-            let require_grad = param.is_require_grad();
-            let (_, tensor, _) = param.consume();
-            let tensor = tensor.detach();
-            let tensor = if require_grad {
-                tensor.require_grad()
-            } else {
-                tensor
-            };
-            burn::module::Param::initialized(burn::module::ParamId::new(), tensor)
-        }
-    }
-    module.map(&mut Fresh)
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -31,9 +31,7 @@ use super::{model_x0, noisy};
 use crate::adapt_head::AdaptHeadBatch;
 use crate::train::guard::check_finite;
 use crate::train::rng::{step_seed, uniform};
-use crate::train::run::{
-    adamw, after_step, progress_bar, resume, settings_hash, CheckpointPolicy, PretrainReport,
-};
+use crate::train::run::{settings_hash, train_loop, PretrainReport};
 use crate::train::TrainError;
 
 /// Name of the model bundle inside a checkpoint directory.
@@ -198,7 +196,7 @@ pub enum Stage2Update {
 
 /// Which side iteration `step` (1-based) updates.
 pub fn update_of(step: u64, student_every: u64) -> Stage2Update {
-    if student_every <= 1 || step % student_every == 0 {
+    if student_every <= 1 || step.is_multiple_of(student_every) {
         Stage2Update::Student
     } else {
         Stage2Update::Critics
@@ -384,7 +382,6 @@ where
     B: AutodiffBackend,
     F: FnMut(u64) -> Result<AdaptHeadBatch<B>, TrainError>,
 {
-    let device = models.fake.patch_embedding.weight.device();
     let grids = TmdGrids::new(
         config.outer_steps,
         config.inner_steps,
@@ -395,56 +392,16 @@ where
         step: 0,
         message: e.to_string(),
     })?;
-    let optimizer = adamw(
-        config.beta1,
-        config.beta2,
-        config.epsilon,
-        config.weight_decay,
-        config.grad_clip_norm,
-    )
-    .init::<B, Stage2Models<B>>();
-    let hash = config.resume_hash();
-    let resumed = resume::<B, _, _>(
-        run_dir,
-        &hash,
-        MODEL_NAME,
+    let settings = crate::loop_settings!(config);
+    train_loop(
         models,
-        optimizer,
-        &device,
-        config.loss_tail,
-    )?;
-    let (mut models, mut optimizer, mut report, mut log) = (
-        resumed.model,
-        resumed.optimizer,
-        resumed.report,
-        resumed.log,
-    );
-    let bar = progress_bar(config.progress, config.steps, report.start_step);
-    let policy = CheckpointPolicy {
+        &settings,
         run_dir,
-        model_name: MODEL_NAME,
-        seed: config.seed,
-        config_hash: hash,
-        every: config.checkpoint_every,
-        final_step: config.steps,
-        keep_last: config.keep_last,
-    };
-    for step in report.start_step + 1..=config.steps {
-        let batch = batches(step)?;
-        let (value, grads) =
-            stage2_loss(&models, teacher, &batch, &negative, config, &grids, step)?;
-        models = optimizer.step(config.lr, models, grads);
-        after_step::<B, _, _>(
-            &policy,
-            step,
-            value,
-            &models,
-            &optimizer,
-            &mut log,
-            &bar,
-            &mut report,
-        )?;
-    }
-    bar.finish();
-    Ok((models, report))
+        config.resume_hash(),
+        MODEL_NAME,
+        |models, step| {
+            let batch = batches(step)?;
+            stage2_loss(models, teacher, &batch, &negative, config, &grids, step)
+        },
+    )
 }

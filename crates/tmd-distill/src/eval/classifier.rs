@@ -14,18 +14,14 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use tmd_model::conv::conv2d_module;
 
-use crate::train::guard::check_finite;
-use crate::train::run::{
-    adamw, after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy,
-    PretrainReport,
-};
+use crate::train::run::{check_shape, settings_hash, train_loop, LoopSettings, PretrainReport};
 use crate::train::TrainError;
 use crate::world::{AttributeKind, Attributes, Clip};
 
@@ -290,66 +286,45 @@ where
     F: FnMut(u64) -> Result<Vec<Clip>, TrainError>,
 {
     let device = model.heads[0].weight.device();
-    // Adam's standard moments and epsilon (0.9, 0.999, 1e-8).
-    let optimizer = adamw(0.9, 0.999, 1e-8, config.weight_decay, config.grad_clip_norm)
-        .init::<B, WorldClassifier<B>>();
-    let hash = config.resume_hash();
-    let resumed = resume::<B, _, _>(
-        run_dir,
-        &hash,
-        MODEL_NAME,
-        model,
-        optimizer,
-        &device,
-        config.loss_tail,
-    )?;
-    let (mut model, mut optimizer, mut report, mut log) = (
-        resumed.model,
-        resumed.optimizer,
-        resumed.report,
-        resumed.log,
-    );
-    let bar = progress_bar(config.progress, config.steps, report.start_step);
-    let policy = CheckpointPolicy {
-        run_dir,
-        model_name: MODEL_NAME,
+    let settings = LoopSettings {
+        lr: config.lr,
+        steps: config.steps,
         seed: config.seed,
-        config_hash: hash,
-        every: config.checkpoint_every,
-        final_step: config.steps,
+        // Adam's standard moments and epsilon.
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+        weight_decay: config.weight_decay,
+        grad_clip_norm: config.grad_clip_norm,
+        checkpoint_every: config.checkpoint_every,
         keep_last: config.keep_last,
+        loss_tail: config.loss_tail,
+        progress: config.progress,
     };
-    for step in report.start_step + 1..=config.steps {
-        let clips = batches(step)?;
-        if clips.len() != config.batch {
-            return Err(TrainError::Data {
-                step,
-                message: format!("expected {} clips, got {}", config.batch, clips.len()),
-            });
-        }
-        let attributes: Vec<Attributes> = clips.iter().map(|c| c.attributes).collect();
-        let video =
-            crate::world::to_tensor::<B>(&clips, &device).map_err(|e| TrainError::Data {
-                step,
-                message: e.to_string(),
-            })?;
-        let output = model.forward(video)?;
-        let loss = classifier_loss(&output, labels::<B>(&attributes, &device));
-        let value: f64 = loss.clone().into_scalar().elem();
-        check_finite(step, "loss", value)?;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(config.lr, model, grads);
-        after_step::<B, _, _>(
-            &policy,
-            step,
-            value,
-            &model,
-            &optimizer,
-            &mut log,
-            &bar,
-            &mut report,
-        )?;
-    }
-    bar.finish();
-    Ok((model, report))
+    train_loop(
+        model,
+        &settings,
+        run_dir,
+        config.resume_hash(),
+        MODEL_NAME,
+        |model, step| {
+            let clips = batches(step)?;
+            if clips.len() != config.batch {
+                return Err(TrainError::Data {
+                    step,
+                    message: format!("expected {} clips, got {}", config.batch, clips.len()),
+                });
+            }
+            let attributes: Vec<Attributes> = clips.iter().map(|c| c.attributes).collect();
+            let video =
+                crate::world::to_tensor::<B>(&clips, &device).map_err(|e| TrainError::Data {
+                    step,
+                    message: e.to_string(),
+                })?;
+            let output = model.forward(video)?;
+            let loss = classifier_loss(&output, labels::<B>(&attributes, &device));
+            let value: f64 = loss.clone().into_scalar().elem();
+            Ok((value, GradientsParams::from_grads(loss.backward(), model)))
+        },
+    )
 }

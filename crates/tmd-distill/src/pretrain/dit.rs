@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -19,11 +19,8 @@ use tmd_model::dit::WanModel;
 use tmd_sampler::noise::gaussian;
 use tmd_sampler::schedule::{shift, NUM_TRAIN_TIMESTEPS};
 
-use crate::train::guard::check_finite;
 use crate::train::rng::{step_seed, uniform};
-use crate::train::run::{
-    adamw, after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy,
-};
+use crate::train::run::{check_shape, settings_hash, train_loop};
 pub use crate::train::run::{PretrainReport, LOSS_LOG, OPTIMIZER_NAME};
 use crate::train::TrainError;
 
@@ -211,101 +208,53 @@ where
     B: AutodiffBackend,
     F: FnMut(u64) -> Result<DitBatch<B>, TrainError>,
 {
-    let device = model.patch_embedding.weight.device();
-    let optimizer = adamw(
-        config.beta1,
-        config.beta2,
-        config.epsilon,
-        config.weight_decay,
-        config.grad_clip_norm,
-    )
-    .init::<B, WanModel<B>>();
-    let hash = config.resume_hash();
-    let resumed = resume::<B, _, _>(
-        run_dir,
-        &hash,
-        MODEL_NAME,
-        model,
-        optimizer,
-        &device,
-        config.loss_tail,
-    )?;
-    let (mut model, mut optimizer, mut report, mut log) = (
-        resumed.model,
-        resumed.optimizer,
-        resumed.report,
-        resumed.log,
-    );
-
-    let negative = match (config.text_dropout > 0.0, negative) {
-        (true, None) => {
-            return Err(TrainError::Data {
-                step: report.start_step + 1,
-                message: "text_dropout > 0 needs the negative prompt's context".into(),
-            })
-        }
-        (_, n) => n,
-    };
-
-    let bar = progress_bar(config.progress, config.steps, report.start_step);
-    let policy = CheckpointPolicy {
-        run_dir,
-        model_name: MODEL_NAME,
-        seed: config.seed,
-        config_hash: hash,
-        every: config.checkpoint_every,
-        final_step: config.steps,
-        keep_last: config.keep_last,
-    };
-
-    for step in report.start_step + 1..=config.steps {
-        let DitBatch { latents, context } = batches(step)?;
-        let dims = latents.dims();
-        check_shape(
-            "latents",
-            &[config.batch, model.in_channels, dims[2], dims[3], dims[4]],
-            &dims,
-        )?;
-        check_shape(
-            "context",
-            &[config.batch, model.text_len, model.text_dim],
-            &context.dims(),
-        )?;
-        let context = match &negative {
-            Some(neg) if config.text_dropout > 0.0 => {
-                check_shape(
-                    "negative context",
-                    &[1, model.text_len, model.text_dim],
-                    &neg.dims(),
-                )?;
-                drop_text(context, neg, config.text_dropout, config.seed, step)
-            }
-            _ => context,
-        };
-        let times = sample_timesteps(config.seed, step, config.batch, config.shift);
-        let t = Tensor::<B, 1>::from_data(
-            TensorData::new(times.iter().map(|&x| x as f32).collect(), [config.batch]),
-            &device,
-        );
-        let noise = gaussian::<B, 5>(dims, step_seed(config.seed, step, STREAM_NOISE), &device);
-
-        let loss = flow_matching_loss(&model, latents, context, t, noise)?;
-        let value: f64 = loss.clone().into_scalar().elem();
-        check_finite(step, "loss", value)?;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(config.lr, model, grads);
-
-        after_step::<B, _, _>(
-            &policy,
-            step,
-            value,
-            &model,
-            &optimizer,
-            &mut log,
-            &bar,
-            &mut report,
-        )?;
+    if config.text_dropout > 0.0 && negative.is_none() {
+        return Err(TrainError::Data {
+            step: 1,
+            message: "text_dropout > 0 needs the negative prompt's context".into(),
+        });
     }
-    bar.finish();
-    Ok((model, report))
+    let device = model.patch_embedding.weight.device();
+    let settings = crate::loop_settings!(config);
+    train_loop(
+        model,
+        &settings,
+        run_dir,
+        config.resume_hash(),
+        MODEL_NAME,
+        |model, step| {
+            let DitBatch { latents, context } = batches(step)?;
+            let dims = latents.dims();
+            check_shape(
+                "latents",
+                &[config.batch, model.in_channels, dims[2], dims[3], dims[4]],
+                &dims,
+            )?;
+            check_shape(
+                "context",
+                &[config.batch, model.text_len, model.text_dim],
+                &context.dims(),
+            )?;
+            let context = match &negative {
+                Some(neg) if config.text_dropout > 0.0 => {
+                    check_shape(
+                        "negative context",
+                        &[1, model.text_len, model.text_dim],
+                        &neg.dims(),
+                    )?;
+                    drop_text(context, neg, config.text_dropout, config.seed, step)
+                }
+                _ => context,
+            };
+            let times = sample_timesteps(config.seed, step, config.batch, config.shift);
+            let t = Tensor::<B, 1>::from_data(
+                TensorData::new(times.iter().map(|&x| x as f32).collect(), [config.batch]),
+                &device,
+            );
+            let noise = gaussian::<B, 5>(dims, step_seed(config.seed, step, STREAM_NOISE), &device);
+            let loss = flow_matching_loss(model, latents, context, t, noise)?;
+            let value: f64 = loss.clone().into_scalar().elem();
+            Ok((value, GradientsParams::from_grads(loss.backward(), model)))
+        },
+    )
 }

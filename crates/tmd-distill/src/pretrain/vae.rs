@@ -25,17 +25,13 @@
 
 use std::path::Path;
 
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use tmd_model::vae::{FeatCache, WanVae};
 
-use crate::train::guard::check_finite;
-use crate::train::run::{
-    adamw, after_step, check_shape, progress_bar, resume, settings_hash, CheckpointPolicy,
-    PretrainReport,
-};
+use crate::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
 use crate::train::TrainError;
 
 /// Name of the VAE inside a checkpoint directory.
@@ -220,68 +216,24 @@ where
     B: AutodiffBackend,
     F: FnMut(u64) -> Result<Tensor<B, 5>, TrainError>,
 {
-    let device = vae.quant_conv.weight.device();
-    let optimizer = adamw(
-        config.beta1,
-        config.beta2,
-        config.epsilon,
-        config.weight_decay,
-        config.grad_clip_norm,
-    )
-    .init::<B, WanVae<B>>();
-    let hash = config.resume_hash();
-    let resumed = resume::<B, _, _>(
-        run_dir,
-        &hash,
-        MODEL_NAME,
+    let settings = crate::loop_settings!(config);
+    train_loop(
         vae,
-        optimizer,
-        &device,
-        config.loss_tail,
-    )?;
-    let (mut vae, mut optimizer, mut report, mut log) = (
-        resumed.model,
-        resumed.optimizer,
-        resumed.report,
-        resumed.log,
-    );
-
-    let bar = progress_bar(config.progress, config.steps, report.start_step);
-    let policy = CheckpointPolicy {
+        &settings,
         run_dir,
-        model_name: MODEL_NAME,
-        seed: config.seed,
-        config_hash: hash,
-        every: config.checkpoint_every,
-        final_step: config.steps,
-        keep_last: config.keep_last,
-    };
-    for step in report.start_step + 1..=config.steps {
-        let clips = batches(step)?;
-        let dims = clips.dims();
-        check_shape(
-            "clips",
-            &[config.batch, vae.in_channels, dims[2], dims[3], dims[4]],
-            &dims,
-        )?;
-
-        let (loss, _) = vae_reconstruction_loss(&vae, clips, config.latent_l2)?;
-        let value: f64 = loss.clone().into_scalar().elem();
-        check_finite(step, "loss", value)?;
-        let grads = GradientsParams::from_grads(loss.backward(), &vae);
-        vae = optimizer.step(config.lr, vae, grads);
-
-        after_step::<B, _, _>(
-            &policy,
-            step,
-            value,
-            &vae,
-            &optimizer,
-            &mut log,
-            &bar,
-            &mut report,
-        )?;
-    }
-    bar.finish();
-    Ok((vae, report))
+        config.resume_hash(),
+        MODEL_NAME,
+        |vae, step| {
+            let clips = batches(step)?;
+            let dims = clips.dims();
+            check_shape(
+                "clips",
+                &[config.batch, vae.in_channels, dims[2], dims[3], dims[4]],
+                &dims,
+            )?;
+            let (loss, _) = vae_reconstruction_loss(vae, clips, config.latent_l2)?;
+            let value: f64 = loss.clone().into_scalar().elem();
+            Ok((value, GradientsParams::from_grads(loss.backward(), vae)))
+        },
+    )
 }

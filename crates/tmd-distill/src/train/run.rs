@@ -329,3 +329,133 @@ pub fn settings_hash(key: &str) -> String {
     }
     format!("{h:016x}")
 }
+
+/// The settings every training loop shares (each stage's config provides them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopSettings {
+    /// Learning rate, constant.
+    pub lr: f64,
+    /// Steps in total (a resumed run continues up to this number).
+    pub steps: u64,
+    /// Seed of the run (stored in each checkpoint).
+    pub seed: u64,
+    /// AdamW first-moment decay.
+    pub beta1: f64,
+    /// AdamW second-moment decay.
+    pub beta2: f64,
+    /// AdamW epsilon.
+    pub epsilon: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 disables).
+    pub grad_clip_norm: f64,
+    /// Checkpoint every this many steps (and after the last).
+    pub checkpoint_every: u64,
+    /// Checkpoints to keep (0 keeps all).
+    pub keep_last: usize,
+    /// Recent losses kept in each checkpoint.
+    pub loss_tail: usize,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// The [`LoopSettings`] of a stage config with the shared fields (`lr`, `steps`, `seed`, AdamW's
+/// `beta1`, `beta2`, `epsilon`, `weight_decay`, `grad_clip_norm`, and `checkpoint_every`,
+/// `keep_last`, `loss_tail`, `progress`).
+#[macro_export]
+macro_rules! loop_settings {
+    ($c:expr) => {
+        $crate::train::run::LoopSettings {
+            lr: $c.lr,
+            steps: $c.steps,
+            seed: $c.seed,
+            beta1: $c.beta1,
+            beta2: $c.beta2,
+            epsilon: $c.epsilon,
+            weight_decay: $c.weight_decay,
+            grad_clip_norm: $c.grad_clip_norm,
+            checkpoint_every: $c.checkpoint_every,
+            keep_last: $c.keep_last,
+            loss_tail: $c.loss_tail,
+            progress: $c.progress,
+        }
+    };
+}
+
+/// The loop of every stage: AdamW over `model`, resume from the newest valid checkpoint under
+/// `run_dir` (whose settings hash must equal `hash`), then for each remaining step ask `step_fn`
+/// for the step's loss value and gradients, stop on a non-finite loss, update, log and
+/// checkpoint ([`after_step`]).
+///
+/// `step_fn(model, step)` may hand back the gradients of a part of `model` only (stage 2 updates
+/// the student and the critics in turns).
+///
+/// # Errors
+/// [`TrainError::NonFinite`] (the newest checkpoint on disk is the last good one), and whatever
+/// `step_fn`, resuming or checkpointing return.
+pub fn train_loop<B, M, F>(
+    model: M,
+    settings: &LoopSettings,
+    run_dir: &Path,
+    hash: String,
+    model_name: &str,
+    mut step_fn: F,
+) -> Result<(M, PretrainReport), TrainError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Clone,
+    F: FnMut(&M, u64) -> Result<(f64, burn::optim::GradientsParams), TrainError>,
+{
+    let s = settings;
+    let device = model.devices().into_iter().next().unwrap_or_default();
+    let optimizer = adamw(
+        s.beta1,
+        s.beta2,
+        s.epsilon,
+        s.weight_decay,
+        s.grad_clip_norm,
+    )
+    .init::<B, M>();
+    let resumed = resume::<B, _, _>(
+        run_dir,
+        &hash,
+        model_name,
+        model,
+        optimizer,
+        &device,
+        s.loss_tail,
+    )?;
+    let (mut model, mut optimizer, mut report, mut log) = (
+        resumed.model,
+        resumed.optimizer,
+        resumed.report,
+        resumed.log,
+    );
+    let bar = progress_bar(s.progress, s.steps, report.start_step);
+    let policy = CheckpointPolicy {
+        run_dir,
+        model_name,
+        seed: s.seed,
+        config_hash: hash,
+        every: s.checkpoint_every,
+        final_step: s.steps,
+        keep_last: s.keep_last,
+    };
+    for step in report.start_step + 1..=s.steps {
+        let (value, grads) = step_fn(&model, step)?;
+        super::guard::check_finite(step, "loss", value)?;
+        model = optimizer.step(s.lr, model, grads);
+        after_step::<B, _, _>(
+            &policy,
+            step,
+            value,
+            &model,
+            &optimizer,
+            &mut log,
+            &bar,
+            &mut report,
+        )?;
+    }
+    bar.finish();
+    Ok((model, report))
+}
