@@ -185,6 +185,32 @@ impl<B: Backend> Stage2Models<B> {
     }
 }
 
+impl<B: Backend> Stage2Models<B> {
+    /// The student's sample from the generator input `(x_t, t)`: the TMD generator (backbone +
+    /// rollout over `inner_grid`, head noise `y1`) or the DMD2-v one; `None` if the bundle holds
+    /// no student.
+    ///
+    /// # Shapes
+    /// - `x_t`, `y1`: `[batch, c, f, h, w]`; `t`: `[batch]`; `context`: `[batch, l, text_dim]`
+    ///
+    /// # Errors
+    /// Model shape errors.
+    pub fn generate(
+        &self,
+        x_t: Tensor<B, 5>,
+        t: Tensor<B, 1>,
+        context: Tensor<B, 3>,
+        y1: Tensor<B, 5>,
+        inner_grid: &[f64],
+    ) -> Result<Option<Tensor<B, 5>>, TrainError> {
+        match (&self.tmd, &self.dmd) {
+            (Some(student), _) => tmd_generate(student, x_t, t, context, y1, inner_grid).map(Some),
+            (None, Some(dit)) => dmd_generate(dit, x_t, t, context).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 /// What one iteration did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Stage2Update {
@@ -260,20 +286,9 @@ pub fn stage2_loss<B: AutodiffBackend>(
     let eps = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_EPS), &device);
     let (x_t, t_gen) = generator_input(x.clone(), eps, &grids.outer, &ks);
     let y1 = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_Y1), &device);
-    let generate = |models: &Stage2Models<B>| match (&models.tmd, &models.dmd) {
-        (Some(student), _) => tmd_generate(
-            student,
-            x_t.clone(),
-            t_gen.clone(),
-            batch.context.clone(),
-            y1.clone(),
-            &grids.inner,
-        ),
-        (None, Some(dit)) => dmd_generate(dit, x_t.clone(), t_gen.clone(), batch.context.clone()),
-        (None, None) => Err(TrainError::Data {
-            step,
-            message: "stage 2 needs a student (TMD or DMD2-v)".into(),
-        }),
+    let missing = || TrainError::Data {
+        step,
+        message: "stage 2 needs a student (TMD or DMD2-v)".into(),
     };
     // Critic / VSD times and noise, shared by real and fake.
     let t: Vec<f64> = (0..b as u64)
@@ -292,7 +307,9 @@ pub fn stage2_loss<B: AutodiffBackend>(
 
     match update_of(step, config.student_every) {
         Stage2Update::Student => {
-            let x_hat = generate(models)?;
+            let x_hat = models
+                .generate(x_t, t_gen, batch.context.clone(), y1, &grids.inner)?
+                .ok_or_else(missing)?;
             let x_hat_t = noisy(x_hat.clone(), eps2, t.clone());
             let teacher_i = teacher.valid();
             let x0_teacher = model_x0(
@@ -320,12 +337,23 @@ pub fn stage2_loss<B: AutodiffBackend>(
             let params = match (&models.tmd, &models.dmd) {
                 (Some(s), _) => GradientsParams::from_module(&mut grads, s),
                 (None, Some(dit)) => GradientsParams::from_module(&mut grads, dit),
-                (None, None) => unreachable!("checked by generate"),
+                (None, None) => return Err(missing()),
             };
             Ok((value, params))
         }
         Stage2Update::Critics => {
-            let x_hat = Tensor::<B, 5>::from_inner(generate(models)?.inner());
+            // The critics see the student's sample as data: generate it without tracking.
+            let x_hat = models
+                .valid()
+                .generate(
+                    x_t.inner(),
+                    t_gen.inner(),
+                    batch.context.clone().inner(),
+                    y1.inner(),
+                    &grids.inner,
+                )?
+                .ok_or_else(missing)?;
+            let x_hat = Tensor::<B, 5>::from_inner(x_hat);
             let mut loss = fake_score_loss(
                 &models.fake,
                 x_hat.clone(),
