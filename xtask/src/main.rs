@@ -2,25 +2,30 @@
 //! `distill` -> `eval`, plus helpers that make test models. Only argument parsing and progress
 //! display live here; the work is done by the library crates.
 
+mod bench;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tmd_distill::adapt_head::{run_adapt_head, AdaptHeadRecipe};
+use tmd_distill::distill::run::{run_distill, DistillRecipe};
 use tmd_distill::eval::{
-    evaluate_teacher, judge_accuracy, load_prompts, markdown_table, split_prompts, spread,
-    train_evaluator, EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats, Judge, CHECK_SEED,
+    evaluate_students, evaluate_teacher, judge_accuracy, load_prompts, markdown_table,
+    split_prompts, spread, train_evaluator, EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats,
+    Judge, CHECK_SEED,
 };
 use tmd_distill::pretrain::teacher::{
     export_teacher, train_teacher_dit, train_teacher_vae, TeacherRecipe,
 };
+use tmd_distill::teacher_data::{generate_teacher_data, TeacherDataConfig};
 use tmd_distill::train::load_stage_config;
-use tmd_distill::world::{ClipSpec, Split};
+use tmd_distill::world::{ClipSpec, Split, WorldDataset};
 use tmd_model::convert::{convert, ConvertEvent, ConvertOptions};
 use tmd_model::random::{make_random_model_dir, RandomModelSpec};
 use tmd_sampler::TeacherPipeline;
@@ -191,6 +196,60 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
     },
+    /// Sample training pairs from a teacher (stage 2's data and the KD warm-up's noise -> data
+    /// pairs): clip i is the teacher's sample for prompt i (cycled) from a noise seeded by
+    /// (seed, i). Written in chunks; run again to resume.
+    TeacherData {
+        /// Teacher model directory.
+        #[arg(long, default_value = "assets/world-teacher")]
+        teacher: PathBuf,
+        /// Prompt file, one prompt per line; default: the captions of the world's training clips.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        /// Dataset seed of the world captions used when no prompt file is given.
+        #[arg(long, default_value_t = 0)]
+        world_seed: u64,
+        /// Settings (TOML; keys of `TeacherDataConfig`).
+        #[arg(long, default_value = "configs/teacher-data.toml")]
+        config: PathBuf,
+        /// Override a key, e.g. `--set clips=64` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Output directory (a latent cache: index.json + chunks).
+        #[arg(long, default_value = "runs/teacher-data")]
+        out: PathBuf,
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+    },
+    /// Stage 2 of TMD (DMD2-v with flow-head rollout), or the DMD2-v baseline: train the student
+    /// against the teacher with the fake score and the discriminator, on teacher data, and write
+    /// it into --out/student/ (a copy of --input otherwise). TMD reads stage 1's output; the
+    /// baseline reads the teacher directory (with `--set method=dmd2-v`, or
+    /// configs/distill-dmd2v.toml).
+    Distill {
+        /// Input directory: stage 1's student directory (TMD) or the teacher's (DMD2-v).
+        #[arg(long, default_value = "runs/student-stage1")]
+        input: PathBuf,
+        /// Teacher data (`cargo xtask teacher-data`), or any latent cache for TMD.
+        #[arg(long, default_value = "runs/teacher-data")]
+        data: PathBuf,
+        /// Recipe (TOML: method, [train], [discriminator], [kd]).
+        #[arg(long, default_value = "configs/distill.toml")]
+        config: PathBuf,
+        /// Override a recipe key, e.g. `--set train.steps=100` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Run directory (checkpoints and loss logs of kd/ and stage2/).
+        #[arg(long, default_value = "runs/distill")]
+        run_dir: PathBuf,
+        /// Student directory to write.
+        #[arg(long, default_value = "runs/student")]
+        out: PathBuf,
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+    },
     /// Train the evaluator's classifier on real clips of the world and write it (with its own
     /// accuracy on real clips of both splits) to an evaluator directory.
     TrainEvaluator {
@@ -241,6 +300,31 @@ enum Command {
         /// Also write the Markdown table here.
         #[arg(long)]
         markdown: Option<PathBuf>,
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+    },
+    /// Time Wan-scale pieces (random weights) on one device and print one JSON line per item:
+    /// GEMMs and attention of the 1.3B block (TFLOP/s), DiT forward at 1.3B and 14B, one TMD-N2H5
+    /// student step, VAE decode, umT5 encode. `scripts/gpu/bench.sh` runs it beside the PyTorch
+    /// reference on the GPU machine.
+    Bench {
+        /// Items, comma-separated: gemm, attention, dit-1.3b, dit-14b, tmd-step, vae-decode, t5.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "gemm,attention,dit-1.3b,tmd-step"
+        )]
+        items: Vec<String>,
+        /// Latent frames,height,width (480x832x81 pixels: 21,60,104).
+        #[arg(long, value_delimiter = ',', num_args = 3, default_value = "21,60,104")]
+        latent: Vec<usize>,
+        /// Untimed warm-up runs per item (kernel compilation and autotune happen here).
+        #[arg(long, default_value_t = 2)]
+        warm: usize,
+        /// Timed runs per item (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rep: usize,
         /// Backend.
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
@@ -385,6 +469,26 @@ fn run_eval<B: burn::prelude::Backend>(
             bar.set_position(done as u64);
         },
     )?;
+    let student_rows = evaluate_students(
+        &judge,
+        &cases,
+        &seeds,
+        args.plan,
+        &real,
+        device,
+        &mut |row| {
+            bar.reset();
+            bar.set_message(format!(
+                "{} M={} N={} H={}",
+                row.method, row.outer_steps, row.inner_steps, row.head_blocks
+            ));
+        },
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    let rows = rows.into_iter().chain(student_rows).collect();
     bar.finish_and_clear();
     Ok(EvalReport {
         model: args.model.display().to_string(),
@@ -524,6 +628,116 @@ fn main() -> Result<()> {
                 "adapt-head: steps {}..{} in {:.1} s; student written to {} (generate --model {})",
                 report.start_step,
                 report.end_step,
+                t0.elapsed().as_secs_f64(),
+                out.display(),
+                out.display()
+            );
+        }
+        Command::Bench {
+            items,
+            latent,
+            warm,
+            rep,
+            device,
+        } => {
+            let args = bench::BenchArgs {
+                latent: [latent[0], latent[1], latent[2]],
+                warm,
+                rep,
+            };
+            for item in &items {
+                let t0 = Instant::now();
+                let record = on_backend!(device, B => bench::run_item::<B>(item, &args, &Default::default()))
+                    .with_context(|| format!("bench item {item}"))?;
+                let mut record = record;
+                record["device"] = serde_json::json!(device.name());
+                record["wall_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
+                println!("{record}");
+            }
+        }
+        Command::TeacherData {
+            teacher,
+            prompts,
+            world_seed,
+            config,
+            overrides,
+            out,
+            device,
+        } => {
+            let settings: TeacherDataConfig = load_stage_config(Some(&config), &overrides)?;
+            let prompts: Vec<String> = match &prompts {
+                Some(file) => std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the prompt file {}", file.display()))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+                None => {
+                    let data =
+                        WorldDataset::new(Some(Split::Train), world_seed, ClipSpec::default());
+                    (0..settings.clips as u64)
+                        .map(|i| data.caption(i))
+                        .collect()
+                }
+            };
+            if prompts.is_empty() {
+                bail!("no prompts: the prompt file has no non-empty line");
+            }
+            let t0 = Instant::now();
+            let clips = on_backend!(device, B => {
+                let device = Default::default();
+                let pipe = TeacherPipeline::<B>::load(&teacher, &device)
+                    .with_context(|| format!("loading the teacher {}", teacher.display()))?;
+                generate_teacher_data(&out, &pipe, &teacher, &prompts, &settings, &device)
+                    .map(|cache| cache.len())
+            })
+            .context("teacher data")?;
+            eprintln!(
+                "teacher-data: {clips} clips in {} ({:.1} s)",
+                out.display(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        Command::Distill {
+            input,
+            data,
+            config,
+            overrides,
+            run_dir,
+            out,
+            device,
+        } => {
+            let recipe: DistillRecipe = load_stage_config(Some(&config), &overrides)?;
+            let source = format!(
+                "`cargo xtask distill --input {} --data {} --config {}{}`",
+                input.display(),
+                data.display(),
+                config.display(),
+                overrides
+                    .iter()
+                    .map(|o| format!(" --set {o}"))
+                    .collect::<String>()
+            );
+            let t0 = Instant::now();
+            let report = on_backend!(device, B => run_distill::<Autodiff<B>>(
+                &recipe,
+                &input,
+                &data,
+                &run_dir,
+                &out,
+                &source,
+                &Default::default(),
+            ).map(|(_, report)| report))
+            .context("stage 2 (distill)")?;
+            if let Some(kd) = &report.kd {
+                eprintln!("KD warm-up: steps {}..{}", kd.start_step, kd.end_step);
+            }
+            eprintln!(
+                "distill ({:?}): steps {}..{} in {:.1} s; student written to {} (generate --model {})",
+                recipe.method,
+                report.stage2.start_step,
+                report.stage2.end_step,
                 t0.elapsed().as_secs_f64(),
                 out.display(),
                 out.display()

@@ -177,7 +177,7 @@ fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) 
         .or(file.model.clone())
         .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
     let use_student = tmd_flowhead::has_student(&model) && !args.teacher;
-    let (video, timings, seed) = if use_student {
+    let (video, timings, seed, sampled) = if use_student {
         generate_student::<B>(&model, &file, args, device)?
     } else {
         if args.outer_steps.or(file.outer_steps).is_some()
@@ -194,7 +194,8 @@ fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) 
                 }
             );
         }
-        generate_teacher::<B>(&model, &file, args, device)?
+        let (video, timings, seed) = generate_teacher::<B>(&model, &file, args, device)?;
+        (video, timings, seed, "teacher")
     };
     video
         .save(&args.out)
@@ -206,11 +207,7 @@ fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) 
         video.width,
         video.height,
         seed,
-        if use_student {
-            "TMD student"
-        } else {
-            "teacher"
-        }
+        sampled
     );
     if args.timings {
         println!("{timings}");
@@ -257,7 +254,7 @@ fn generate_student<B: burn::prelude::Backend>(
     file: &FileOptions,
     args: &GenerateArgs,
     device: &B::Device,
-) -> Result<(Video, Timings, u64)> {
+) -> Result<(Video, Timings, u64, &'static str)> {
     let teacher_only = [
         ("--steps", args.steps.or(file.steps).is_some()),
         ("--guidance", args.guidance.or(file.guidance).is_some()),
@@ -280,6 +277,14 @@ fn generate_student<B: burn::prelude::Backend>(
     }
     let pipe = StudentPipeline::<B>::load(model, device)
         .with_context(|| format!("loading the student of {}", model.display()))?;
+    let dmd = matches!(pipe.student, tmd_flowhead::Student::Dmd2V(_));
+    if dmd && args.inner_steps.or(file.inner_steps).is_some() {
+        bail!(
+            "--inner-steps applies to a TMD student, but {} holds a DMD2-v student (one DiT pass \
+             per outer step); use --outer-steps",
+            model.display()
+        );
+    }
     let mut o: StudentOptions = pipe.options(args.prompt.clone());
     macro_rules! pick {
         ($field:ident) => {
@@ -305,7 +310,8 @@ fn generate_student<B: burn::prelude::Backend>(
         .generate(&o, &mut |k, _| bar.set_position(k as u64))
         .context("generation failed")?;
     bar.finish_and_clear();
-    Ok((video, timings, o.seed))
+    let label = if dmd { "DMD2-v student" } else { "TMD student" };
+    Ok((video, timings, o.seed, label))
 }
 
 /// Model defaults < config file < command-line flags.

@@ -178,7 +178,7 @@ fn student_dir(name: &str) -> PathBuf {
         &dir,
         &student,
         &tmd_flowhead::StudentManifest {
-            head,
+            method: tmd_flowhead::StudentMethod::Tmd { head },
             defaults,
             source: "test".into(),
         },

@@ -571,7 +571,7 @@ pub fn run_adapt_head<B: AutodiffBackend>(
     source: &str,
     device: &B::Device,
 ) -> Result<(TmdStudent<B>, PretrainReport), TrainError> {
-    let cache = crate::pretrain::latent_cache::LatentCache::open(data)?;
+    let cache = crate::latent_cache::LatentCache::open(data)?;
     copy_model_dir(teacher, out)?;
     let dir = tmd_model::model_dir::ModelDir::open(out)?;
     let text = dir.load_text_encoder::<B::InnerBackend>(device)?;
@@ -605,7 +605,9 @@ pub fn run_adapt_head<B: AutodiffBackend>(
         out,
         &student,
         &tmd_flowhead::StudentManifest {
-            head: recipe.head.config(),
+            method: tmd_flowhead::StudentMethod::Tmd {
+                head: recipe.head.config(),
+            },
             defaults: recipe.sampling.clone(),
             source: source.to_string(),
         },

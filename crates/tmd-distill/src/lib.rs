@@ -16,6 +16,8 @@
 pub mod adapt_head;
 pub mod distill;
 pub mod eval;
+pub mod latent_cache;
 pub mod pretrain;
+pub mod teacher_data;
 pub mod train;
 pub mod world;

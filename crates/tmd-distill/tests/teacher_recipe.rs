@@ -8,7 +8,7 @@ use tmd_distill::eval::{
     evaluate_teacher, load_prompts, markdown_table, split_prompts, spread, train_evaluator,
     EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats, Judge, TeacherRow,
 };
-use tmd_distill::pretrain::latent_cache::LatentCache;
+use tmd_distill::latent_cache::LatentCache;
 use tmd_distill::pretrain::teacher::{
     export_teacher, latent_stats, load_trained_vae, train_teacher_dit, train_teacher_vae,
     TeacherRecipe,
@@ -154,6 +154,7 @@ fn evaluator_trains_and_scores_teacher_rows() {
                 guidance: None,
             },
         ],
+        student: vec![],
     };
     let mut clips = 0;
     let rows = evaluate_teacher(
@@ -250,6 +251,28 @@ fn shipped_recipes_parse_with_every_key_known() {
     .unwrap();
     assert_eq!((adapt.train.steps, adapt.head.head_blocks), (5, 1));
     assert!(adapt.head.head_blocks <= teacher.dit.num_layers);
+    let distill: tmd_distill::distill::run::DistillRecipe = tmd_distill::train::load_stage_config(
+        Some(&root.join("configs/distill.toml")),
+        &["train.steps=3".to_string()],
+    )
+    .unwrap();
+    assert_eq!(
+        (distill.method, distill.train.steps),
+        (tmd_distill::distill::run::Method::Tmd, 3)
+    );
+    let baseline: tmd_distill::distill::run::DistillRecipe = tmd_distill::train::load_stage_config(
+        Some(&root.join("configs/distill-dmd2v.toml")),
+        &["train.outer_steps=1".to_string(), "kd.steps=10".to_string()],
+    )
+    .unwrap();
+    assert_eq!(baseline.method, tmd_distill::distill::run::Method::Dmd2V);
+    assert_eq!((baseline.train.outer_steps, baseline.kd.steps), (1, 10));
+    let data: tmd_distill::teacher_data::TeacherDataConfig = tmd_distill::train::load_stage_config(
+        Some(&root.join("configs/teacher-data.toml")),
+        &["steps=4".to_string()],
+    )
+    .unwrap();
+    assert_eq!((data.clips, data.steps), (1024, Some(4)));
     // A misspelt key is an error naming it.
     let err = tmd_distill::train::load_stage_config::<TeacherRecipe>(
         Some(&root.join("configs/world-teacher.toml")),
@@ -270,7 +293,7 @@ fn latent_cache_matches_direct_encoding_resumes_and_rejects_damage() {
     let vae = load_trained_vae::<NdArray>(&recipe, &run, Some(&stats), &device).unwrap();
     let data = WorldDataset::new(Some(Split::Train), 9, recipe.clip_spec().unwrap());
     let cache_dir = dir.path().join("latents");
-    let build = || LatentCache::build_or_load(&cache_dir, &vae, 2, &data, 5, 2, false, &device);
+    let build = || LatentCache::encode_world(&cache_dir, &vae, 2, &data, 5, 2, false, &device);
 
     let cache = build().unwrap();
     assert_eq!(cache.len(), 5);
@@ -316,7 +339,7 @@ fn latent_cache_matches_direct_encoding_resumes_and_rejects_damage() {
     std::fs::write(&chunk, &before).unwrap();
 
     // A cache of other clips is refused, not silently reused.
-    let other = LatentCache::build_or_load(&cache_dir, &vae, 2, &data, 7, 2, false, &device)
+    let other = LatentCache::encode_world(&cache_dir, &vae, 2, &data, 7, 2, false, &device)
         .unwrap_err()
         .to_string();
     assert!(
@@ -404,4 +427,267 @@ fn adapt_head_turns_the_exported_teacher_into_a_student_that_generates() {
         .unwrap()
         .to_string();
     assert!(err.contains("model.bpk"), "{err}");
+}
+
+/// Trains and exports the tiny teacher into `root/teacher`; returns it and the run's latent cache.
+fn exported_teacher(root: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let device = Default::default();
+    let recipe = tiny_recipe();
+    let run = root.join("run");
+    let teacher_dir = root.join("teacher");
+    train_teacher_vae::<A>(&recipe, &run, &device).unwrap();
+    train_teacher_dit::<A>(&recipe, &run, &device).unwrap();
+    export_teacher::<NdArray>(&recipe, &run, &teacher_dir, "test", &device).unwrap();
+    (
+        teacher_dir,
+        run.join(tmd_distill::pretrain::teacher::LATENT_CACHE_DIR),
+    )
+}
+
+#[test]
+fn teacher_data_reproduces_the_teacher_and_resumes() {
+    use tmd_distill::teacher_data::{clip_noise, generate_teacher_data, TeacherDataConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let (teacher_dir, _) = exported_teacher(dir.path());
+    let pipe = TeacherPipeline::<NdArray>::load(&teacher_dir, &device).unwrap();
+    let prompts = vec![
+        "A small red circle moves to the left on a black background.".to_string(),
+        "A large blue square moves up on a white background.".to_string(),
+    ];
+    let config = TeacherDataConfig {
+        clips: 3,
+        chunk: 2,
+        steps: Some(2),
+        progress: false,
+        ..Default::default()
+    };
+    let data = dir.path().join("data");
+    let cache =
+        generate_teacher_data(&data, &pipe, &teacher_dir, &prompts, &config, &device).unwrap();
+    assert_eq!(cache.len(), 3);
+    let sampling = tmd_distill::teacher_data::sampling_of(&cache, &data).unwrap();
+    assert_eq!((sampling.steps, sampling.prompts), (2, 2));
+
+    // Clip 2 is the teacher's own sample for prompt 2 % 2 = 0 from its recorded noise, as the
+    // teacher pipeline computes it one clip at a time.
+    let (latent, captions) = cache.batch::<NdArray>(&[2], &device);
+    assert_eq!(captions[0], prompts[0]);
+    let shape = cache.index().latent_shape;
+    let noise = clip_noise::<NdArray>(&sampling, shape, 2, &device);
+    let cond = pipe.text.encode_cached(&prompts[0]).unwrap();
+    let uncond = pipe
+        .text
+        .encode_cached_batch(&[pipe.dir.defaults().negative_prompt.as_str()], true)
+        .unwrap();
+    let schedule = tmd_sampler::FlowSchedule::wan_original(2, sampling.shift).unwrap();
+    let (direct, evaluations) = tmd_sampler::pipeline::teacher_sample(
+        &pipe.dit,
+        noise,
+        cond,
+        Some((uncond, sampling.guidance)),
+        schedule,
+        tmd_sampler::pipeline::Solver::UniPc,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(evaluations, 4);
+    let err: f32 = (latent - direct).abs().max().into_scalar();
+    assert!(err < 1e-4, "stored pair differs from the teacher by {err}");
+
+    // An interrupted run resumes with the same bytes; other settings are refused, named.
+    let chunk = data.join("chunk-00001.f32");
+    let before = std::fs::read(&chunk).unwrap();
+    std::fs::remove_file(&chunk).unwrap();
+    generate_teacher_data(&data, &pipe, &teacher_dir, &prompts, &config, &device).unwrap();
+    assert_eq!(std::fs::read(&chunk).unwrap(), before);
+    let other = TeacherDataConfig {
+        steps: Some(3),
+        ..config.clone()
+    };
+    let err = generate_teacher_data(&data, &pipe, &teacher_dir, &prompts, &other, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("index.json") && err.contains("delete"),
+        "{err}"
+    );
+    let err = generate_teacher_data(&data, &pipe, &teacher_dir, &[" ".into()], &config, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("prompt 1 is empty"), "{err}");
+}
+
+#[test]
+fn the_pipeline_distills_tmd_and_dmd2v_students_that_generate() {
+    use tmd_distill::distill::run::{run_distill, DistillRecipe, Method};
+    use tmd_distill::teacher_data::{generate_teacher_data, TeacherDataConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let (teacher_dir, cache_dir) = exported_teacher(dir.path());
+
+    // Stage 1.
+    let mut adapt = AdaptHeadRecipe::default();
+    adapt.head.head_blocks = 1;
+    adapt.train.batch = 2;
+    adapt.train.steps = 1;
+    adapt.train.progress = false;
+    let stage1 = dir.path().join("stage1");
+    run_adapt_head::<A>(
+        &adapt,
+        &teacher_dir,
+        &cache_dir,
+        &dir.path().join("adapt-run"),
+        &stage1,
+        "test",
+        &device,
+    )
+    .unwrap();
+
+    // Teacher data.
+    let pipe = TeacherPipeline::<NdArray>::load(&teacher_dir, &device).unwrap();
+    let data = dir.path().join("data");
+    let prompts = vec!["A small red circle moves to the left on a black background.".into()];
+    let config = TeacherDataConfig {
+        clips: 4,
+        chunk: 4,
+        steps: Some(2),
+        progress: false,
+        ..Default::default()
+    };
+    generate_teacher_data(&data, &pipe, &teacher_dir, &prompts, &config, &device).unwrap();
+
+    // Stage 2, TMD: one student and one critic update each way (student_every 2).
+    let mut recipe = DistillRecipe::default();
+    recipe.train.batch = 2;
+    recipe.train.steps = 2;
+    recipe.train.student_every = 2;
+    recipe.train.outer_steps = 2;
+    recipe.train.inner_steps = 2;
+    recipe.train.checkpoint_every = 1;
+    recipe.train.progress = false;
+    recipe.discriminator.hidden = Some(4);
+    let tmd_out = dir.path().join("tmd");
+    let run = dir.path().join("distill-run");
+    let (_, report) =
+        run_distill::<A>(&recipe, &stage1, &data, &run, &tmd_out, "test", &device).unwrap();
+    assert_eq!((report.stage2.end_step, report.kd.is_none()), (2, true));
+    let student = tmd_sampler::StudentPipeline::<NdArray>::load(&tmd_out, &device).unwrap();
+    let opts = student.options("A small red circle moves to the left on a black background.");
+    assert_eq!((opts.outer_steps, opts.inner_steps), (2, 2));
+    let (video, timings) = student.generate(&opts, &mut |_, _| {}).unwrap();
+    assert_eq!(video.frames.len(), 5);
+    assert_eq!(timings.effective_nfe, 4.0); // M = 2, N = 2, H = L = 1: 2 (1 + 1)
+
+    // Running it again resumes at the end instead of training again.
+    let (_, again) =
+        run_distill::<A>(&recipe, &stage1, &data, &run, &tmd_out, "test", &device).unwrap();
+    assert_eq!(again.stage2.start_step, 2);
+
+    // A TMD run from a directory without a stage-1 student is refused, naming it.
+    let err = run_distill::<A>(
+        &recipe,
+        &teacher_dir,
+        &data,
+        &dir.path().join("bad-run"),
+        &dir.path().join("bad"),
+        "test",
+        &device,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("adapt-head"), "{err}");
+
+    // The 1-step DMD2-v baseline with its KD warm-up, from the teacher directory.
+    recipe.method = Method::Dmd2V;
+    recipe.train.outer_steps = 1;
+    recipe.kd.steps = 2;
+    recipe.kd.batch = 2;
+    recipe.kd.progress = false;
+    let dmd_out = dir.path().join("dmd");
+    let (student, report) = run_distill::<A>(
+        &recipe,
+        &teacher_dir,
+        &data,
+        &dir.path().join("dmd-run"),
+        &dmd_out,
+        "test",
+        &device,
+    )
+    .unwrap();
+    assert!(matches!(student, tmd_flowhead::Student::Dmd2V(_)));
+    assert_eq!(report.kd.map(|r| r.end_step), Some(2));
+    let student = tmd_sampler::StudentPipeline::<NdArray>::load(&dmd_out, &device).unwrap();
+    let opts = student.options("A small red circle moves to the left on a black background.");
+    assert_eq!(opts.outer_steps, 1);
+    let (_, timings) = student.generate(&opts, &mut |_, _| {}).unwrap();
+    assert_eq!((timings.effective_nfe, timings.dit_evaluations), (1.0, 1));
+
+    // Both students are evaluation rows (an untrained judge: only the row bookkeeping counts).
+    let classifier = tmd_distill::eval::WorldClassifierConfig::new()
+        .with_frames(5)
+        .with_sampled_frames(3)
+        .with_widths(vec![4]);
+    let judge = Judge::new(classifier.init::<NdArray>(&device), classifier, &device);
+    let cases = spread(split_prompts(Split::HeldOut, 0), 1);
+    let spec = ClipSpec::new(5, 32, 32).unwrap();
+    let attrs: Vec<_> = cases.iter().map(|c| c.attributes).collect();
+    let real = FeatureStats::from_rows(
+        &judge.real_features(&attrs, 1, spec).unwrap(),
+        judge.config.feature_dim(),
+    );
+    let plan = EvalPlan {
+        teacher: vec![],
+        student: vec![
+            tmd_distill::eval::StudentRow {
+                model: tmd_out.clone(),
+                outer_steps: Some(1),
+                inner_steps: Some(4),
+            },
+            tmd_distill::eval::StudentRow {
+                model: dmd_out.clone(),
+                outer_steps: None,
+                inner_steps: None,
+            },
+        ],
+    };
+    let rows = tmd_distill::eval::evaluate_students(
+        &judge,
+        &cases,
+        &[0, 1],
+        &plan,
+        &real,
+        &device,
+        &mut |_| {},
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let specs: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.spec.method.as_str(),
+                r.spec.outer_steps,
+                r.spec.inner_steps,
+                r.spec.effective_nfe,
+            )
+        })
+        .collect();
+    assert_eq!(specs, vec![("tmd", 1, 4, 4.0), ("dmd2-v", 1, 0, 1.0)]);
+
+    // KD needs each clip's noise: a cache of real clips is refused, named.
+    let err = run_distill::<A>(
+        &recipe,
+        &teacher_dir,
+        &cache_dir,
+        &dir.path().join("dmd-run-2"),
+        &dir.path().join("dmd-2"),
+        "test",
+        &device,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("teacher-data"), "{err}");
 }

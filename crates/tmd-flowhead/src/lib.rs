@@ -29,4 +29,7 @@ pub use error::{FlowHeadError, Result};
 pub use fusion::{ConcatFusion, FusionLayer, GatedFusion};
 pub use rollout::{check_inner_grid, rollout};
 pub use student::{Backbone, TmdStudent};
-pub use student_dir::{has_student, load_student, save_student, StudentDefaults, StudentManifest};
+pub use student_dir::{
+    has_student, load_student, load_tmd_student, read_manifest, save_student, Student,
+    StudentDefaults, StudentManifest, StudentMethod,
+};

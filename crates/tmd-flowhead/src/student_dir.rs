@@ -1,10 +1,10 @@
 //! Students on disk. A student directory is a model directory (converted or diffusers layout,
 //! see `tmd_model::model_dir`) with one more folder, `student/`:
 //!
-//! - `student/config.json`: [`StudentManifest`] (the head configuration, the sampling defaults
-//!   `M`, `N` and shifts, and which stage wrote it);
-//! - `student/model.bpk`: every parameter of the [`TmdStudent`] (its DiT, fusion layer and step
-//!   embedding), burnpack, identity keys.
+//! - `student/config.json`: [`StudentManifest`] (the method, TMD with its head configuration or
+//!   the DMD2-v baseline; the sampling defaults `M`, `N` and shifts; which stage wrote it);
+//! - `student/model.bpk`: every parameter of the student, burnpack, identity keys: the
+//!   [`TmdStudent`] (its DiT, fusion layer and step embedding), or the DMD2-v student's DiT.
 //!
 //! The teacher's own `transformer/` stays, so one directory serves both `generate` (student by
 //! default) and `generate --teacher`, and later stages can load the teacher they need (stage 2's
@@ -14,6 +14,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use tmd_model::dit::WanModel;
 use tmd_model::model_dir::{write_atomically, ModelDir};
 use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
 
@@ -48,15 +49,40 @@ impl Default for StudentDefaults {
     }
 }
 
+/// Which few-step generator a student directory holds (tagged `"method"` in
+/// `student/config.json`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum StudentMethod {
+    /// TMD: main backbone + flow head ([`TmdStudent`]), sampled by Algorithm 1.
+    Tmd {
+        /// The head: `H`, fusion.
+        head: FlowHeadConfig,
+    },
+    /// The DMD2-v baseline: a plain DiT (the teacher's architecture) sampled in `M` deterministic
+    /// steps, one pass each (no flow head, `N` = 1).
+    Dmd2V,
+}
+
 /// `student/config.json`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct StudentManifest {
-    /// The head: `H`, fusion.
-    pub head: FlowHeadConfig,
-    /// Sampling defaults.
+    /// TMD (with its head) or the DMD2-v baseline.
+    #[serde(flatten)]
+    pub method: StudentMethod,
+    /// Sampling defaults (`inner_steps` is ignored by a DMD2-v student).
     pub defaults: StudentDefaults,
     /// What wrote it (stage and command).
     pub source: String,
+}
+
+/// A loaded student.
+#[derive(Debug)]
+pub enum Student<B: Backend> {
+    /// A TMD student.
+    Tmd(TmdStudent<B>),
+    /// A DMD2-v student (a DiT of the teacher's architecture).
+    Dmd2V(WanModel<B>),
 }
 
 /// Whether `dir` holds a student.
@@ -64,14 +90,15 @@ pub fn has_student(dir: &Path) -> bool {
     dir.join(STUDENT_DIR).join("config.json").is_file()
 }
 
-/// Writes `student` into the model directory `dir` (whose `transformer/config.json` it must
-/// match), atomically file by file: weights first, then the manifest that makes them visible.
+/// Writes `student` (a [`TmdStudent`] or, for [`StudentMethod::Dmd2V`], a [`WanModel`]) into the
+/// model directory `dir` (whose `transformer/config.json` it must match), atomically file by
+/// file: weights first, then the manifest that makes them visible.
 ///
 /// # Errors
 /// I/O errors naming the path.
-pub fn save_student<B: Backend>(
+pub fn save_student<B: Backend, M: Module<B>>(
     dir: &Path,
-    student: &TmdStudent<B>,
+    student: &M,
     manifest: &StudentManifest,
 ) -> Result<()> {
     let sub = dir.join(STUDENT_DIR);
@@ -82,7 +109,19 @@ pub fn save_student<B: Backend>(
     Ok(())
 }
 
-/// Loads the student of the model directory `dir`.
+/// Reads `student/config.json` of the model directory `dir`.
+///
+/// # Errors
+/// A missing or unreadable manifest (named).
+pub fn read_manifest(dir: &Path) -> Result<StudentManifest> {
+    let path = dir.join(STUDENT_DIR).join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| tmd_model::ModelError::io(&path, e))?;
+    Ok(serde_json::from_str(&text).map_err(|e| {
+        tmd_model::ModelError::config(&path, format!("not a student manifest: {e}"))
+    })?)
+}
+
+/// Loads the student of the model directory `dir`, whichever method wrote it.
 ///
 /// # Errors
 /// A missing or corrupt `student/config.json` or `student/model.bpk` (named), a head that does not
@@ -90,16 +129,47 @@ pub fn save_student<B: Backend>(
 pub fn load_student<B: Backend>(
     dir: &Path,
     device: &B::Device,
-) -> Result<(TmdStudent<B>, StudentManifest)> {
+) -> Result<(Student<B>, StudentManifest)> {
     let model = ModelDir::open(dir)?;
-    let path = dir.join(STUDENT_DIR).join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| tmd_model::ModelError::io(&path, e))?;
-    let manifest: StudentManifest = serde_json::from_str(&text).map_err(|e| {
-        tmd_model::ModelError::config(&path, format!("not a student manifest: {e}"))
-    })?;
+    let manifest = read_manifest(dir)?;
     let teacher = model.transformer_config()?.init::<B>(device);
-    let fresh = TmdStudent::from_teacher(teacher, &manifest.head)?;
     let source = WeightSource::open_files(&[dir.join(STUDENT_DIR).join("model.bpk")])?;
-    let student = load_module(fresh, &source, &KeyMap::identity(), &[], "student")?;
+    let student = match &manifest.method {
+        StudentMethod::Tmd { head } => {
+            let fresh = TmdStudent::from_teacher(teacher, head)?;
+            Student::Tmd(load_module(
+                fresh,
+                &source,
+                &KeyMap::identity(),
+                &[],
+                "student",
+            )?)
+        }
+        StudentMethod::Dmd2V => Student::Dmd2V(load_module(
+            teacher,
+            &source,
+            &KeyMap::identity(),
+            &[],
+            "student",
+        )?),
+    };
     Ok((student, manifest))
+}
+
+/// Loads the TMD student of `dir` (stage 2 continues from stage 1's).
+///
+/// # Errors
+/// As [`load_student`], and a directory holding a DMD2-v student (named).
+pub fn load_tmd_student<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(TmdStudent<B>, StudentManifest)> {
+    match load_student(dir, device)? {
+        (Student::Tmd(s), m) => Ok((s, m)),
+        (Student::Dmd2V(_), _) => Err(crate::FlowHeadError::Config {
+            field: "method",
+            value: format!("{}", dir.join(STUDENT_DIR).join("config.json").display()),
+            reason: "holds a DMD2-v student, not a TMD one".into(),
+        }),
+    }
 }

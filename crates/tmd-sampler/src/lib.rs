@@ -4,6 +4,7 @@
 //! * [`euler`]: FlowMatch Euler, `x <- x + (s_next - s) v`.
 //! * [`unipc`]: UniPC multistep (bh2, order 2, x0 prediction), equal to diffusers' `UniPCMultistepScheduler`.
 //! * [`tmd`]: the TMD few-step sampler (Algorithm 1: `M` outer steps, `N` flow-head steps each).
+//! * [`dmd`]: the DMD2-v baseline's few-step sampler (`M` deterministic steps, one DiT pass each).
 //! * [`cfg`]: classifier-free guidance, `uncond + g (cond - uncond)`, two-pass or batched.
 //!
 //! Conventions (WAN21.md, "Sampling (teacher)"): `x_s = (1 - s) x0 + s eps`; the model predicts `v = eps - x0`
@@ -31,6 +32,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 pub mod cfg;
 pub mod device;
+pub mod dmd;
 pub mod effective_nfe;
 pub mod error;
 pub mod euler;
@@ -42,6 +44,7 @@ pub mod unipc;
 pub mod video;
 
 pub use cfg::{cfg_combine, CfgMode};
+pub use dmd::dmd_sample;
 pub use error::{Result, SamplerError};
 pub use euler::{euler_step, EulerSolver};
 pub use pipeline::{

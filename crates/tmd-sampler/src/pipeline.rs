@@ -216,37 +216,19 @@ impl<B: Backend> TeacherPipeline<B> {
         timings.text_encoder = t0.elapsed();
 
         let t1 = Instant::now();
-        let mut x = gaussian::<B, 5>(shape, opts.seed, &self.device);
+        let noise = gaussian::<B, 5>(shape, opts.seed, &self.device);
         let schedule = FlowSchedule::wan_original(opts.steps, opts.shift)?;
-        let mut solver: Box<dyn FlowSolver<B, 5>> = match opts.solver {
-            Solver::UniPc => Box::new(UniPcConfig::new().init::<B, 5>(schedule)?),
-            Solver::Euler => Box::new(EulerSolver::new(schedule)),
-        };
-        let context = match &uncond {
-            Some(u) => Tensor::cat(vec![cond.clone(), u.clone()], 0),
-            None => cond.clone(),
-        };
-        let mut k = 0;
-        while let Some(t) = solver.timestep() {
-            let v = match &uncond {
-                Some(_) => {
-                    let xx = Tensor::cat(vec![x.clone(), x.clone()], 0);
-                    let tt = Tensor::<B, 1>::from_floats([t as f32, t as f32], &self.device);
-                    let out = self.dit.forward(xx, tt, context.clone())?;
-                    timings.dit_evaluations += 2;
-                    let [c, u] = [out.clone().narrow(0, 0, 1), out.narrow(0, 1, 1)];
-                    cfg_combine(u, c, opts.guidance)?
-                }
-                None => {
-                    let tt = Tensor::<B, 1>::from_floats([t as f32], &self.device);
-                    timings.dit_evaluations += 1;
-                    self.dit.forward(x.clone(), tt, context.clone())?
-                }
-            };
-            x = solver.step(v, x)?;
-            k += 1;
-            on_step(k, opts.steps);
-        }
+        let guidance = uncond.map(|u| (u, opts.guidance));
+        let (x, evaluations) = teacher_sample(
+            &self.dit,
+            noise,
+            cond,
+            guidance,
+            schedule,
+            opts.solver,
+            on_step,
+        )?;
+        timings.dit_evaluations = evaluations;
         sync::<B>(&self.device);
         timings.dit = t1.elapsed();
         timings.effective_nfe = crate::effective_nfe::teacher(opts.steps, opts.guidance);
@@ -295,6 +277,70 @@ pub fn latent_shape(
     Ok([1, vae.z_dim, (frames - 1) / ts + 1, height / s, width / s])
 }
 
+/// The teacher's ODE in latent space for a batch of clips: `schedule.steps()` solver steps from
+/// `noise`, with CFG against `guidance = Some((uncond, w))` (cond and uncond batched into one DiT
+/// pass) or without. `on_step(k, steps)` is called after each step. Used by
+/// [`TeacherPipeline::generate`] and by teacher data generation.
+///
+/// # Shapes
+/// - `noise`: `[batch, channels, frames, height, width]`
+/// - `cond`: `[batch, l, text_dim]`; `uncond`: `[1, l, text_dim]` or `[batch, l, text_dim]`
+/// - output: the sample, shaped like `noise`, and the number of DiT evaluations (per clip)
+///
+/// # Errors
+/// Model shape errors.
+pub fn teacher_sample<B: Backend>(
+    dit: &WanModel<B>,
+    noise: Tensor<B, 5>,
+    cond: Tensor<B, 3>,
+    guidance: Option<(Tensor<B, 3>, f64)>,
+    schedule: FlowSchedule,
+    solver: Solver,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Result<(Tensor<B, 5>, usize)> {
+    let [b, ..] = noise.dims();
+    let device = noise.device();
+    let steps = schedule.steps();
+    let mut solver: Box<dyn FlowSolver<B, 5>> = match solver {
+        Solver::UniPc => Box::new(UniPcConfig::new().init::<B, 5>(schedule)?),
+        Solver::Euler => Box::new(EulerSolver::new(schedule)),
+    };
+    let [_, l, d] = cond.dims();
+    let context = match &guidance {
+        Some((u, _)) => {
+            let u = if u.dims()[0] == b {
+                u.clone()
+            } else {
+                u.clone().expand([b, l, d])
+            };
+            Tensor::cat(vec![cond, u], 0)
+        }
+        None => cond,
+    };
+    let passes = if guidance.is_some() { 2 } else { 1 };
+    let (mut x, mut k, mut evaluations) = (noise, 0, 0);
+    while let Some(t) = solver.timestep() {
+        let tt = Tensor::<B, 1>::full([b * passes], t, &device);
+        let v = match &guidance {
+            Some((_, w)) => {
+                let out = dit.forward(
+                    Tensor::cat(vec![x.clone(), x.clone()], 0),
+                    tt,
+                    context.clone(),
+                )?;
+                let [c, u] = [out.clone().narrow(0, 0, b), out.narrow(0, b, b)];
+                cfg_combine(u, c, *w)?
+            }
+            None => dit.forward(x.clone(), tt, context.clone())?,
+        };
+        evaluations += passes;
+        x = solver.step(v, x)?;
+        k += 1;
+        on_step(k, steps);
+    }
+    Ok((x, evaluations))
+}
+
 /// Waits for the device so that wall-clock splits are honest on asynchronous backends.
 pub fn sync<B: Backend>(device: &B::Device) {
     let _ = B::sync(device);
@@ -325,15 +371,15 @@ pub struct StudentOptions {
     pub fps: u32,
 }
 
-/// A loaded TMD student: text encoder, student DiT with flow head, VAE of one student directory
-/// ([`tmd_flowhead::student_dir`]).
+/// A loaded few-step student: text encoder, student (a TMD student with its flow head, or a
+/// DMD2-v DiT), VAE of one student directory ([`tmd_flowhead::student_dir`]).
 pub struct StudentPipeline<B: Backend> {
     /// The model directory.
     pub dir: ModelDir,
     /// Tokenizer + umT5.
     pub text: TextEncoder<B>,
-    /// The student.
-    pub student: tmd_flowhead::TmdStudent<B>,
+    /// The student (TMD, or the DMD2-v baseline).
+    pub student: tmd_flowhead::Student<B>,
     /// The student's manifest (head, defaults, provenance).
     pub manifest: tmd_flowhead::StudentManifest,
     /// The VAE.
@@ -379,7 +425,8 @@ impl<B: Backend> StudentPipeline<B> {
         }
     }
 
-    /// Samples one clip with Algorithm 1 ([`crate::tmd::tmd_sample`]) and decodes it.
+    /// Samples one clip and decodes it: Algorithm 1 ([`crate::tmd::tmd_sample`]) for a TMD
+    /// student, [`crate::dmd::dmd_sample`] for a DMD2-v one (which ignores `inner_steps`).
     /// `on_step(i, M)` is called after each outer step.
     ///
     /// # Errors
@@ -412,16 +459,25 @@ impl<B: Backend> StudentPipeline<B> {
 
         let t1 = Instant::now();
         let noise = gaussian::<B, 5>(shape, opts.seed, &self.device);
-        let x = crate::tmd::tmd_sample(&self.student, noise, context, &grids, opts.seed, on_step)?;
+        let x = match &self.student {
+            tmd_flowhead::Student::Tmd(student) => {
+                timings.dit_evaluations = opts.outer_steps * (1 + opts.inner_steps);
+                timings.effective_nfe = crate::effective_nfe::tmd(
+                    opts.outer_steps,
+                    opts.inner_steps,
+                    student.head_blocks,
+                    student.teacher_blocks(),
+                );
+                crate::tmd::tmd_sample(student, noise, context, &grids, opts.seed, on_step)?
+            }
+            tmd_flowhead::Student::Dmd2V(dit) => {
+                timings.dit_evaluations = opts.outer_steps;
+                timings.effective_nfe = crate::effective_nfe::dmd(opts.outer_steps);
+                crate::dmd::dmd_sample(dit, noise, context, &grids.outer, on_step)?
+            }
+        };
         sync::<B>(&self.device);
         timings.dit = t1.elapsed();
-        timings.dit_evaluations = opts.outer_steps * (1 + opts.inner_steps);
-        timings.effective_nfe = crate::effective_nfe::tmd(
-            opts.outer_steps,
-            opts.inner_steps,
-            self.student.head_blocks,
-            self.student.teacher_blocks(),
-        );
 
         let t2 = Instant::now();
         let pixels = self.vae.decode_normalized(x)?;

@@ -5,14 +5,16 @@
 //! - [`fake_score`]: the fake score model's `x0`-space denoising score matching on student
 //!   samples;
 //! - [`discriminator`]: Conv3D heads on teacher features and the softplus GAN losses;
-//! - [`generator`]: the TMD generator (backbone + flow-head rollout) and the DMD2-v baseline's.
-//!
-//! Still to come (see the issue notes): the 1:4 update schedule, the loop with its three models'
-//! checkpoints, and the KD warm-up of the 1-step baseline.
+//! - [`generator`]: the TMD generator (backbone + flow-head rollout) and the DMD2-v baseline's;
+//! - [`stage2`]: the 1:4 update schedule and the loop over the student and both critics;
+//! - [`kd`]: the KD warm-up of the 1-step DMD2-v baseline;
+//! - [`run`]: stage 2 end to end from directories (`cargo xtask distill`).
 
 pub mod discriminator;
 pub mod fake_score;
 pub mod generator;
+pub mod kd;
+pub mod run;
 pub mod stage2;
 pub mod vsd;
 

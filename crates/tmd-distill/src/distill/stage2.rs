@@ -170,6 +170,22 @@ impl<B: Backend> Stage2Models<B> {
         })
     }
 
+    /// TMD continuing from an existing `student` (stage 1's): the fake score a copy of
+    /// `teacher`, a fresh discriminator.
+    pub fn with_tmd_student(
+        student: TmdStudent<B>,
+        teacher: &WanModel<B>,
+        disc: &super::discriminator::DiscriminatorConfig,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            tmd: Some(student),
+            dmd: None,
+            fake: with_fresh_param_ids(teacher.clone()),
+            disc: disc.init(device),
+        }
+    }
+
     /// The DMD2-v baseline: the student and the fake score both copies of `teacher`.
     pub fn for_dmd(
         teacher: &WanModel<B>,

@@ -486,13 +486,27 @@ pub struct TeacherRow {
     pub guidance: Option<f64>,
 }
 
+/// One student row of an evaluation: a student directory (`cargo xtask distill` or
+/// `adapt-head`) sampled with its own defaults unless `M` / `N` are given.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StudentRow {
+    /// The student directory.
+    pub model: std::path::PathBuf,
+    /// `M` (default: the student's).
+    pub outer_steps: Option<usize>,
+    /// `N` of a TMD student (default: the student's; ignored by DMD2-v).
+    pub inner_steps: Option<usize>,
+}
+
 /// The rows of an evaluation (read with [`load_stage_config`](crate::train::load_stage_config)
 /// from e.g. `configs/eval-teacher.toml`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct EvalPlan {
-    /// Teacher rows.
+    /// Teacher rows (sampled from the evaluated model directory).
     pub teacher: Vec<TeacherRow>,
+    /// Student rows (each from its own directory).
+    pub student: Vec<StudentRow>,
 }
 
 impl Default for EvalPlan {
@@ -512,8 +526,88 @@ impl Default for EvalPlan {
                 });
             }
         }
-        Self { teacher }
+        Self {
+            teacher,
+            student: Vec::new(),
+        }
     }
+}
+
+/// Evaluates every student row of `plan` on `cases` x `seeds`, loading each student directory;
+/// `on_row(row)` is told before each row starts, `on_clip(done, total)` after each clip.
+///
+/// # Errors
+/// A student directory that does not load (named), generation and judging errors.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_students<B: Backend>(
+    judge: &Judge<B>,
+    cases: &[EvalCase],
+    seeds: &[u64],
+    plan: &EvalPlan,
+    real: &FeatureStats,
+    device: &B::Device,
+    on_row: &mut dyn FnMut(&RowSpec),
+    on_clip: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<EvalRow>, TrainError> {
+    let mut rows = Vec::new();
+    for row in &plan.student {
+        let pipeline =
+            tmd_sampler::StudentPipeline::<B>::load(&row.model, device).map_err(|e| {
+                TrainError::Data {
+                    step: 0,
+                    message: format!("student {}: {e}", row.model.display()),
+                }
+            })?;
+        let base = pipeline.options("");
+        let outer_steps = row.outer_steps.unwrap_or(base.outer_steps);
+        let (method, inner_steps, head_blocks, effective_nfe) = match &pipeline.student {
+            tmd_flowhead::Student::Tmd(s) => {
+                let n = row.inner_steps.unwrap_or(base.inner_steps);
+                (
+                    "tmd",
+                    n,
+                    s.head_blocks,
+                    tmd_sampler::effective_nfe::tmd(
+                        outer_steps,
+                        n,
+                        s.head_blocks,
+                        s.teacher_blocks(),
+                    ),
+                )
+            }
+            tmd_flowhead::Student::Dmd2V(_) => {
+                ("dmd2-v", 0, 0, tmd_sampler::effective_nfe::dmd(outer_steps))
+            }
+        };
+        let spec = RowSpec {
+            method: method.into(),
+            outer_steps,
+            inner_steps,
+            head_blocks,
+            guidance: 1.0,
+            effective_nfe,
+        };
+        on_row(&spec);
+        let mut generate = |caption: &str, seed: u64| {
+            let mut opts = pipeline.options(caption);
+            opts.outer_steps = outer_steps;
+            opts.inner_steps = inner_steps.max(1);
+            opts.seed = seed;
+            pipeline
+                .generate(&opts, &mut |_, _| {})
+                .map(|(video, _)| video)
+        };
+        rows.push(evaluate_row(
+            judge,
+            cases,
+            seeds,
+            spec,
+            real,
+            &mut generate,
+            on_clip,
+        )?);
+    }
+    Ok(rows)
 }
 
 /// Evaluates every teacher row of `plan` with `pipeline` on `cases` x `seeds`; `on_row(row)` is

@@ -1,12 +1,11 @@
 //! Pretraining of the bundled teacher on the synthetic [`world`](crate::world).
 //!
 //! [`dit`]: the Wan flow-matching objective and its training loop for the DiT.
-//! [`latent_cache`]: training clips encoded once by the finished VAE, served to the DiT stage.
+//! The DiT stage trains on a [`crate::latent_cache`] of clips encoded once by the finished VAE.
 //! [`teacher`]: the recipe of the bundled teacher (VAE, frozen text encoder, DiT, export).
 //! [`vae`]: the Wan VAE trained as a deterministic autoencoder, and its training loop.
 
 pub mod dit;
-pub mod latent_cache;
 pub mod teacher;
 pub mod vae;
 

@@ -35,8 +35,8 @@ use tmd_model::vae::{WanVae, WanVaeConfig};
 use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
 
 use super::dit::{pretrain_dit, DitBatch, DitPretrainConfig};
-use super::latent_cache::LatentCache;
 use super::vae::{pretrain_vae, VaePretrainConfig};
+use crate::latent_cache::LatentCache;
 use crate::train::checkpoint::{latest_valid, Checkpoint};
 use crate::train::rng::uniform;
 use crate::train::run::PretrainReport;
@@ -607,7 +607,7 @@ pub fn train_teacher_dit<B: AutodiffBackend>(
             let vae_step =
                 finished_checkpoint(&run_dir.join(VAE_RUN), recipe.vae_train.steps, "VAE", "vae")?
                     .step;
-            Some(LatentCache::build_or_load(
+            Some(LatentCache::encode_world(
                 &run_dir.join(LATENT_CACHE_DIR),
                 &vae,
                 vae_step,

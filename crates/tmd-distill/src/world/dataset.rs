@@ -83,6 +83,11 @@ impl WorldDataset {
         hash(self.seed, &[0xc11b, i])
     }
 
+    /// Caption of clip `i` (equal to `clip(i).caption`, without rendering).
+    pub fn caption(&self, i: u64) -> String {
+        super::render::clip_caption(&self.attributes(i), self.clip_seed(i))
+    }
+
     /// Clip `i` (a pure function of the dataset seed, split, spec and `i`).
     pub fn clip(&self, i: u64) -> Clip {
         render(&self.attributes(i), self.clip_seed(i), &self.spec)

@@ -352,6 +352,11 @@ fn background_plane(bg: Background, spec: &ClipSpec, rng: &mut Rng, plane: &mut 
     }
 }
 
+/// The caption of the clip rendered from `(attributes, seed)` (without rendering it).
+pub fn clip_caption(attributes: &Attributes, seed: u64) -> String {
+    caption(attributes, hash(seed, &[0xca7]))
+}
+
 /// Renders one clip of `attributes` from `seed`.
 ///
 /// The result is a pure function of `(attributes, seed, spec)`; the caption is drawn from the same seed.
@@ -414,7 +419,7 @@ pub fn render(attributes: &Attributes, seed: u64, spec: &ClipSpec) -> Clip {
         pixels,
         spec: s,
         attributes: *attributes,
-        caption: caption(attributes, hash(seed, &[0xca7])),
+        caption: clip_caption(attributes, seed),
         seed,
     }
 }

@@ -1,15 +1,19 @@
-//! A fixed set of training clips, encoded once by the finished VAE.
+//! A fixed set of training latents with their captions, stored once and served from memory.
 //!
-//! The DiT only ever sees VAE latents; encoding every batch again costs far more than the DiT
-//! step itself on a CPU (the VAE encoder runs full-resolution 3D convolutions). The cache encodes
-//! the first `clips` clips of a [`WorldDataset`] once, in chunks written atomically as they finish
-//! (an interrupted build resumes at the first missing chunk), and serves batches from memory.
+//! Two producers fill a cache ([`LatentSource`]):
+//! - real clips of the synthetic world, encoded once by the finished VAE ([`LatentCache::encode_world`]):
+//!   the DiT only ever sees VAE latents, and encoding every batch again costs far more than the DiT
+//!   step itself on a CPU;
+//! - teacher-generated pairs ([`crate::teacher_data`]): prompts, the seed of each clip's initial
+//!   noise, and the teacher's sample, the training data of stage 2 and of the KD warm-up.
 //!
-//! Layout of the cache directory: `index.json` (what was encoded: dataset seed, clip size, latent
-//! shape, VAE checkpoint step; a mismatch with the current run is an error, not a silent reuse)
-//! and `chunk-NNNNN.f32` (the normalised latents of `chunk` consecutive clips, little-endian f32,
-//! layout `[clips, z, frames, height, width]`). Captions are not stored: the dataset renders them
-//! again, deterministically, from its seed.
+//! Either way the latents are produced in chunks written atomically as they finish (an interrupted
+//! build resumes at the first missing chunk).
+//!
+//! Layout of the cache directory: `index.json` (what was produced, [`LatentCacheIndex`]; a mismatch
+//! with the current run is an error, not a silent reuse) and `chunk-NNNNN.f32` (the normalised
+//! latents of `chunk` consecutive clips, little-endian f32, layout `[clips, z, frames, height,
+//! width]`).
 
 use std::path::{Path, PathBuf};
 
@@ -25,26 +29,39 @@ use crate::world::{to_tensor, ClipSpec, WorldDataset};
 /// File naming what a cache directory holds.
 pub const INDEX: &str = "index.json";
 
+/// Where the latents of a cache come from.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum LatentSource {
+    /// The first `clips` real clips of a world dataset, encoded by the VAE.
+    World {
+        /// Seed of the dataset the clips come from.
+        dataset_seed: u64,
+        /// `[frames, height, width]` of the clips.
+        clip_size: [usize; 3],
+        /// Step of the VAE checkpoint that encoded them.
+        vae_step: u64,
+    },
+    /// Samples of a teacher ([`crate::teacher_data`]).
+    Teacher(crate::teacher_data::TeacherSampling),
+}
+
 /// What a cache directory holds; two caches are interchangeable iff their indexes are equal.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct LatentCacheIndex {
-    /// Clips encoded (the first `clips` of the dataset).
+    /// Clips held.
     pub clips: usize,
     /// Clips per chunk file.
     pub chunk: usize,
-    /// Seed of the dataset the clips come from.
-    pub dataset_seed: u64,
-    /// `[frames, height, width]` of the clips.
-    pub clip_size: [usize; 3],
     /// `[z, frames, height, width]` of one clip's latent.
     pub latent_shape: [usize; 4],
-    /// Step of the VAE checkpoint that encoded them.
-    pub vae_step: u64,
+    /// What produced the latents.
+    pub source: LatentSource,
     /// Caption of every clip, in order (so that later stages read the cache without the dataset).
     pub captions: Vec<String>,
 }
 
-/// Normalised VAE latents of the first clips of a dataset, with their captions.
+/// Normalised latents of a fixed set of clips, with their captions.
 #[derive(Debug, Clone)]
 pub struct LatentCache {
     index: LatentCacheIndex,
@@ -53,55 +70,46 @@ pub struct LatentCache {
 }
 
 impl LatentCache {
-    /// Loads the cache in `dir`, encoding (with `vae`, which must be normalising: `latents_mean`
-    /// and `latents_std` set) whatever chunks are missing first.
+    /// Loads the cache in `dir`, producing whatever chunks are missing first:
+    /// `produce(start, n)` returns the latents of clips `start..start + n` (shape
+    /// `[n, latent_shape..]`). `message` labels the progress bar.
     ///
     /// # Errors
     /// [`TrainError::CorruptCheckpoint`] naming the file if `index.json` describes another cache
-    /// or a chunk has the wrong length; I/O errors naming the path; VAE errors.
-    #[allow(clippy::too_many_arguments)]
-    pub fn build_or_load<B: Backend>(
+    /// or a chunk has the wrong length; a produced batch of the wrong shape; I/O errors naming
+    /// the path; the producer's errors.
+    pub fn build_or_load<B, F>(
         dir: &Path,
-        vae: &WanVae<B>,
-        vae_step: u64,
-        data: &WorldDataset,
-        clips: usize,
-        chunk: usize,
+        index: LatentCacheIndex,
         show_progress: bool,
-        device: &B::Device,
-    ) -> Result<Self, TrainError> {
-        let spec = data.spec();
-        let chunk = chunk.max(1);
-        let probe = latent_shape(vae, spec);
-        let index = LatentCacheIndex {
-            clips,
-            chunk,
-            dataset_seed: data.seed(),
-            clip_size: [spec.frames, spec.height, spec.width],
-            latent_shape: probe,
-            vae_step,
-            captions: (0..clips.div_ceil(chunk.max(1)))
-                .flat_map(|c| {
-                    let start = c * chunk.max(1);
-                    data.batch(start as u64, chunk.max(1).min(clips - start))
-                })
-                .map(|clip| clip.caption)
-                .collect(),
-        };
+        message: &'static str,
+        mut produce: F,
+    ) -> Result<Self, TrainError>
+    where
+        B: Backend,
+        F: FnMut(usize, usize) -> Result<Tensor<B, 5>, TrainError>,
+    {
+        let (clips, chunk, probe) = (index.clips, index.chunk.max(1), index.latent_shape);
+        if index.captions.len() != clips {
+            return Err(TrainError::Data {
+                step: 0,
+                message: format!("{} captions for {clips} clips", index.captions.len()),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         let index_path = dir.join(INDEX);
         if index_path.is_file() {
-            let text =
-                std::fs::read_to_string(&index_path).map_err(|e| TrainError::io(&index_path, e))?;
-            let found: LatentCacheIndex = serde_json::from_str(&text).map_err(|e| {
-                TrainError::corrupt(&index_path, format!("not a latent cache index: {e}"))
-            })?;
+            let found = read_index(&index_path)?;
             if found != index {
                 return Err(TrainError::corrupt(
                     &index_path,
                     format!(
-                        "the cache holds {found:?}, this run needs {index:?}; delete {} to \
-                         encode again",
+                        "the cache holds {} clips from {:?}, this run needs {} clips from {:?}; \
+                         delete {} to produce it again",
+                        found.clips,
+                        found.source,
+                        index.clips,
+                        index.source,
                         dir.display()
                     ),
                 ));
@@ -121,22 +129,17 @@ impl LatentCache {
                 chunks as u64,
                 (chunks - missing.len()) as u64,
             );
-            bar.set_message("encoding latents");
+            bar.set_message(message);
             for &c in &missing {
                 let start = c * chunk;
                 let n = chunk.min(clips - start);
-                let batch = data.batch(start as u64, n);
-                let video = to_tensor::<B>(&batch, device).map_err(|e| TrainError::Data {
-                    step: 0,
-                    message: e.to_string(),
-                })?;
-                let latents = vae.encode_normalized(video)?;
+                let latents = produce(start, n)?;
                 let found = latents.dims();
-                if found[1..] != probe[..] {
+                if found[0] != n || found[1..] != probe[..] {
                     return Err(TrainError::Shape {
-                        what: "encoded latent of one clip".into(),
-                        expected: probe.to_vec(),
-                        found: found[1..].to_vec(),
+                        what: format!("latents of clips {start}..{}", start + n),
+                        expected: [&[n][..], &probe[..]].concat(),
+                        found: found.to_vec(),
                     });
                 }
                 let values = latents
@@ -157,6 +160,45 @@ impl LatentCache {
         Self::read_chunks(dir, index)
     }
 
+    /// The first `clips` clips of `data` encoded by `vae` (which must be normalising:
+    /// `latents_mean` and `latents_std` set), built or loaded in `dir` as
+    /// [`LatentCache::build_or_load`] does.
+    ///
+    /// # Errors
+    /// As [`LatentCache::build_or_load`]; VAE errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_world<B: Backend>(
+        dir: &Path,
+        vae: &WanVae<B>,
+        vae_step: u64,
+        data: &WorldDataset,
+        clips: usize,
+        chunk: usize,
+        show_progress: bool,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        let spec = data.spec();
+        let index = LatentCacheIndex {
+            clips,
+            chunk: chunk.max(1),
+            latent_shape: latent_shape(vae, spec),
+            source: LatentSource::World {
+                dataset_seed: data.seed(),
+                clip_size: [spec.frames, spec.height, spec.width],
+                vae_step,
+            },
+            captions: (0..clips as u64).map(|i| data.caption(i)).collect(),
+        };
+        Self::build_or_load(dir, index, show_progress, "encoding latents", |start, n| {
+            let batch = data.batch(start as u64, n);
+            let video = to_tensor::<B>(&batch, device).map_err(|e| TrainError::Data {
+                step: 0,
+                message: e.to_string(),
+            })?;
+            Ok(vae.encode_normalized(video)?)
+        })
+    }
+
     /// Opens a finished cache without re-encoding anything (later stages: `adapt-head`,
     /// `distill`).
     ///
@@ -164,11 +206,7 @@ impl LatentCache {
     /// A missing or foreign `index.json`, a missing or damaged chunk (named).
     pub fn open(dir: &Path) -> Result<Self, TrainError> {
         let index_path = dir.join(INDEX);
-        let text =
-            std::fs::read_to_string(&index_path).map_err(|e| TrainError::io(&index_path, e))?;
-        let index: LatentCacheIndex = serde_json::from_str(&text).map_err(|e| {
-            TrainError::corrupt(&index_path, format!("not a latent cache index: {e}"))
-        })?;
+        let index = read_index(&index_path)?;
         if index.captions.len() != index.clips {
             return Err(TrainError::corrupt(
                 &index_path,
@@ -196,7 +234,7 @@ impl LatentCache {
                     &path,
                     format!(
                         "{} bytes, {n} latents of shape {probe:?} need {}; delete the file to \
-                         encode it again",
+                         produce it again",
                         bytes.len(),
                         n * per_clip * 4
                     ),
@@ -257,6 +295,12 @@ impl LatentCache {
             captions,
         )
     }
+}
+
+fn read_index(path: &Path) -> Result<LatentCacheIndex, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| TrainError::corrupt(path, format!("not a latent cache index: {e}")))
 }
 
 fn chunk_path(dir: &Path, chunk: usize) -> PathBuf {

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Wan-scale benchmark on the GPU machine: every item of `cargo xtask bench` (Rust, burn CUDA) and
+# of scripts/gpu/torch_bench.py (PyTorch + diffusers, the reference), in the same call on the same
+# card, merged into $OUT/bench.json with ratio = rust_ms / torch_ms.
+#
+# On the CPU machine, `bash scripts/gpu/bench.sh --build` builds the stripped CUDA xtask into
+# gpu-bin/ (git-ignored), copies the diffusers wheel beside it, and prints the command to run
+# through the device tool (carrying gpu-bin):
+#   bash scripts/gpu/bench.sh gemm,attention,dit-1.3b,tmd-step,dit-14b,vae-decode,t5
+# then copy $OUT/bench.json to benches/results/<date>-<card>.json.
+#
+# Each Rust item runs in its own process under `timeout` (ITEM_SECS, default 240), so one item
+# that fails or runs out of memory does not stop the others; the peak GPU memory of each process
+# is sampled with nvidia-smi every 0.2 s (whole device, so it includes burn's memory pools).
+set -uo pipefail
+if [ "${1:-}" = --build ]; then
+  cd "$(dirname "$0")/../.." || exit 1
+  CARGO_TARGET_DIR=target/cuda cargo build --release -p xtask --features cuda || exit 1
+  mkdir -p gpu-bin/wheels
+  cp target/cuda/release/xtask /tmp/xtask-cuda && strip /tmp/xtask-cuda && xz -T2 -c /tmp/xtask-cuda > gpu-bin/xtask.xz
+  cp "${WHEELS:-../shared/reference/wheels}"/*.whl gpu-bin/wheels/ 2>/dev/null || echo "no wheels found: set WHEELS=<dir with diffusers wheel>"
+  ls -la gpu-bin/xtask.xz gpu-bin/wheels
+  echo "now run, through the device tool with carry [\"gpu-bin\"]:"
+  echo "  bash scripts/gpu/bench.sh gemm,attention,dit-1.3b,tmd-step,dit-14b,vae-decode,t5"
+  exit 0
+fi
+items=${1:-gemm,attention,dit-1.3b,tmd-step}
+latent=${LATENT:-21,60,104}
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+export CUDA_PATH=/usr/local/cuda LD_LIBRARY_PATH=/usr/local/cuda/lib64
+export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+[ -x /tmp/xtask ] || { xz -dc gpu-bin/xtask.xz > /tmp/xtask && chmod +x /tmp/xtask; }
+if [ -d gpu-bin/wheels ] && ! python3 -c 'import diffusers' 2>/dev/null; then
+  pip install -q --no-index --no-deps --target /tmp/site gpu-bin/wheels/*.whl && export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+peak() { # command... : runs it, prints the peak device memory (MiB) seen meanwhile to fd 3
+  local f; f=$(mktemp)
+  ( while sleep 0.2; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$f"; done ) &
+  local s=$!; "$@"; local rc=$?; kill $s 2>/dev/null; wait $s 2>/dev/null
+  echo "$(sort -n "$f" | tail -1)" >&3; rm -f "$f"; return $rc
+}
+: > "$out/rust.jsonl"; : > "$out/torch.jsonl"
+for item in ${items//,/ }; do
+  t0=$(date +%s)
+  mib=$( { peak timeout "${ITEM_SECS:-240}" /tmp/xtask bench --device cuda --items "$item" --latent "$latent" \
+            > "$out/rust-$item.txt" 2> "$out/rust-$item.err"; } 3>&1 )
+  rc=$?
+  echo "== rust $item: exit $rc after $(( $(date +%s) - t0 )) s, peak ${mib} MiB"
+  tail -3 "$out/rust-$item.err"
+  grep '^{' "$out/rust-$item.txt" | python3 -c "import json,sys
+for l in sys.stdin:
+    r=json.loads(l); r['peak_mib_nvidia_smi']=int('${mib:-0}' or 0); print(json.dumps(r))" >> "$out/rust.jsonl"
+  t0=$(date +%s)
+  timeout "${ITEM_SECS:-240}" python3 scripts/gpu/torch_bench.py "$item" --latent "$latent" >> "$out/torch.jsonl" 2> "$out/torch-$item.err"
+  echo "== torch $item: exit $? after $(( $(date +%s) - t0 )) s"; tail -2 "$out/torch-$item.err"
+done
+python3 scripts/gpu/bench_merge.py "$out/rust.jsonl" "$out/torch.jsonl" "$out/bench.json"

@@ -1,0 +1,189 @@
+//! `cargo xtask bench`: timings of the Wan-scale pieces on one device, with random weights, for
+//! comparison with the PyTorch reference measured in the same GPU call
+//! (`scripts/gpu/bench.sh` runs both and `scripts/gpu/bench_merge.py` writes the ratios).
+//!
+//! Each item prints one JSON line `{"item": .., "ms": median, ..}`. Timing: `warm` untimed runs
+//! (NVRTC compilation and autotune happen there), then `rep` runs, each followed by a device
+//! sync; the median is reported. The DiT runs under the bf16 policy of the original's autocast
+//! ([`Precision::Bf16Matmul`]: bf16 matrix products, f32 norms, modulation and residual stream).
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, Distribution};
+use serde_json::{json, Value};
+use tmd_flowhead::{rollout, FlowHeadConfig, TmdStudent};
+use tmd_model::dit::{Precision, WanConfig};
+use tmd_model::t5::UMT5Config;
+use tmd_model::vae::WanVaeConfig;
+use tmd_sampler::TmdGrids;
+
+/// What to time and at which size.
+pub struct BenchArgs {
+    /// Latent frames, height, width of the DiT and VAE items (480x832x81 pixels: 21, 60, 104).
+    pub latent: [usize; 3],
+    /// Untimed warm-up runs.
+    pub warm: usize,
+    /// Timed runs (median reported).
+    pub rep: usize,
+}
+
+fn median_ms<B: Backend, T>(
+    device: &B::Device,
+    warm: usize,
+    rep: usize,
+    mut f: impl FnMut() -> T,
+) -> f64 {
+    for _ in 0..warm {
+        let _ = f();
+        let _ = B::sync(device);
+    }
+    let mut ms: Vec<f64> = (0..rep.max(1))
+        .map(|_| {
+            let t0 = Instant::now();
+            let out = f();
+            let _ = B::sync(device);
+            drop(out);
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    ms[ms.len() / 2]
+}
+
+fn rand<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+fn rel_err<B: Backend, const D: usize>(a: Tensor<B, D>, reference: Tensor<B, D>) -> f64 {
+    let num: f64 = (a - reference.clone())
+        .powi_scalar(2)
+        .sum()
+        .sqrt()
+        .into_scalar()
+        .elem();
+    let den: f64 = reference.powi_scalar(2).sum().sqrt().into_scalar().elem();
+    num / den
+}
+
+/// Tokens of the DiT at `latent` (patch 1x2x2).
+fn tokens(latent: [usize; 3]) -> usize {
+    latent[0] * (latent[1] / 2) * (latent[2] / 2)
+}
+
+/// The FLOP count the PyTorch reference script uses for one DiT forward.
+fn dit_flops(c: &WanConfig, n: usize, text: usize) -> f64 {
+    let (n, d, f, t) = (n as f64, c.dim as f64, c.ffn_dim as f64, text as f64);
+    c.num_layers as f64
+        * (8.0 * n * d * d + 4.0 * n * n * d + 4.0 * n * d * d + 4.0 * n * t * d + 4.0 * n * d * f)
+}
+
+/// Runs one item and returns its JSON record.
+pub fn run_item<B: Backend>(item: &str, args: &BenchArgs, device: &B::Device) -> Result<Value> {
+    let (warm, rep) = (args.warm, args.rep);
+    let n = tokens(args.latent);
+    let [lf, lh, lw] = args.latent;
+    Ok(match item {
+        "gemm" => {
+            // The 1.3B block's GEMM shapes at full resolution: qkv/o (d x d), FFN up and down.
+            let mut shapes = Vec::new();
+            for (name, k, m) in [
+                ("proj_1536x1536", 1536, 1536),
+                ("ffn_up_1536x8960", 1536, 8960),
+                ("ffn_down_8960x1536", 8960, 1536),
+            ] {
+                let a = rand::<B, 2>([n, k], device).cast(DType::BF16);
+                let b = rand::<B, 2>([k, m], device).cast(DType::BF16);
+                let ms = median_ms::<B, _>(device, warm, rep, || a.clone().matmul(b.clone()));
+                let tflops = 2.0 * (n * k * m) as f64 / ms / 1e9;
+                shapes.push(json!({"shape": name, "m": n, "k": k, "n": m, "ms": ms, "tflops": tflops}));
+            }
+            json!({"item": "gemm", "dtype": "bf16", "shapes": shapes})
+        }
+        "attention" => {
+            let (h, d) = (12, 128);
+            let q = rand::<B, 4>([1, h, n, d], device).cast(DType::BF16);
+            let k = rand::<B, 4>([1, h, n, d], device).cast(DType::BF16);
+            let v = rand::<B, 4>([1, h, n, d], device).cast(DType::BF16);
+            let ms = median_ms::<B, _>(device, warm, rep, || {
+                attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    None,
+                    None,
+                    AttentionModuleOptions::default(),
+                )
+            });
+            let tflops = 4.0 * (n * n * d * h) as f64 / ms / 1e9;
+            json!({"item": "attention", "shape": [1, h, n, d], "dtype": "bf16", "ms": ms, "tflops": tflops})
+        }
+        "dit-1.3b" | "dit-14b" => {
+            let c = if item == "dit-1.3b" {
+                WanConfig::t2v_1_3b()
+            } else {
+                WanConfig::t2v_14b()
+            };
+            let text = 512;
+            let model = c.init::<B>(device).with_precision(Precision::Bf16Matmul);
+            let x = rand::<B, 5>([1, c.in_channels, lf, lh, lw], device);
+            let t = Tensor::<B, 1>::from_floats([500.0], device);
+            let ctx = rand::<B, 3>([1, text, c.text_dim], device);
+            let ms = median_ms::<B, _>(device, warm, rep, || {
+                model.forward(x.clone(), t.clone(), ctx.clone())
+            });
+            let tflops = dit_flops(&c, n, text) / ms / 1e9;
+            let mut rec = json!({"item": item, "tokens": n, "precision": "bf16-matmul", "ms": ms, "tflops": tflops});
+            if item == "dit-1.3b" {
+                // bf16 policy against full f32, same weights and inputs.
+                let bf16 = model.forward(x.clone(), t.clone(), ctx.clone())?;
+                let f32_model = model.with_precision(Precision::F32);
+                let f32_out = f32_model.forward(x, t, ctx)?;
+                rec["bf16_rel_err_vs_f32"] = json!(rel_err(bf16, f32_out));
+            }
+            rec
+        }
+        "tmd-step" => {
+            // One outer step of the TMD-N2H5 student at 1.3B: backbone (25 blocks) + 2 head
+            // passes (5 blocks each).
+            let c = WanConfig::t2v_1_3b();
+            let model = c.init::<B>(device).with_precision(Precision::Bf16Matmul);
+            let student = TmdStudent::from_teacher(model, &FlowHeadConfig::paper(5))?;
+            let grids = TmdGrids::new(2, 2, 10.0, 10.0)?;
+            let x = rand::<B, 5>([1, c.in_channels, lf, lh, lw], device);
+            let ctx = rand::<B, 3>([1, 512, c.text_dim], device);
+            let t = Tensor::<B, 1>::from_floats([grids.outer[0] as f32], device);
+            let ms = median_ms::<B, _>(device, warm, rep, || -> Result<Tensor<B, 5>> {
+                let bb = student.backbone(x.clone(), t.clone(), ctx.clone())?;
+                Ok(rollout(&student, &bb, x.clone(), &grids.inner)?)
+            });
+            json!({"item": "tmd-step", "config": "N2H5", "tokens": n, "precision": "bf16-matmul", "ms": ms,
+                   "effective_nfe_per_step": tmd_sampler::effective_nfe::tmd(1, 2, 5, 30)})
+        }
+        "vae-decode" => {
+            let c = WanVaeConfig::wan2_1();
+            let vae = c.init::<B>(device);
+            let z = rand::<B, 5>([1, 16, lf, lh, lw], device);
+            let ms = median_ms::<B, _>(device, warm.min(1), rep.min(3), || vae.decode(z.clone()));
+            json!({"item": "vae-decode", "latent": [1, 16, lf, lh, lw], "precision": "f32", "ms": ms})
+        }
+        "t5" => {
+            let c = UMT5Config::umt5_xxl();
+            let enc = c.init::<B>(device);
+            let len = 512;
+            let ids = Tensor::<B, 2, Int>::from_data(
+                TensorData::new((0..len as i64).map(|i| (i * 7919) % 32000).collect(), [1, len]),
+                device,
+            );
+            let mask = Tensor::<B, 2, Int>::ones([1, len], device);
+            let ms = median_ms::<B, _>(device, warm, rep, || enc.forward(ids.clone(), mask.clone()));
+            json!({"item": "t5", "tokens": len, "precision": "f32", "ms": ms})
+        }
+        other => anyhow::bail!(
+            "unknown bench item '{other}' (gemm, attention, dit-1.3b, dit-14b, tmd-step, vae-decode, t5)"
+        ),
+    })
+}
