@@ -6,8 +6,12 @@
 # On the CPU machine, `bash scripts/gpu/bench.sh --build` builds the stripped CUDA xtask into
 # gpu-bin/ (git-ignored), copies the diffusers wheel beside it, and prints the command to run
 # through the device tool (carrying gpu-bin):
-#   bash scripts/gpu/bench.sh gemm,attention,dit-1.3b,tmd-step,dit-14b,vae-decode,t5
+#   bash scripts/gpu/bench.sh gemm,attention,dit-1.3b,tmd-step,bf16-error,dit-14b,vae-decode,t5
 # then copy $OUT/bench.json to benches/results/<date>-<card>.json.
+#
+# Measured 2026-11-26 (H200): burn's attention at 32,760 tokens takes ~1.06 s, so a full 1.3B
+# forward (30 blocks) does not finish 1 warm-up + 3 timed runs in 120 s; `dit-1.3b-block` times
+# one block instead. Device time is scarce: put the items that matter first.
 #
 # Each Rust item runs in its own process under `timeout` (ITEM_SECS, default 240), so one item
 # that fails or runs out of memory does not stop the others; the peak GPU memory of each process
@@ -21,7 +25,7 @@ if [ "${1:-}" = --build ]; then
   cp "${WHEELS:-../shared/reference/wheels}"/*.whl gpu-bin/wheels/ 2>/dev/null || echo "no wheels found: set WHEELS=<dir with diffusers wheel>"
   ls -la gpu-bin/xtask.xz gpu-bin/wheels
   echo "now run, through the device tool with carry [\"gpu-bin\"]:"
-  echo "  bash scripts/gpu/bench.sh gemm,attention,dit-1.3b,tmd-step,dit-14b,vae-decode,t5"
+  echo "  bash scripts/gpu/bench.sh gemm,attention,dit-1.3b,tmd-step,bf16-error,dit-14b,vae-decode,t5"
   exit 0
 fi
 items=${1:-gemm,attention,dit-1.3b,tmd-step}
@@ -42,8 +46,12 @@ peak() { # command... : runs it, prints the peak device memory (MiB) seen meanwh
 }
 : > "$out/rust.jsonl"; : > "$out/torch.jsonl"
 for item in ${items//,/ }; do
+  # The reference first: it is quick, and a Rust item that runs out of time must not cost it.
   t0=$(date +%s)
-  mib=$( { peak timeout "${ITEM_SECS:-240}" /tmp/xtask bench --device cuda --items "$item" --latent "$latent" \
+  timeout "${ITEM_SECS:-240}" python3 scripts/gpu/torch_bench.py "$item" --latent "$latent" --warm "${WARM:-1}" --rep "${REP:-3}" >> "$out/torch.jsonl" 2> "$out/torch-$item.err"
+  echo "== torch $item: exit $? after $(( $(date +%s) - t0 )) s"; tail -2 "$out/torch-$item.err"
+  t0=$(date +%s)
+  mib=$( { peak timeout "${ITEM_SECS:-240}" /tmp/xtask bench --device cuda --items "$item" --latent "$latent" --warm "${WARM:-1}" --rep "${REP:-3}" \
             > "$out/rust-$item.txt" 2> "$out/rust-$item.err"; } 3>&1 )
   rc=$?
   echo "== rust $item: exit $rc after $(( $(date +%s) - t0 )) s, peak ${mib} MiB"
@@ -51,8 +59,5 @@ for item in ${items//,/ }; do
   grep '^{' "$out/rust-$item.txt" | python3 -c "import json,sys
 for l in sys.stdin:
     r=json.loads(l); r['peak_mib_nvidia_smi']=int('${mib:-0}' or 0); print(json.dumps(r))" >> "$out/rust.jsonl"
-  t0=$(date +%s)
-  timeout "${ITEM_SECS:-240}" python3 scripts/gpu/torch_bench.py "$item" --latent "$latent" >> "$out/torch.jsonl" 2> "$out/torch-$item.err"
-  echo "== torch $item: exit $? after $(( $(date +%s) - t0 )) s"; tail -2 "$out/torch-$item.err"
 done
 python3 scripts/gpu/bench_merge.py "$out/rust.jsonl" "$out/torch.jsonl" "$out/bench.json"

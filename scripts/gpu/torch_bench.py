@@ -89,6 +89,27 @@ def item(name, latent, warm, rep):
             del m
             torch.cuda.empty_cache()
             return out
+        if name == "dit-1.3b-block":
+            try:
+                from diffusers import WanTransformer3DModel
+            except ImportError as e:
+                return {"item": name, "skipped": f"diffusers: {e}"}
+            heads, ffn, _ = dit_config("dit-1.3b")
+            d = heads * 128
+            torch.manual_seed(0)
+            torch.set_default_dtype(torch.bfloat16)
+            with torch.device(DEV):
+                m = WanTransformer3DModel(num_attention_heads=heads, attention_head_dim=128, in_channels=16,
+                                          out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=ffn,
+                                          num_layers=1).eval()
+            torch.set_default_dtype(torch.float32)
+            x = randn(1, 16, f, h, w)
+            tokens, context = randn(1, n, d), randn(1, 512, d)
+            temb = torch.randn(1, 6, d, device=DEV, dtype=torch.float32)
+            rope = m.rope(x)
+            block = m.blocks[0]
+            ms = median_ms(lambda: block(tokens, context, temb, rope), warm, rep)
+            return {"item": name, "tokens": n, "precision": "bf16", "ms": ms, "forward_estimate_ms": ms * 30}
         if name == "vae-decode":
             try:
                 from diffusers import AutoencoderKLWan
@@ -115,6 +136,8 @@ def item(name, latent, warm, rep):
             mask = torch.ones_like(ids)
             ms = median_ms(lambda: enc(input_ids=ids, attention_mask=mask), warm, rep)
             return {"item": name, "tokens": 512, "precision": "bf16", "ms": ms}
+        if name == "bf16-error":
+            return {"item": name, "skipped": "a property of the Rust side (bf16 policy vs f32)"}
         if name == "tmd-step":
             return {"item": name, "skipped": "no PyTorch TMD student exists (the reference is the teacher)"}
     raise SystemExit(f"unknown item {name}")

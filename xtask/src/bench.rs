@@ -6,6 +6,8 @@
 //! (NVRTC compilation and autotune happen there), then `rep` runs, each followed by a device
 //! sync; the median is reported. The DiT runs under the bf16 policy of the original's autocast
 //! ([`Precision::Bf16Matmul`]: bf16 matrix products, f32 norms, modulation and residual stream).
+//! GEMM and attention operands are bf16 ([`to_bf16`]: a real cast on CUDA, rounding emulated in
+//! f32 on NdArray, so CPU runs only check the code path).
 
 use std::time::Instant;
 
@@ -13,10 +15,10 @@ use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, Distribution};
+use burn::tensor::Distribution;
 use serde_json::{json, Value};
 use tmd_flowhead::{rollout, FlowHeadConfig, TmdStudent};
-use tmd_model::dit::{Precision, WanConfig};
+use tmd_model::dit::{to_bf16, Precision, WanConfig};
 use tmd_model::t5::UMT5Config;
 use tmd_model::vae::WanVaeConfig;
 use tmd_sampler::TmdGrids;
@@ -95,8 +97,8 @@ pub fn run_item<B: Backend>(item: &str, args: &BenchArgs, device: &B::Device) ->
                 ("ffn_up_1536x8960", 1536, 8960),
                 ("ffn_down_8960x1536", 8960, 1536),
             ] {
-                let a = rand::<B, 2>([n, k], device).cast(DType::BF16);
-                let b = rand::<B, 2>([k, m], device).cast(DType::BF16);
+                let a = to_bf16(rand::<B, 2>([n, k], device));
+                let b = to_bf16(rand::<B, 2>([k, m], device));
                 let ms = median_ms::<B, _>(device, warm, rep, || a.clone().matmul(b.clone()));
                 let tflops = 2.0 * (n * k * m) as f64 / ms / 1e9;
                 shapes.push(json!({"shape": name, "m": n, "k": k, "n": m, "ms": ms, "tflops": tflops}));
@@ -105,9 +107,9 @@ pub fn run_item<B: Backend>(item: &str, args: &BenchArgs, device: &B::Device) ->
         }
         "attention" => {
             let (h, d) = (12, 128);
-            let q = rand::<B, 4>([1, h, n, d], device).cast(DType::BF16);
-            let k = rand::<B, 4>([1, h, n, d], device).cast(DType::BF16);
-            let v = rand::<B, 4>([1, h, n, d], device).cast(DType::BF16);
+            let q = to_bf16(rand::<B, 4>([1, h, n, d], device));
+            let k = to_bf16(rand::<B, 4>([1, h, n, d], device));
+            let v = to_bf16(rand::<B, 4>([1, h, n, d], device));
             let ms = median_ms::<B, _>(device, warm, rep, || {
                 attention(
                     q.clone(),
@@ -136,15 +138,37 @@ pub fn run_item<B: Backend>(item: &str, args: &BenchArgs, device: &B::Device) ->
                 model.forward(x.clone(), t.clone(), ctx.clone())
             });
             let tflops = dit_flops(&c, n, text) / ms / 1e9;
-            let mut rec = json!({"item": item, "tokens": n, "precision": "bf16-matmul", "ms": ms, "tflops": tflops});
-            if item == "dit-1.3b" {
-                // bf16 policy against full f32, same weights and inputs.
-                let bf16 = model.forward(x.clone(), t.clone(), ctx.clone())?;
-                let f32_model = model.with_precision(Precision::F32);
-                let f32_out = f32_model.forward(x, t, ctx)?;
-                rec["bf16_rel_err_vs_f32"] = json!(rel_err(bf16, f32_out));
-            }
-            rec
+            json!({"item": item, "tokens": n, "precision": "bf16-matmul", "ms": ms, "tflops": tflops})
+        }
+        "dit-1.3b-block" => {
+            // One block of the 1.3B DiT at full length: the forward's cost per block, when the
+            // whole forward is too slow to time within a device call.
+            let mut c = WanConfig::t2v_1_3b();
+            c.num_layers = 1;
+            let model = c.init::<B>(device).with_precision(Precision::Bf16Matmul);
+            let x = rand::<B, 5>([1, c.in_channels, lf, lh, lw], device);
+            let t = Tensor::<B, 1>::from_floats([500.0], device);
+            let ctx = rand::<B, 3>([1, 512, c.text_dim], device);
+            let inputs = model.embed(x, t, ctx)?;
+            let ms = median_ms::<B, _>(device, warm, rep, || {
+                model.forward_blocks(inputs.tokens.clone(), &inputs, 0..1)
+            });
+            json!({"item": item, "tokens": n, "precision": "bf16-matmul", "ms": ms,
+                   "forward_estimate_ms": ms * 30.0})
+        }
+        "bf16-error" => {
+            // The 1.3B DiT under the bf16 policy against full f32, same weights and inputs, at
+            // half the spatial size (a full-size f32 attention would not fit beside it).
+            let c = WanConfig::t2v_1_3b();
+            let model = c.init::<B>(device).with_precision(Precision::Bf16Matmul);
+            let latent = [lf, lh / 2 / 2 * 2, lw / 2 / 2 * 2];
+            let x = rand::<B, 5>([1, c.in_channels, latent[0], latent[1], latent[2]], device);
+            let t = Tensor::<B, 1>::from_floats([500.0], device);
+            let ctx = rand::<B, 3>([1, 512, c.text_dim], device);
+            let bf16 = model.forward(x.clone(), t.clone(), ctx.clone())?;
+            let f32_out = model.with_precision(Precision::F32).forward(x, t, ctx)?;
+            json!({"item": item, "model": "dit-1.3b", "latent": latent, "tokens": tokens(latent),
+                   "rel_err": rel_err(bf16, f32_out)})
         }
         "tmd-step" => {
             // One outer step of the TMD-N2H5 student at 1.3B: backbone (25 blocks) + 2 head
@@ -183,7 +207,7 @@ pub fn run_item<B: Backend>(item: &str, args: &BenchArgs, device: &B::Device) ->
             json!({"item": "t5", "tokens": len, "precision": "f32", "ms": ms})
         }
         other => anyhow::bail!(
-            "unknown bench item '{other}' (gemm, attention, dit-1.3b, dit-14b, tmd-step, vae-decode, t5)"
+            "unknown bench item '{other}' (gemm, attention, dit-1.3b, dit-1.3b-block, dit-14b, bf16-error, tmd-step, vae-decode, t5)"
         ),
     })
 }

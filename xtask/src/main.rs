@@ -309,7 +309,8 @@ enum Command {
     /// student step, VAE decode, umT5 encode. `scripts/gpu/bench.sh` runs it beside the PyTorch
     /// reference on the GPU machine.
     Bench {
-        /// Items, comma-separated: gemm, attention, dit-1.3b, dit-14b, tmd-step, vae-decode, t5.
+        /// Items, comma-separated: gemm, attention, dit-1.3b, dit-1.3b-block, dit-14b, bf16-error,
+        /// tmd-step, vae-decode, t5.
         #[arg(
             long,
             value_delimiter = ',',
@@ -317,7 +318,7 @@ enum Command {
         )]
         items: Vec<String>,
         /// Latent frames,height,width (480x832x81 pixels: 21,60,104).
-        #[arg(long, value_delimiter = ',', num_args = 3, default_value = "21,60,104")]
+        #[arg(long, value_delimiter = ',', default_value = "21,60,104")]
         latent: Vec<usize>,
         /// Untimed warm-up runs per item (kernel compilation and autotune happen here).
         #[arg(long, default_value_t = 2)]
@@ -640,8 +641,11 @@ fn main() -> Result<()> {
             rep,
             device,
         } => {
+            let [f, h, w] = latent[..] else {
+                bail!("--latent takes frames,height,width (e.g. 21,60,104), got {latent:?}");
+            };
             let args = bench::BenchArgs {
-                latent: [latent[0], latent[1], latent[2]],
+                latent: [f, h, w],
                 warm,
                 rep,
             };

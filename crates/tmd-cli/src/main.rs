@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tmd_sampler::pipeline::{
     Solver, StudentOptions, StudentPipeline, TeacherOptions, TeacherPipeline, Timings,
 };
-use tmd_sampler::Video;
+use tmd_sampler::{Sampler, Video};
 
 /// The model directory used when `--model` is not given: the small model bundled in `assets/`.
 const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/tiny-random");
@@ -177,25 +177,33 @@ fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) 
         .or(file.model.clone())
         .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
     let use_student = tmd_flowhead::has_student(&model) && !args.teacher;
-    let (video, timings, seed, sampled) = if use_student {
-        generate_student::<B>(&model, &file, args, device)?
+    // Flags of the other side are refused before anything is loaded.
+    if use_student {
+        check_student_flags(&model, &file, args)?;
+    } else if args.outer_steps.or(file.outer_steps).is_some()
+        || args.inner_steps.or(file.inner_steps).is_some()
+    {
+        bail!(
+            "--outer-steps/--inner-steps need a distilled student, and {} has none{}: \
+             distill one with `cargo xtask adapt-head` / `cargo xtask distill`, or use --steps",
+            model.display(),
+            if args.teacher {
+                " in use (--teacher)"
+            } else {
+                ""
+            }
+        );
+    }
+    let sampler = if use_student {
+        Sampler::<B>::load(&model, device)
     } else {
-        if args.outer_steps.or(file.outer_steps).is_some()
-            || args.inner_steps.or(file.inner_steps).is_some()
-        {
-            bail!(
-                "--outer-steps/--inner-steps need a distilled student, and {} has none{}: \
-                 distill one with `cargo xtask adapt-head` / `cargo xtask distill`, or use --steps",
-                model.display(),
-                if args.teacher {
-                    " in use (--teacher)"
-                } else {
-                    ""
-                }
-            );
-        }
-        let (video, timings, seed) = generate_teacher::<B>(&model, &file, args, device)?;
-        (video, timings, seed, "teacher")
+        Sampler::<B>::load_teacher(&model, device)
+    }
+    .with_context(|| format!("loading model directory {}", model.display()))?;
+    let sampled = sampler.kind();
+    let (video, timings, seed) = match sampler {
+        Sampler::Student(pipe) => generate_student(*pipe, &model, &file, args)?,
+        Sampler::Teacher(pipe) => generate_teacher(*pipe, &file, args)?,
     };
     video
         .save(&args.out)
@@ -228,18 +236,15 @@ fn progress(len: u64, unit: &str) -> ProgressBar {
 }
 
 fn generate_teacher<B: burn::prelude::Backend>(
-    model: &Path,
+    pipe: TeacherPipeline<B>,
     file: &FileOptions,
     args: &GenerateArgs,
-    device: &B::Device,
 ) -> Result<(Video, Timings, u64)> {
     let precision = match args.precision {
         PrecisionArg::F32 => tmd_model::dit::Precision::F32,
         PrecisionArg::Bf16 => tmd_model::dit::Precision::Bf16Matmul,
     };
-    let pipe = TeacherPipeline::<B>::load(model, device)
-        .with_context(|| format!("loading model directory {}", model.display()))?
-        .with_precision(precision);
+    let pipe = pipe.with_precision(precision);
     let opts = resolve_options(&pipe.options(args.prompt.clone()), file, args)?;
     let bar = progress(opts.steps as u64, "steps");
     let (video, timings) = pipe
@@ -249,12 +254,8 @@ fn generate_teacher<B: burn::prelude::Backend>(
     Ok((video, timings, opts.seed))
 }
 
-fn generate_student<B: burn::prelude::Backend>(
-    model: &Path,
-    file: &FileOptions,
-    args: &GenerateArgs,
-    device: &B::Device,
-) -> Result<(Video, Timings, u64, &'static str)> {
+/// Refuses teacher-only flags for a directory whose student will be sampled.
+fn check_student_flags(model: &Path, file: &FileOptions, args: &GenerateArgs) -> Result<()> {
     let teacher_only = [
         ("--steps", args.steps.or(file.steps).is_some()),
         ("--guidance", args.guidance.or(file.guidance).is_some()),
@@ -275,8 +276,15 @@ fn generate_student<B: burn::prelude::Backend>(
     if args.precision != PrecisionArg::F32 {
         bail!("--precision bf16 is only implemented for the teacher so far; add --teacher");
     }
-    let pipe = StudentPipeline::<B>::load(model, device)
-        .with_context(|| format!("loading the student of {}", model.display()))?;
+    Ok(())
+}
+
+fn generate_student<B: burn::prelude::Backend>(
+    pipe: StudentPipeline<B>,
+    model: &Path,
+    file: &FileOptions,
+    args: &GenerateArgs,
+) -> Result<(Video, Timings, u64)> {
     let dmd = matches!(pipe.student, tmd_flowhead::Student::Dmd2V(_));
     if dmd && args.inner_steps.or(file.inner_steps).is_some() {
         bail!(
@@ -310,8 +318,7 @@ fn generate_student<B: burn::prelude::Backend>(
         .generate(&o, &mut |k, _| bar.set_position(k as u64))
         .context("generation failed")?;
     bar.finish_and_clear();
-    let label = if dmd { "DMD2-v student" } else { "TMD student" };
-    Ok((video, timings, o.seed, label))
+    Ok((video, timings, o.seed))
 }
 
 /// Model defaults < config file < command-line flags.

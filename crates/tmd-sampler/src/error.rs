@@ -118,4 +118,19 @@ pub enum SamplerError {
         /// The rule it breaks.
         rule: String,
     },
+
+    /// An option does not apply to the loaded model (e.g. CFG for a distilled student).
+    #[error("{option} does not apply to {model}: {hint}")]
+    OptionNotApplicable {
+        /// The option.
+        option: &'static str,
+        /// What was loaded (`teacher`, `TMD student`, `DMD2-v student`).
+        model: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+
+    /// The prompt is empty or whitespace.
+    #[error("the prompt is empty: describe what the clip should show")]
+    EmptyPrompt,
 }

@@ -1,5 +1,6 @@
-//! Teacher-side sampling for Wan2.1 flow matching, in Burn.
+//! Sampling for Wan2.1 flow matching, in Burn: the teacher and the distilled few-step students.
 //!
+//! * [`Sampler`]: the public entry point, a model directory in and clips out ([`sampler`]).
 //! * [`schedule`]: the time shift and the sigma grid (the one place that defines them).
 //! * [`euler`]: FlowMatch Euler, `x <- x + (s_next - s) v`.
 //! * [`unipc`]: UniPC multistep (bh2, order 2, x0 prediction), equal to diffusers' `UniPCMultistepScheduler`.
@@ -38,6 +39,7 @@ pub mod error;
 pub mod euler;
 pub mod noise;
 pub mod pipeline;
+pub mod sampler;
 pub mod schedule;
 pub mod tmd;
 pub mod unipc;
@@ -50,6 +52,7 @@ pub use euler::{euler_step, EulerSolver};
 pub use pipeline::{
     Solver, StudentOptions, StudentPipeline, TeacherOptions, TeacherPipeline, Timings,
 };
+pub use sampler::{SampleOptions, Sampler};
 pub use schedule::{shift, shifted_grid, FlowSchedule, FlowScheduleConfig, SigmaGrid};
 pub use tmd::{tmd_sample, TmdGrids};
 pub use unipc::{UniPcConfig, UniPcSolver, UniPcVariant};

@@ -11,7 +11,7 @@ use super::config::Precision;
 /// Rounds `x` to bf16 precision and returns it in bf16 when the backend has bf16, else in its
 /// own dtype with bf16-rounded values (host emulation, round-to-nearest-even, straight-through
 /// gradient).
-fn to_bf16<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+pub fn to_bf16<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if B::supports_dtype(&x.device(), DType::BF16) {
         return x.cast(DType::BF16);
     }
