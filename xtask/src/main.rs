@@ -502,6 +502,12 @@ fn run_eval<B: burn::prelude::Backend>(
     })
 }
 
+/// The command line as run (`cargo xtask <args>`), stored as the provenance of what it writes.
+fn invocation() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("`cargo xtask {}`", args.join(" "))
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::ConvertWeights { src, out, dtype } => {
@@ -604,16 +610,7 @@ fn main() -> Result<()> {
             device,
         } => {
             let recipe: AdaptHeadRecipe = load_stage_config(Some(&config), &overrides)?;
-            let source = format!(
-                "`cargo xtask adapt-head --teacher {} --data {} --config {}{}`",
-                teacher.display(),
-                data.display(),
-                config.display(),
-                overrides
-                    .iter()
-                    .map(|o| format!(" --set {o}"))
-                    .collect::<String>()
-            );
+            let source = invocation();
             let t0 = Instant::now();
             let report = on_backend!(device, B => run_adapt_head::<Autodiff<B>>(
                 &recipe,
@@ -713,16 +710,7 @@ fn main() -> Result<()> {
             device,
         } => {
             let recipe: DistillRecipe = load_stage_config(Some(&config), &overrides)?;
-            let source = format!(
-                "`cargo xtask distill --input {} --data {} --config {}{}`",
-                input.display(),
-                data.display(),
-                config.display(),
-                overrides
-                    .iter()
-                    .map(|o| format!(" --set {o}"))
-                    .collect::<String>()
-            );
+            let source = invocation();
             let t0 = Instant::now();
             let report = on_backend!(device, B => run_distill::<Autodiff<B>>(
                 &recipe,

@@ -68,7 +68,9 @@ fn a_directory_without_student_samples_the_teacher_with_overrides() {
         seed: 3,
         ..Default::default()
     };
-    let (video, timings) = sampler.generate_timed(PROMPT, &opts, &mut |_, _| {}).unwrap();
+    let (video, timings) = sampler
+        .generate_timed(PROMPT, &opts, &mut |_, _| {})
+        .unwrap();
     assert!(video.num_frames() > 0);
     assert_eq!(timings.dit_evaluations, 4); // 2 steps x (cond + uncond)
     let again = sampler.generate(PROMPT, &opts).unwrap();
@@ -113,14 +115,19 @@ fn students_are_sampled_by_default_and_refuse_cfg() {
         inner_steps: Some(3),
         ..Default::default()
     };
-    let (_, timings) = sampler.generate_timed(PROMPT, &opts, &mut |_, _| {}).unwrap();
+    let (_, timings) = sampler
+        .generate_timed(PROMPT, &opts, &mut |_, _| {})
+        .unwrap();
     assert_eq!(timings.dit_evaluations, 4); // 1 backbone + 3 head passes
     let cfg = SampleOptions {
         guidance: Some(5.0),
         ..Default::default()
     };
     let err = sampler.generate(PROMPT, &cfg).unwrap_err().to_string();
-    assert!(err.contains("guidance") && err.contains("TMD student"), "{err}");
+    assert!(
+        err.contains("guidance") && err.contains("TMD student"),
+        "{err}"
+    );
     assert_eq!(
         Sampler::<B>::load_teacher(&tmd, &device).unwrap().kind(),
         "teacher"
@@ -134,5 +141,8 @@ fn students_are_sampled_by_default_and_refuse_cfg() {
         .unwrap();
     assert_eq!((timings.dit_evaluations, timings.effective_nfe), (2, 2.0));
     let err = sampler.generate(PROMPT, &opts).unwrap_err().to_string();
-    assert!(err.contains("inner_steps") && err.contains("DMD2-v"), "{err}");
+    assert!(
+        err.contains("inner_steps") && err.contains("DMD2-v"),
+        "{err}"
+    );
 }
