@@ -6,7 +6,8 @@
 #   SMOKE=1 bash scripts/results.sh            # every command at a few steps (minutes), for checking
 #
 # Environment: TEACHER (default assets/world-teacher), RUN (runs/results), DEVICE (cpu|cuda),
-# SEEDS (3), XTASK (the xtask command, default `cargo xtask`), OUT (docs/results/bundled-world.json).
+# SEEDS (3), XTASK (the xtask command, default `cargo xtask`), OUT (docs/results/bundled-world.json;
+# with SMOKE=1 $RUN/report.json).
 # Every step resumes: run it again after an interruption.
 #
 # Rows (configs are the paper's where it gives them, TMD.md):
@@ -31,6 +32,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   DATA=(--set clips=4 --set chunk=4 --set steps=2 --set progress=false)
   EVAL=(--limit 2)
   SEEDS=1
+  OUT=${OUT_SMOKE:-$RUN/report.json}
   if [ ! -f "$TEACHER/manifest.json" ]; then
     # No trained teacher: a throwaway one of the world's clip size at a few steps.
     TEACHER=$RUN/smoke-teacher
@@ -59,14 +61,14 @@ x adapt-head --teacher "$TEACHER" "${data[@]}" --run-dir "$RUN/s1-tm-h1.run" --o
 
 rows=$RUN/rows.toml
 { echo '# written by scripts/results.sh'; echo '[[teacher]]'; echo 'solver = "unipc"'; echo 'steps = 50'; } > "$rows"
-row() { printf '[[student]]\nmodel = "%s"\n%s\n' "$1" "${2:-}" >> "$rows"; }
+row() { printf '[[student]]\nmodel = "%s"\nlabel = "%s"\n%s\n' "$1" "$2" "${3:-}" >> "$rows"; }
 
 # Stage 2, TMD.
 for H in 1 2; do for M in 1 2; do for N in 2 4; do
   out=$RUN/tmd-m$M-n$N-h$H
   x distill --input "$RUN/s1-h$H" "${data[@]}" --run-dir "$out.run" --out "$out" \
     --set train.outer_steps=$M --set train.inner_steps=$N "${S2[@]}"
-  row "$out"
+  row "$out" tmd
 done; done; done
 # The DMD2-v baseline.
 for M in 1 2 4; do
@@ -76,17 +78,17 @@ for M in 1 2 4; do
   [ $M = 4 ] && extra=(--set train.outer_shift=5)
   x distill --input "$TEACHER" "${data[@]}" --config configs/distill-dmd2v.toml --run-dir "$out.run" \
     --out "$out" --set train.outer_steps=$M "${extra[@]}" "${S2[@]}"
-  row "$out"
+  row "$out" "dmd2-v$([ $M = 1 ] && echo ' (KD)')"
 done
 # Ablations at M = 2, N = 2, H = 1.
 x distill --input "$RUN/s1-h1" "${data[@]}" --run-dir "$RUN/abl-nogan.run" --out "$RUN/abl-nogan" \
   --set train.gan_weight=0 "${S2[@]}"
-row "$RUN/abl-nogan"
+row "$RUN/abl-nogan" "tmd (no GAN)"
 x distill --input "$RUN/s1-tm-h1" "${data[@]}" --run-dir "$RUN/abl-tm.run" --out "$RUN/abl-tm" "${S2[@]}"
-row "$RUN/abl-tm"
+row "$RUN/abl-tm" "tmd (TM stage 1)"
 x distill --input "$RUN/s1-h1" "${data[@]}" --run-dir "$RUN/abl-norollout.run" --out "$RUN/abl-norollout" \
   --set train.inner_steps=1 "${S2[@]}"
-row "$RUN/abl-norollout" 'inner_steps = 2'
+row "$RUN/abl-norollout" "tmd (no rollout)" 'inner_steps = 2'
 
 mkdir -p "$(dirname "$OUT")"
 x eval --model "$TEACHER" --rows "$rows" --seeds "$SEEDS" --device "$DEVICE" --out "$OUT" \

@@ -307,13 +307,13 @@ fn chunk_path(dir: &Path, chunk: usize) -> PathBuf {
     dir.join(format!("chunk-{chunk:05}.f32"))
 }
 
-/// `[z, frames, height, width]` of the latent of one clip of `spec` (the Wan VAE: 8x spatial
+/// `[z, frames, height, width]` of the latent of one clip of `spec` (Wan2.1's VAE: 8x spatial
 /// compression, 4x temporal with a causal first frame).
 pub fn latent_shape<B: Backend>(vae: &WanVae<B>, spec: ClipSpec) -> [usize; 4] {
     [
         vae.latents_mean.len(),
         vae.latent_frames(spec.frames),
-        spec.height / 8,
-        spec.width / 8,
+        spec.height / vae.spatial_stride,
+        spec.width / vae.spatial_stride,
     ]
 }

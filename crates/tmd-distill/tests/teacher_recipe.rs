@@ -642,11 +642,13 @@ fn the_pipeline_distills_tmd_and_dmd2v_students_that_generate() {
         student: vec![
             tmd_distill::eval::StudentRow {
                 model: tmd_out.clone(),
+                label: None,
                 outer_steps: Some(1),
                 inner_steps: Some(4),
             },
             tmd_distill::eval::StudentRow {
                 model: dmd_out.clone(),
+                label: Some("dmd2-v (KD)".into()),
                 outer_steps: None,
                 inner_steps: None,
             },
@@ -674,7 +676,7 @@ fn the_pipeline_distills_tmd_and_dmd2v_students_that_generate() {
             )
         })
         .collect();
-    assert_eq!(specs, vec![("tmd", 1, 4, 4.0), ("dmd2-v", 1, 0, 1.0)]);
+    assert_eq!(specs, vec![("tmd", 1, 4, 4.0), ("dmd2-v (KD)", 1, 0, 1.0)]);
 
     // KD needs each clip's noise: a cache of real clips is refused, named.
     let err = run_distill::<A>(

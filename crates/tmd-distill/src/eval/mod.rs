@@ -492,6 +492,10 @@ pub struct TeacherRow {
 pub struct StudentRow {
     /// The student directory.
     pub model: std::path::PathBuf,
+    /// What the table calls the row (default: the student's method, `tmd` or `dmd2-v`), e.g.
+    /// `tmd (no GAN)` for an ablation.
+    #[serde(default)]
+    pub label: Option<String>,
     /// `M` (default: the student's).
     pub outer_steps: Option<usize>,
     /// `N` of a TMD student (default: the student's; ignored by DMD2-v).
@@ -580,7 +584,7 @@ pub fn evaluate_students<B: Backend>(
             }
         };
         let spec = RowSpec {
-            method: method.into(),
+            method: row.label.clone().unwrap_or_else(|| method.into()),
             outer_steps,
             inner_steps,
             head_blocks,

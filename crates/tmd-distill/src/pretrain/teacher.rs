@@ -105,16 +105,25 @@ pub struct VaeSize {
     pub z_dim: usize,
     /// Residual blocks per stage (Wan2.1: 2).
     pub num_res_blocks: usize,
+    /// Channel multiplier of each stage (Wan2.1: [1, 2, 4, 4], 8x spatial compression; three
+    /// stages, [1, 2, 4], compress 4x).
+    pub dim_mult: Vec<usize>,
+    /// Whether each downsampling stage halves time (Wan2.1: [false, true, true]); one entry
+    /// fewer than `dim_mult`.
+    pub temperal_downsample: Vec<bool>,
     /// Seed of the initial weights.
     pub seed: u64,
 }
 
 impl Default for VaeSize {
     fn default() -> Self {
+        let wan = WanVaeConfig::wan2_1();
         Self {
             base_dim: 16,
             z_dim: 16,
             num_res_blocks: 1,
+            dim_mult: wan.dim_mult,
+            temperal_downsample: wan.temperal_downsample,
             seed: 0,
         }
     }
@@ -168,6 +177,8 @@ pub struct DitSize {
     pub num_layers: usize,
     /// Sinusoid channels of the time embedding (Wan: 256).
     pub freq_dim: usize,
+    /// Patch size (frames, height, width) of the latent (Wan2.1: [1, 2, 2]).
+    pub patch_size: [usize; 3],
     /// Seed of the initial weights.
     pub seed: u64,
 }
@@ -180,6 +191,7 @@ impl Default for DitSize {
             num_heads: 4,
             num_layers: 4,
             freq_dim: 256,
+            patch_size: [1, 2, 2],
             seed: 0,
         }
     }
@@ -281,6 +293,8 @@ impl TeacherRecipe {
         base.with_base_dim(self.vae.base_dim)
             .with_z_dim(self.vae.z_dim)
             .with_num_res_blocks(self.vae.num_res_blocks)
+            .with_dim_mult(self.vae.dim_mult.clone())
+            .with_temperal_downsample(self.vae.temperal_downsample.clone())
             .with_latents_mean(mean)
             .with_latents_std(std)
     }
@@ -309,6 +323,7 @@ impl TeacherRecipe {
             .with_text_len(self.text.text_len)
             .with_in_channels(self.vae.z_dim)
             .with_out_channels(self.vae.z_dim)
+            .with_patch_size(d.patch_size)
     }
 
     /// Clip size of generated clips.
@@ -387,6 +402,11 @@ pub fn train_teacher_vae<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(WanVae<B>, PretrainReport), TrainError> {
     let config = recipe.vae_config(None);
+    config.validate().map_err(|e| TrainError::Config {
+        file: None,
+        key: Some("vae".into()),
+        message: e.to_string(),
+    })?;
     B::seed(device, recipe.vae.seed);
     let vae = config.init::<B>(device);
     let data = WorldDataset::new(
