@@ -268,3 +268,54 @@ fn config_reads_overrides_and_rejects_unknown_keys() {
         other => panic!("expected a config error, got {other:?}"),
     }
 }
+
+/// Share of `x` that varies across the batch: rms(x - batch mean) / rms(x).
+fn input_dependence(x: Tensor<NdArray<f32>, 5>) -> f64 {
+    let mean = x.clone().mean_dim(0);
+    let varying: f64 = (x.clone() - mean)
+        .powi_scalar(2)
+        .mean()
+        .sqrt()
+        .into_scalar() as f64;
+    let all: f64 = x.powi_scalar(2).mean().sqrt().into_scalar() as f64;
+    varying / all
+}
+
+#[test]
+fn training_init_keeps_the_input_in_the_latent_and_the_reconstruction() {
+    use tmd_distill::pretrain::vae::init_for_training;
+    let device = Default::default();
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    <NdArray<f32> as Backend>::seed(&device, 7);
+    // The world recipe's VAE layout (8x spatial, 4x temporal), narrow.
+    let config = WanVaeConfig::new()
+        .with_base_dim(8)
+        .with_num_res_blocks(1)
+        .with_latents_mean(vec![0.0; 16])
+        .with_latents_std(vec![1.0; 16]);
+    let fresh = config.init::<NdArray<f32>>(&device);
+    let clips = to_tensor::<NdArray<f32>>(
+        &WorldDataset::new(Some(Split::Train), 0, ClipSpec::new(1, 32, 32).unwrap()).batch(0, 4),
+        &device,
+    )
+    .unwrap();
+    let dependence = |vae: &WanVae<NdArray<f32>>| {
+        let z = vae.encode(clips.clone()).unwrap();
+        let out = decode_unclamped(vae, z.clone()).unwrap();
+        (input_dependence(z), input_dependence(out))
+    };
+    // Default init: biases swamp the signal (measured ~0.01 for z, ~0.1 for the output).
+    let (z0, out0) = dependence(&fresh);
+    let trained = init_for_training(fresh);
+    let (z1, out1) = dependence(&trained);
+    assert!(
+        z1 > 0.5 && out1 > 0.15 && z1 > 2.0 * z0,
+        "input dependence of z / output: default {z0:.3} / {out0:.3}, training init {z1:.3} / {out1:.3}"
+    );
+    // Every bias is zero and every residual block starts as the identity.
+    let block = &trained.decoder.up_blocks[0].resnets[0];
+    let max = |t: Tensor<NdArray<f32>, 1>| -> f32 { t.abs().max().into_scalar() };
+    assert_eq!(max(block.conv2.weight.val().flatten(0, 4)), 0.0);
+    assert_eq!(max(trained.encoder.conv_in.bias.val()), 0.0);
+    assert!(max(block.conv1.weight.val().flatten(0, 4)) > 0.0);
+}

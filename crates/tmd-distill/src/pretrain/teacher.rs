@@ -111,6 +111,8 @@ pub struct VaeSize {
     /// Whether each downsampling stage halves time (Wan2.1: [false, true, true]); one entry
     /// fewer than `dim_mult`.
     pub temperal_downsample: Vec<bool>,
+    /// Zero biases and identity residual blocks at the start ([`super::vae::init_for_training`]).
+    pub init_for_training: bool,
     /// Seed of the initial weights.
     pub seed: u64,
 }
@@ -124,6 +126,7 @@ impl Default for VaeSize {
             num_res_blocks: 1,
             dim_mult: wan.dim_mult,
             temperal_downsample: wan.temperal_downsample,
+            init_for_training: true,
             seed: 0,
         }
     }
@@ -408,7 +411,10 @@ pub fn train_teacher_vae<B: AutodiffBackend>(
         message: e.to_string(),
     })?;
     B::seed(device, recipe.vae.seed);
-    let vae = config.init::<B>(device);
+    let mut vae = config.init::<B>(device);
+    if recipe.vae.init_for_training {
+        vae = super::vae::init_for_training(vae);
+    }
     let data = WorldDataset::new(
         Some(Split::Train),
         recipe.world.seed,

@@ -161,6 +161,47 @@ pub fn decode_unclamped<B: Backend>(
     Ok(Tensor::cat(frames, 2))
 }
 
+/// The initialisation for training the VAE from scratch: every bias zero (the VAE's rank-1
+/// parameters are exactly its convolution biases) and the second convolution of every residual
+/// block zero, so each block starts as the identity.
+///
+/// Measured (benches/NOTES.md, `cargo run --release -p tmd-distill --example vae_probe`): with
+/// the default (PyTorch-style) initialisation the biases swamp the signal layer by layer (the
+/// share of the encoder's activations that depends on the input falls from 0.82 after `conv_in`
+/// to 0.015 at its output), the fresh decoder's output depends on the clip by ~3% of its size,
+/// and training collapses it to a constant (the "predict zero" loss floor).
+pub fn init_for_training<B: Backend>(vae: WanVae<B>) -> WanVae<B> {
+    struct ZeroBiases;
+    impl<B: Backend> burn::module::ModuleMapper<B> for ZeroBiases {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<B, D>>,
+        ) -> burn::module::Param<Tensor<B, D>> {
+            if D != 1 {
+                return param;
+            }
+            let (id, tensor, mapper) = param.consume();
+            burn::module::Param::from_mapped_value(id, tensor.zeros_like(), mapper)
+        }
+    }
+    fn zero<B: Backend>(block: &mut tmd_model::vae::ResidualBlock<B>) {
+        let conv = &mut block.conv2;
+        conv.weight = burn::module::Param::from_tensor(conv.weight.val().zeros_like());
+    }
+    let mut vae = vae.map(&mut ZeroBiases);
+    for layer in vae.encoder.down_blocks.iter_mut() {
+        if let tmd_model::vae::EncoderLayer::Residual(block) = layer {
+            zero(block);
+        }
+    }
+    vae.encoder.mid_block.resnets.iter_mut().for_each(zero);
+    vae.decoder.mid_block.resnets.iter_mut().for_each(zero);
+    for up in vae.decoder.up_blocks.iter_mut() {
+        up.resnets.iter_mut().for_each(zero);
+    }
+    vae
+}
+
 /// The autoencoder loss `mean((decode_unclamped(z) - clips)^2) + latent_l2 * mean(z^2)` with
 /// `z = vae.encode(clips)` (the posterior mean; see the module docs for why MSE, why the mean and
 /// why before the clamp).

@@ -26,7 +26,11 @@ pub enum EncoderLayer<B: Backend> {
 }
 
 impl<B: Backend> EncoderLayer<B> {
-    fn forward_cached(&self, x: Tensor<B, 5>, cache: &mut FeatCache<B>) -> Tensor<B, 5> {
+    /// One chunk through the layer, using and updating `cache`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels, frames, height, width]` -> the layer's output
+    pub fn forward_cached(&self, x: Tensor<B, 5>, cache: &mut FeatCache<B>) -> Tensor<B, 5> {
         match self {
             Self::Residual(m) => m.forward_cached(x, cache),
             Self::Attention(m) => m.forward(x),
