@@ -5,9 +5,11 @@
 #   bash scripts/results.sh                    # the real run (hours on the CPU machine)
 #   SMOKE=1 bash scripts/results.sh            # every command at a few steps (minutes), for checking
 #
-# Environment: TEACHER (default assets/world-teacher), RUN (runs/results), DEVICE (cpu|cuda),
-# SEEDS (3), XTASK (the xtask command, default `cargo xtask`), OUT (docs/results/bundled-world.json;
-# with SMOKE=1 $RUN/report.json).
+# Environment: TEACHER (default assets/world-teacher), RUN (runs/results), DEVICE (cpu, cuda,
+# torch-cpu, torch-cuda), SEEDS (3), XTASK (the xtask command, default `cargo xtask`), OUT
+# (docs/results/bundled-world.json; with SMOKE=1 $RUN/report.json), JOBS (1: training runs of one
+# stage that do not depend on each other run JOBS at a time, each logging to <out>.log; a small
+# model leaves a GPU mostly idle, so several runs share it well).
 # Every step resumes: run it again after an interruption.
 #
 # Rows (configs are the paper's where it gives them, TMD.md):
@@ -47,17 +49,27 @@ else
   S1=(); S2=(); KD=(--set kd.steps=500); DATA=(); EVAL=()
 fi
 x() { echo "+ $XTASK $*" >&2; $XTASK "$@"; }
+JOBS=${JOBS:-1}
+# p LOG ARGS...: x ARGS in the background (at most JOBS at once), output to LOG; `wait_all` joins.
+p() {
+  local log=$1; shift
+  if [ "$JOBS" -le 1 ]; then x "$@"; return; fi
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || exit 1; done
+  (x "$@" > "$log" 2>&1 || { echo "FAILED: $* (see $log)" >&2; exit 1; }) &
+}
+wait_all() { while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || exit 1; done; }
 
 x teacher-data --teacher "$TEACHER" --out "$RUN/teacher-data" --device "$DEVICE" "${DATA[@]}"
 data=(--data "$RUN/teacher-data" --device "$DEVICE")
 
 # Stage 1: one student per head size, plus the TM ablation.
 for H in 1 2; do
-  x adapt-head --teacher "$TEACHER" "${data[@]}" --run-dir "$RUN/s1-h$H.run" --out "$RUN/s1-h$H" \
-    --set head.head_blocks=$H "${S1[@]}"
+  p "$RUN/s1-h$H.log" adapt-head --teacher "$TEACHER" "${data[@]}" --run-dir "$RUN/s1-h$H.run" \
+    --out "$RUN/s1-h$H" --set head.head_blocks=$H "${S1[@]}"
 done
-x adapt-head --teacher "$TEACHER" "${data[@]}" --run-dir "$RUN/s1-tm-h1.run" --out "$RUN/s1-tm-h1" \
-  --set head.head_blocks=1 --set train.variant=tm "${S1[@]}"
+p "$RUN/s1-tm-h1.log" adapt-head --teacher "$TEACHER" "${data[@]}" --run-dir "$RUN/s1-tm-h1.run" \
+  --out "$RUN/s1-tm-h1" --set head.head_blocks=1 --set train.variant=tm "${S1[@]}"
+wait_all
 
 rows=$RUN/rows.toml
 { echo '# written by scripts/results.sh'; echo '[[teacher]]'; echo 'solver = "unipc"'; echo 'steps = 50'; } > "$rows"
@@ -66,7 +78,7 @@ row() { printf '[[student]]\nmodel = "%s"\nlabel = "%s"\n%s\n' "$1" "$2" "${3:-}
 # Stage 2, TMD.
 for H in 1 2; do for M in 1 2; do for N in 2 4; do
   out=$RUN/tmd-m$M-n$N-h$H
-  x distill --input "$RUN/s1-h$H" "${data[@]}" --run-dir "$out.run" --out "$out" \
+  p "$out.log" distill --input "$RUN/s1-h$H" "${data[@]}" --run-dir "$out.run" --out "$out" \
     --set train.outer_steps=$M --set train.inner_steps=$N "${S2[@]}"
   row "$out" tmd
 done; done; done
@@ -76,19 +88,20 @@ for M in 1 2 4; do
   extra=()
   [ $M = 1 ] && extra=("${KD[@]}")
   [ $M = 4 ] && extra=(--set train.outer_shift=5)
-  x distill --input "$TEACHER" "${data[@]}" --config configs/distill-dmd2v.toml --run-dir "$out.run" \
+  p "$out.log" distill --input "$TEACHER" "${data[@]}" --config configs/distill-dmd2v.toml --run-dir "$out.run" \
     --out "$out" --set train.outer_steps=$M "${extra[@]}" "${S2[@]}"
   row "$out" "dmd2-v$([ $M = 1 ] && echo ' (KD)')"
 done
 # Ablations at M = 2, N = 2, H = 1.
-x distill --input "$RUN/s1-h1" "${data[@]}" --run-dir "$RUN/abl-nogan.run" --out "$RUN/abl-nogan" \
+p "$RUN/abl-nogan.log" distill --input "$RUN/s1-h1" "${data[@]}" --run-dir "$RUN/abl-nogan.run" --out "$RUN/abl-nogan" \
   --set train.gan_weight=0 "${S2[@]}"
 row "$RUN/abl-nogan" "tmd (no GAN)"
-x distill --input "$RUN/s1-tm-h1" "${data[@]}" --run-dir "$RUN/abl-tm.run" --out "$RUN/abl-tm" "${S2[@]}"
+p "$RUN/abl-tm.log" distill --input "$RUN/s1-tm-h1" "${data[@]}" --run-dir "$RUN/abl-tm.run" --out "$RUN/abl-tm" "${S2[@]}"
 row "$RUN/abl-tm" "tmd (TM stage 1)"
-x distill --input "$RUN/s1-h1" "${data[@]}" --run-dir "$RUN/abl-norollout.run" --out "$RUN/abl-norollout" \
+p "$RUN/abl-norollout.log" distill --input "$RUN/s1-h1" "${data[@]}" --run-dir "$RUN/abl-norollout.run" --out "$RUN/abl-norollout" \
   --set train.inner_steps=1 "${S2[@]}"
 row "$RUN/abl-norollout" "tmd (no rollout)" 'inner_steps = 2'
+wait_all
 
 mkdir -p "$(dirname "$OUT")"
 x eval --model "$TEACHER" --rows "$rows" --seeds "$SEEDS" --device "$DEVICE" --out "$OUT" \

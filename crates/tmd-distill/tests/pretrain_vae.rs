@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use tmd_distill::pretrain::{
-    decode_unclamped, pretrain_vae, vae_reconstruction_loss, VaePretrainConfig,
+    decode_unclamped, pretrain_vae, vae_reconstruction_loss, VaeLossWeights, VaePretrainConfig,
 };
 use tmd_distill::train::{latest_valid, list_checkpoints, load_stage_config, TrainError};
 use tmd_distill::world::{to_tensor, ClipSpec, Split, WorldDataset};
@@ -66,6 +66,7 @@ fn clips_of(step: u64) -> Result<Tensor<B, 5>, TrainError> {
 fn config(steps: u64) -> VaePretrainConfig {
     VaePretrainConfig {
         lr: 2e-3,
+        warmup_steps: 0,
         batch: BATCH,
         steps,
         seed: 3,
@@ -77,7 +78,8 @@ fn config(steps: u64) -> VaePretrainConfig {
 }
 
 fn eval_loss(vae: &WanVae<B>, clips: Tensor<B, 5>) -> (f64, f64, f64) {
-    let (loss, parts) = vae_reconstruction_loss(vae, clips, 1e-4).expect("loss");
+    let (loss, parts) =
+        vae_reconstruction_loss(vae, clips, &config(0).loss_weights()).expect("loss");
     (
         loss.into_scalar().elem(),
         parts.reconstruction.into_scalar().elem(),
@@ -135,6 +137,48 @@ fn unclamped_decode_clamps_to_wan_decode() {
         "max |clamp(decode_unclamped) - decode| = {diff:e}, {out_of_range} values outside [-1, 1]"
     );
     assert_eq!(diff, 0.0);
+}
+
+#[test]
+fn gradient_difference_terms_compare_neighbours_of_the_reconstruction_and_the_clip() {
+    let dir = scratch("difference-terms");
+    let vae = initial_vae(&dir);
+    let clips = clips_of(1).expect("clips");
+    let weights = |edge, motion| VaeLossWeights {
+        latent_l2: 0.0,
+        edge,
+        motion,
+    };
+    let (plain, parts) = vae_reconstruction_loss(&vae, clips.clone(), &weights(0.0, 0.0)).unwrap();
+    let (weighted, _) = vae_reconstruction_loss(&vae, clips.clone(), &weights(2.0, 3.0)).unwrap();
+    let value = |t: Tensor<B, 1>| -> f64 { t.into_scalar().elem() };
+    let (recon, edge, motion) = (
+        value(parts.reconstruction.clone()),
+        value(parts.edge.clone()),
+        value(parts.motion.clone()),
+    );
+    assert!((value(plain) - recon).abs() < 1e-6);
+    assert!((value(weighted) - (recon + 2.0 * edge + 3.0 * motion)).abs() < 1e-5);
+    // By hand: the mean of squared differences of horizontal neighbours, of the reconstruction
+    // minus of the clip (plus the same for vertical neighbours).
+    let z = vae.encode(clips.clone()).unwrap();
+    let rec = decode_unclamped(&vae, z).unwrap();
+    let [_, _, t, h, w] = rec.dims();
+    let dx = |x: &Tensor<B, 5>| x.clone().narrow(4, 1, w - 1) - x.clone().narrow(4, 0, w - 1);
+    let dy = |x: &Tensor<B, 5>| x.clone().narrow(3, 1, h - 1) - x.clone().narrow(3, 0, h - 1);
+    let dt = |x: &Tensor<B, 5>| x.clone().narrow(2, 1, t - 1) - x.clone().narrow(2, 0, t - 1);
+    let mse = |a: Tensor<B, 5>, b: Tensor<B, 5>| value((a - b).powi_scalar(2).mean());
+    let edge_by_hand = mse(dx(&rec), dx(&clips)) + mse(dy(&rec), dy(&clips));
+    assert!(
+        (edge - edge_by_hand).abs() < 1e-6,
+        "{edge} vs {edge_by_hand}"
+    );
+    assert!((motion - mse(dt(&rec), dt(&clips))).abs() < 1e-6);
+    assert!(edge > 0.0 && motion > 0.0);
+    // A single frame has no motion term.
+    let first = clips.narrow(2, 0, 1);
+    let (_, single) = vae_reconstruction_loss(&vae, first, &weights(1.0, 1.0)).unwrap();
+    assert_eq!(value(single.motion), 0.0);
 }
 
 #[test]

@@ -54,7 +54,8 @@ fn dims_with<const D: usize>(dims: &[usize; D], dim: usize, value: usize) -> [us
 /// Whether `TMD_CONV=native` asks for burn's own convolution kernels instead of the per-tap
 /// matmuls (read once per process). The per-tap path is the default because it is the fast one on
 /// NdArray; on CUDA, burn's implicit-GEMM convolution compiles once per shape but then runs one
-/// kernel per layer instead of one per tap.
+/// kernel per layer instead of one per tap. On LibTorch (oneDNN / cuDNN) native is the fast one,
+/// and `xtask` sets it for its `torch-*` devices.
 pub fn native_requested() -> bool {
     static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *NATIVE.get_or_init(|| {

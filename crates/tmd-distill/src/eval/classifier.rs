@@ -288,6 +288,7 @@ where
     let device = model.heads[0].weight.device();
     let settings = LoopSettings {
         lr: config.lr,
+        warmup_steps: 0,
         steps: config.steps,
         seed: config.seed,
         // Adam's standard moments and epsilon.

@@ -252,6 +252,20 @@ pub fn judge_accuracy<B: Backend>(
     seed: u64,
     spec: ClipSpec,
 ) -> Result<JudgeAccuracy, TrainError> {
+    judge_accuracy_of(judge, split, count, seed, spec, Ok)
+}
+
+/// [`judge_accuracy`] of what `transform` makes of the real clips (each batch
+/// `[n, 3, frames, H, W]` in `[-1, 1]`, at most 32 clips), against the clips' own attributes:
+/// e.g. a VAE's reconstructions, to check that the latent keeps what the judge reads.
+pub fn judge_accuracy_of<B: Backend>(
+    judge: &Judge<B>,
+    split: Split,
+    count: usize,
+    seed: u64,
+    spec: ClipSpec,
+    mut transform: impl FnMut(Tensor<B, 5>) -> Result<Tensor<B, 5>, TrainError>,
+) -> Result<JudgeAccuracy, TrainError> {
     let data = WorldDataset::new(Some(split), seed, spec);
     let mut right = [0usize; HEADS];
     let mut all = 0usize;
@@ -264,6 +278,7 @@ pub fn judge_accuracy<B: Backend>(
                 step: 0,
                 message: e.to_string(),
             })?;
+        let video = transform(video)?;
         let (classes, _) = judge.judge(video)?;
         for (clip, got) in clips.iter().zip(&classes) {
             let want = clip.attributes.classes();

@@ -13,5 +13,6 @@ pub use dit::{
     flow_matching_loss, pretrain_dit, sample_timesteps, DitBatch, DitPretrainConfig, PretrainReport,
 };
 pub use vae::{
-    decode_unclamped, pretrain_vae, vae_reconstruction_loss, VaeLossParts, VaePretrainConfig,
+    decode_unclamped, pretrain_vae, vae_reconstruction_loss, VaeLossParts, VaeLossWeights,
+    VaePretrainConfig,
 };

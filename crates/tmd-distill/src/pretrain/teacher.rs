@@ -492,6 +492,96 @@ pub fn load_trained_vae<B: Backend>(
     )
 }
 
+/// Clips of [`VaeCheck::samples`] (each with its reconstruction).
+const SHEET_CLIPS: usize = 8;
+
+/// What a VAE checkpoint keeps of whole clips ([`check_vae`]).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct VaeCheck {
+    /// Step of the checkpoint checked.
+    pub step: u64,
+    /// Mean squared error of the (clamped) reconstructions, in `[-1, 1]` pixel units.
+    pub mse: f64,
+    /// The evaluator's accuracy on the reconstructions, against the clips' attributes. The
+    /// DiT can only learn what the latent keeps: near the evaluator's own accuracy on real
+    /// clips, the VAE is good enough to train the DiT on.
+    pub judged: crate::eval::JudgeAccuracy,
+    /// The first clips checked and their reconstructions, interleaved (real, reconstructed, ...),
+    /// for a contact sheet.
+    #[serde(skip)]
+    pub samples: Vec<crate::world::Clip>,
+}
+
+/// Encodes and decodes `clips` whole clips of `split` (the generated size, `recipe.world.frames`
+/// frames) with the newest valid VAE checkpoint under `run_dir/vae` (finished or not) and
+/// measures what survives: the reconstruction MSE and the evaluator's accuracy on the
+/// reconstructions.
+///
+/// # Errors
+/// [`TrainError::Data`] if there is no VAE checkpoint; loading and model errors.
+pub fn check_vae<B: Backend>(
+    recipe: &TeacherRecipe,
+    run_dir: &Path,
+    judge: &crate::eval::Judge<B>,
+    split: Split,
+    clips: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<VaeCheck, TrainError> {
+    let root = run_dir.join(VAE_RUN);
+    let ckpt = latest_valid(&root)?
+        .checkpoint
+        .ok_or_else(|| TrainError::Data {
+            step: 0,
+            message: format!(
+                "no VAE checkpoint under {}: run the vae stage first",
+                root.display()
+            ),
+        })?;
+    let vae: WanVae<B> = ckpt.load_module::<B, _>(
+        super::vae::MODEL_NAME,
+        recipe.vae_config(None).init::<B>(device),
+    )?;
+    let (mut squared, mut values) = (0.0f64, 0usize);
+    let mut first: Option<Vec<f32>> = None;
+    let judged =
+        crate::eval::judge_accuracy_of(judge, split, clips, seed, recipe.clip_spec()?, |video| {
+            let reconstructed = vae.decode(vae.encode(video.clone())?)?;
+            if first.is_none() {
+                first = reconstructed.to_data().convert::<f32>().to_vec().ok();
+            }
+            values += video.shape().num_elements();
+            squared += (reconstructed.clone() - video)
+                .powi_scalar(2)
+                .sum()
+                .into_scalar()
+                .elem::<f64>();
+            Ok(reconstructed)
+        })?;
+    let spec = recipe.clip_spec()?;
+    let real = WorldDataset::new(Some(split), seed, spec).batch(0, clips.min(SHEET_CLIPS));
+    let per_clip = 3 * spec.frames * spec.height * spec.width;
+    let mut samples = Vec::with_capacity(2 * real.len());
+    for (i, clip) in real.into_iter().enumerate() {
+        let pixels = first
+            .as_ref()
+            .and_then(|f| f.get(i * per_clip..(i + 1) * per_clip))
+            .map(<[f32]>::to_vec);
+        let reconstructed = pixels.map(|pixels| crate::world::Clip {
+            pixels,
+            ..clip.clone()
+        });
+        samples.push(clip);
+        samples.extend(reconstructed);
+    }
+    Ok(VaeCheck {
+        step: ckpt.step,
+        mse: squared / values.max(1) as f64,
+        judged,
+        samples,
+    })
+}
+
 /// Per-channel mean and std of `vae.encode` over `clips` real training clips of the generated
 /// size (population statistics over batch, frames and positions).
 pub fn measure_latent_stats<B: Backend>(

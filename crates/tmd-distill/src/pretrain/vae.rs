@@ -4,7 +4,8 @@
 //! `2 z_dim` channels, a diagonal Gaussian's mean and log-variance, but [`WanVae::encode`] returns
 //! only the mean (diffusers `latent_dist.mean`) and discards the log-variance. Rather than add an
 //! API to `tmd-model`, the VAE is trained as a deterministic autoencoder on the posterior mean:
-//! `z = encode(x)`, `x_hat = decode(z)`, loss `mean((x_hat - x)^2) + latent_l2 * mean(z^2)`. The
+//! `z = encode(x)`, `x_hat = decode(z)`, loss `mean((x_hat - x)^2) + latent_l2 * mean(z^2)` (plus
+//! the gradient-difference terms of [`VaeLossWeights`], for edges and motion). The
 //! small L2 penalty on `z` stands in for the KL term's only job that matters here, keeping the
 //! latent scale bounded (without it, the encoder can grow `z` while the decoder shrinks its
 //! input weights). The log-variance channels of the quant convolution get no gradient and stay
@@ -44,6 +45,10 @@ pub struct VaePretrainConfig {
     /// Learning rate, constant. 1e-4: the usual Adam rate for convolutional autoencoders trained
     /// from scratch without an adversarial term (which would call for a smaller one).
     pub lr: f64,
+    /// Steps of linear learning-rate warm-up from 0 to `lr` (0: none). 200: without one, the
+    /// first Adam steps of a from-scratch run (every weight moving by ~`lr` at once) made the
+    /// loss jump and later spike (benches/NOTES.md, 2026-11-26 night).
+    pub warmup_steps: u64,
     /// Clips per batch; the loop checks that the data source delivers this many.
     pub batch: usize,
     /// Optimizer steps in total (a resumed run continues up to this number).
@@ -58,6 +63,10 @@ pub struct VaePretrainConfig {
     /// docs), small enough not to cost reconstruction quality; like the 1e-6 KL weight of
     /// latent-diffusion autoencoders it is a regulariser, not a prior.
     pub latent_l2: f64,
+    /// Weight of the spatial gradient-difference term (see [`VaeLossWeights::edge`]). 1.0.
+    pub edge_weight: f64,
+    /// Weight of the temporal gradient-difference term (see [`VaeLossWeights::motion`]). 4.0.
+    pub motion_weight: f64,
     /// AdamW first-moment decay (0.9, the standard value).
     pub beta1: f64,
     /// AdamW second-moment decay (0.999, the standard value).
@@ -83,10 +92,13 @@ impl Default for VaePretrainConfig {
     fn default() -> Self {
         Self {
             lr: 1e-4,
+            warmup_steps: 200,
             batch: 8,
             steps: 10_000,
             seed: 0,
             latent_l2: 1e-4,
+            edge_weight: 1.0,
+            motion_weight: 4.0,
             beta1: 0.9,
             beta2: 0.999,
             epsilon: 1e-8,
@@ -101,16 +113,28 @@ impl Default for VaePretrainConfig {
 }
 
 impl VaePretrainConfig {
+    /// The weights of [`vae_reconstruction_loss`].
+    pub fn loss_weights(&self) -> VaeLossWeights {
+        VaeLossWeights {
+            latent_l2: self.latent_l2,
+            edge: self.edge_weight,
+            motion: self.motion_weight,
+        }
+    }
+
     /// Hash of the settings that change the trajectory (everything except `steps`,
     /// `checkpoint_every`, `keep_last`, `loss_tail`, `progress`): a run resumes only from a
     /// checkpoint with the same hash.
     pub fn resume_hash(&self) -> String {
         settings_hash(&format!(
-            "vae;lr={:e};batch={};seed={};latent_l2={:e};beta1={:e};beta2={:e};eps={:e};wd={:e};clip={:e}",
+            "vae;lr={:e};warmup={};batch={};seed={};latent_l2={:e};edge={:e};motion={:e};beta1={:e};beta2={:e};eps={:e};wd={:e};clip={:e}",
             self.lr,
+            self.warmup_steps,
             self.batch,
             self.seed,
             self.latent_l2,
+            self.edge_weight,
+            self.motion_weight,
             self.beta1,
             self.beta2,
             self.epsilon,
@@ -120,6 +144,25 @@ impl VaePretrainConfig {
     }
 }
 
+/// The weights of the terms of [`vae_reconstruction_loss`] (the pixel MSE has weight 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VaeLossWeights {
+    /// Weight of `mean(z^2)`.
+    pub latent_l2: f64,
+    /// Weight of the spatial gradient-difference term: the MSE between the horizontal and
+    /// vertical differences of neighbouring pixels of the reconstruction and of the clip.
+    /// Measured (benches/NOTES.md, 2026-11-27): on pixel MSE alone the first few hundred steps
+    /// learn the background and drop the object (a few percent of the pixels) and the stripes;
+    /// edges are where both live.
+    pub edge: f64,
+    /// Weight of the temporal gradient-difference term: the MSE between the frame-to-frame
+    /// differences of the reconstruction and of the clip. In the world only the object moves,
+    /// so this term is the object's motion, which the evaluator reads and the pixel MSE hardly
+    /// sees. (Gradient-difference losses: Mathieu et al., "Deep multi-scale video prediction
+    /// beyond mean square error", ICLR 2016.)
+    pub motion: f64,
+}
+
 /// The terms of [`vae_reconstruction_loss`], unweighted (for logging).
 #[derive(Debug, Clone)]
 pub struct VaeLossParts<B: Backend> {
@@ -127,6 +170,26 @@ pub struct VaeLossParts<B: Backend> {
     pub reconstruction: Tensor<B, 1>,
     /// `mean(z^2)` of the posterior mean `z`, `[1]`.
     pub latent_l2: Tensor<B, 1>,
+    /// Spatial gradient-difference MSE (see [`VaeLossWeights::edge`]), `[1]`.
+    pub edge: Tensor<B, 1>,
+    /// Temporal gradient-difference MSE (see [`VaeLossWeights::motion`]), `[1]`; zero for
+    /// single frames.
+    pub motion: Tensor<B, 1>,
+}
+
+/// Differences of neighbouring entries of `x` along `dim` (`x[i + 1] - x[i]`); `None` if the
+/// dimension has a single entry.
+fn differences<B: Backend>(x: &Tensor<B, 5>, dim: usize) -> Option<Tensor<B, 5>> {
+    let n = x.dims()[dim];
+    (n > 1).then(|| x.clone().narrow(dim, 1, n - 1) - x.clone().narrow(dim, 0, n - 1))
+}
+
+/// `mean((d(a) - d(b))^2)` of the differences along `dim`, or zero.
+fn difference_mse<B: Backend>(a: &Tensor<B, 5>, b: &Tensor<B, 5>, dim: usize) -> Tensor<B, 1> {
+    match (differences(a, dim), differences(b, dim)) {
+        (Some(da), Some(db)) => (da - db).powi_scalar(2).mean(),
+        _ => Tensor::zeros([1], &a.device()),
+    }
 }
 
 /// [`WanVae::decode`] without its final clamp to `[-1, 1]`: the post-quant convolution, then the
@@ -202,13 +265,13 @@ pub fn init_for_training<B: Backend>(vae: WanVae<B>) -> WanVae<B> {
     vae
 }
 
-/// The autoencoder loss `mean((decode_unclamped(z) - clips)^2) + latent_l2 * mean(z^2)` with
+/// The autoencoder loss `mean((decode_unclamped(z) - clips)^2) + latent_l2 * mean(z^2)
+/// + edge * spatial gradient-difference + motion * temporal gradient-difference` with
 /// `z = vae.encode(clips)` (the posterior mean; see the module docs for why MSE, why the mean and
-/// why before the clamp).
+/// why before the clamp, and [`VaeLossWeights`] for the two difference terms).
 ///
-/// Plain MSE rather than an L1 + MSE mix: the world's clips are flat-coloured shapes on smooth
-/// backgrounds with no texture for MSE to blur, MSE is the Gaussian likelihood a VAE decoder
-/// assumes, and one term leaves one weight to tune.
+/// MSE rather than an L1 + MSE mix: the world's clips are flat-coloured shapes with no texture
+/// for MSE to blur, and MSE is the Gaussian likelihood a VAE decoder assumes.
 ///
 /// # Shapes
 /// - `clips`: `[batch, 3, 1 + 4k, H, W]`, values in `[-1, 1]`, `H` and `W` multiples of the
@@ -220,19 +283,27 @@ pub fn init_for_training<B: Backend>(vae: WanVae<B>) -> WanVae<B> {
 pub fn vae_reconstruction_loss<B: Backend>(
     vae: &WanVae<B>,
     clips: Tensor<B, 5>,
-    latent_l2: f64,
+    weights: &VaeLossWeights,
 ) -> Result<(Tensor<B, 1>, VaeLossParts<B>), TrainError> {
     let z = vae.encode(clips.clone())?;
     let z_l2 = z.clone().powi_scalar(2).mean();
     let reconstructed = decode_unclamped(vae, z)?;
     check_shape("VAE reconstruction", &clips.dims(), &reconstructed.dims())?;
+    let edge =
+        difference_mse(&reconstructed, &clips, 3) + difference_mse(&reconstructed, &clips, 4);
+    let motion = difference_mse(&reconstructed, &clips, 2);
     let reconstruction = (reconstructed - clips).powi_scalar(2).mean();
-    let loss = reconstruction.clone() + z_l2.clone() * latent_l2;
+    let loss = reconstruction.clone()
+        + z_l2.clone() * weights.latent_l2
+        + edge.clone() * weights.edge
+        + motion.clone() * weights.motion;
     Ok((
         loss,
         VaeLossParts {
             reconstruction,
             latent_l2: z_l2,
+            edge,
+            motion,
         },
     ))
 }
@@ -257,7 +328,8 @@ where
     B: AutodiffBackend,
     F: FnMut(u64) -> Result<Tensor<B, 5>, TrainError>,
 {
-    let settings = crate::loop_settings!(config);
+    let mut settings = crate::loop_settings!(config);
+    settings.warmup_steps = config.warmup_steps;
     train_loop(
         vae,
         &settings,
@@ -272,7 +344,7 @@ where
                 &[config.batch, vae.in_channels, dims[2], dims[3], dims[4]],
                 &dims,
             )?;
-            let (loss, _) = vae_reconstruction_loss(vae, clips, config.latent_l2)?;
+            let (loss, _) = vae_reconstruction_loss(vae, clips, &config.loss_weights())?;
             let value: f64 = loss.clone().into_scalar().elem();
             Ok((value, GradientsParams::from_grads(loss.backward(), vae)))
         },

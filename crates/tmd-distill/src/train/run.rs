@@ -330,11 +330,23 @@ pub fn settings_hash(key: &str) -> String {
     format!("{h:016x}")
 }
 
+/// The learning rate of 1-based `step` under a linear warm-up of `warmup_steps` steps to `lr`.
+pub fn warmup_lr(lr: f64, warmup_steps: u64, step: u64) -> f64 {
+    if warmup_steps == 0 || step >= warmup_steps {
+        lr
+    } else {
+        lr * step as f64 / warmup_steps as f64
+    }
+}
+
 /// The settings every training loop shares (each stage's config provides them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoopSettings {
-    /// Learning rate, constant.
+    /// Learning rate (constant after the warm-up).
     pub lr: f64,
+    /// Linear warm-up: step `s <= warmup_steps` uses `lr * s / warmup_steps` (0: none). The
+    /// [`loop_settings!`](crate::loop_settings) macro sets 0; a stage with a warm-up sets it after.
+    pub warmup_steps: u64,
     /// Steps in total (a resumed run continues up to this number).
     pub steps: u64,
     /// Seed of the run (stored in each checkpoint).
@@ -367,6 +379,7 @@ macro_rules! loop_settings {
     ($c:expr) => {
         $crate::train::run::LoopSettings {
             lr: $c.lr,
+            warmup_steps: 0,
             steps: $c.steps,
             seed: $c.seed,
             beta1: $c.beta1,
@@ -444,7 +457,7 @@ where
     for step in report.start_step + 1..=s.steps {
         let (value, grads) = step_fn(&model, step)?;
         super::guard::check_finite(step, "loss", value)?;
-        model = optimizer.step(s.lr, model, grads);
+        model = optimizer.step(warmup_lr(s.lr, s.warmup_steps, step), model, grads);
         after_step::<B, _, _>(
             &policy,
             step,
@@ -458,4 +471,18 @@ where
     }
     bar.finish();
     Ok((model, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warmup_lr;
+
+    #[test]
+    fn warmup_rises_linearly_then_holds() {
+        assert_eq!(warmup_lr(1e-3, 0, 1), 1e-3);
+        assert!((warmup_lr(1e-3, 200, 1) - 5e-6).abs() < 1e-15);
+        assert!((warmup_lr(1e-3, 200, 100) - 5e-4).abs() < 1e-15);
+        assert_eq!(warmup_lr(1e-3, 200, 200), 1e-3);
+        assert_eq!(warmup_lr(1e-3, 200, 5000), 1e-3);
+    }
 }
