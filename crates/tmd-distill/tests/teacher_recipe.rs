@@ -5,13 +5,14 @@
 use burn::backend::{Autodiff, NdArray};
 use tmd_distill::adapt_head::{run_adapt_head, AdaptHeadRecipe};
 use tmd_distill::eval::{
-    evaluate_teacher, load_prompts, markdown_table, split_prompts, spread, train_evaluator,
-    EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats, Judge, TeacherRow,
+    evaluate_teacher, judge_accuracy, judge_accuracy_of, load_prompts, markdown_table,
+    split_prompts, spread, train_evaluator, EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats,
+    Judge, TeacherRow,
 };
 use tmd_distill::latent_cache::LatentCache;
 use tmd_distill::pretrain::teacher::{
-    export_teacher, latent_stats, load_trained_vae, train_teacher_dit, train_teacher_vae,
-    TeacherRecipe,
+    check_vae, export_teacher, latent_stats, load_trained_vae, train_teacher_dit,
+    train_teacher_vae, TeacherRecipe,
 };
 use tmd_distill::world::{to_tensor, ClipSpec, Split, WorldDataset};
 use tmd_model::model_dir::ModelDir;
@@ -135,6 +136,42 @@ fn evaluator_trains_and_scores_teacher_rows() {
         .all(|a| (0.0..=1.0).contains(&a.mean) && a.clips == 4));
 
     let judge = Judge::<NdArray>::load(&judge_dir, &device).unwrap();
+
+    // The VAE check: the judge on reconstructions of whole clips, with the real clips beside them.
+    let check = check_vae(&recipe, &run, &judge, Split::HeldOut, 3, 5, &device).unwrap();
+    assert_eq!(check.step, recipe.vae_train.steps);
+    assert!(check.mse.is_finite() && check.mse > 0.0, "{}", check.mse);
+    assert_eq!(check.judged.clips, 3);
+    assert!((0.0..=1.0).contains(&check.judged.mean));
+    let real = WorldDataset::new(Some(Split::HeldOut), 5, recipe.clip_spec().unwrap()).batch(0, 3);
+    assert_eq!(check.samples.len(), 6);
+    let mut squared = 0.0f64;
+    for (i, clip) in real.iter().enumerate() {
+        let (shown, rebuilt) = (&check.samples[2 * i], &check.samples[2 * i + 1]);
+        assert_eq!(shown, clip);
+        assert_eq!(rebuilt.attributes, clip.attributes);
+        assert_eq!(rebuilt.pixels.len(), clip.pixels.len());
+        assert!(rebuilt.pixels.iter().all(|v| (-1.0..=1.0).contains(v)));
+        squared += rebuilt
+            .pixels
+            .iter()
+            .zip(&clip.pixels)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum::<f64>();
+    }
+    let by_hand = squared / (3 * real[0].pixels.len()) as f64;
+    assert!(
+        (check.mse - by_hand).abs() < 1e-5 * by_hand.max(1.0),
+        "{} vs {by_hand}",
+        check.mse
+    );
+    // Judging untransformed clips is the judge's own accuracy.
+    let spec = recipe.clip_spec().unwrap();
+    assert_eq!(
+        judge_accuracy_of(&judge, Split::HeldOut, 3, 5, spec, Ok).unwrap(),
+        judge_accuracy(&judge, Split::HeldOut, 3, 5, spec).unwrap()
+    );
+
     let pipeline = TeacherPipeline::<NdArray>::load(&model_dir, &device).unwrap();
     let cases = spread(split_prompts(Split::HeldOut, 0), 2);
     assert_eq!(cases.len(), 2);
