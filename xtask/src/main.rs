@@ -21,7 +21,7 @@ use tmd_distill::eval::{
     Judge, CHECK_SEED,
 };
 use tmd_distill::pretrain::teacher::{
-    check_vae, export_teacher, train_teacher_dit, train_teacher_vae, TeacherRecipe,
+    check_vae, export_teacher, train_teacher_dit, train_teacher_vae, TeacherRecipe, VAE_RUN,
 };
 use tmd_distill::teacher_data::{generate_teacher_data, TeacherDataConfig};
 use tmd_distill::train::load_stage_config;
@@ -202,7 +202,8 @@ enum Command {
         /// Evaluator directory, for `--stage vae-check`.
         #[arg(long, default_value = "assets/world-evaluator")]
         evaluator: PathBuf,
-        /// Backend: cpu (NdArray) or cuda (needs a build with `--features cuda`).
+        /// Backend: cpu (NdArray), cuda (a build with `--features cuda`), or torch-cpu /
+        /// torch-cuda (LibTorch, a build with `--features tch`).
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
     },
@@ -454,7 +455,7 @@ fn vae_check<B: burn::prelude::Backend>(
     .context("checking the VAE")?;
     let json = serde_json::to_string_pretty(&check).context("serialising the check")?;
     let path = run_dir
-        .join("vae")
+        .join(VAE_RUN)
         .join(format!("check-step-{:06}.json", check.step));
     std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
     let sheet = path.with_extension("png");

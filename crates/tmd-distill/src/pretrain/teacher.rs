@@ -542,23 +542,22 @@ pub fn check_vae<B: Backend>(
         super::vae::MODEL_NAME,
         recipe.vae_config(None).init::<B>(device),
     )?;
+    let spec = recipe.clip_spec()?;
     let (mut squared, mut values) = (0.0f64, 0usize);
     let mut first: Option<Vec<f32>> = None;
-    let judged =
-        crate::eval::judge_accuracy_of(judge, split, clips, seed, recipe.clip_spec()?, |video| {
-            let reconstructed = vae.decode(vae.encode(video.clone())?)?;
-            if first.is_none() {
-                first = reconstructed.to_data().convert::<f32>().to_vec().ok();
-            }
-            values += video.shape().num_elements();
-            squared += (reconstructed.clone() - video)
-                .powi_scalar(2)
-                .sum()
-                .into_scalar()
-                .elem::<f64>();
-            Ok(reconstructed)
-        })?;
-    let spec = recipe.clip_spec()?;
+    let judged = crate::eval::judge_accuracy_of(judge, split, clips, seed, spec, |video| {
+        let reconstructed = vae.decode(vae.encode(video.clone())?)?;
+        if first.is_none() {
+            first = reconstructed.to_data().convert::<f32>().to_vec().ok();
+        }
+        values += video.shape().num_elements();
+        squared += (reconstructed.clone() - video)
+            .powi_scalar(2)
+            .sum()
+            .into_scalar()
+            .elem::<f64>();
+        Ok(reconstructed)
+    })?;
     let real = WorldDataset::new(Some(split), seed, spec).batch(0, clips.min(SHEET_CLIPS));
     let per_clip = 3 * spec.frames * spec.height * spec.width;
     let mut samples = Vec::with_capacity(2 * real.len());
