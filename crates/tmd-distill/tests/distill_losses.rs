@@ -8,7 +8,7 @@ use tmd_distill::distill::fake_score::fake_score_loss;
 use tmd_distill::distill::vsd::vsd_loss;
 use tmd_distill::distill::{model_x0, x0_from_velocity};
 use tmd_distill::train::run::adamw;
-use tmd_model::dit::WanConfig;
+use tmd_model::dit::{WanConfig, WanModel};
 use tmd_sampler::noise::gaussian;
 
 type B = NdArray;
@@ -87,18 +87,28 @@ fn the_fake_score_learns_to_denoise_student_samples() {
     let x = gaussian::<A, 5>([4, 4, 2, 4, 4], 7, &device);
     let context = gaussian::<A, 3>([4, 16, 32], 8, &device);
     let t = Tensor::<A, 1>::from_floats([0.3, 0.5, 0.7, 0.9], &device);
+    // Judged on a fixed set of noises, so the per-step noise draw does not decide the verdict.
+    let held_out = |fake: &WanModel<A>| -> f32 {
+        (0..4)
+            .map(|k| {
+                let eps = gaussian::<A, 5>([4, 4, 2, 4, 4], 1000 + k, &device);
+                let loss = fake_score_loss(fake, x.clone(), eps, t.clone(), context.clone());
+                loss.unwrap().into_scalar()
+            })
+            .sum::<f32>()
+            / 4.0
+    };
+    let before = held_out(&fake);
     let mut optimizer = adamw(0.9, 0.99, 1e-8, 0.01, 1.0).init();
-    let mut losses = Vec::new();
-    for step in 0..30 {
+    for step in 0..80 {
         let eps = gaussian::<A, 5>([4, 4, 2, 4, 4], 100 + step, &device);
         let loss = fake_score_loss(&fake, x.clone(), eps, t.clone(), context.clone()).unwrap();
-        losses.push(loss.clone().into_scalar());
         let grads = GradientsParams::from_grads(loss.backward(), &fake);
         fake = optimizer.step(1e-3, fake, grads);
     }
-    let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
-    let last: f32 = losses[25..].iter().sum::<f32>() / 5.0;
-    assert!(last < 0.8 * first, "fake score loss {first} -> {last}");
+    let after = held_out(&fake);
+    eprintln!("fake score held-out loss {before} -> {after} ({:.3})", after / before);
+    assert!(after < 0.75 * before, "fake score held-out loss {before} -> {after}");
 }
 
 #[test]
