@@ -3,6 +3,7 @@
 //! display live here; the work is done by the library crates.
 
 mod bench;
+mod parallel;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -94,10 +95,17 @@ impl DeviceKind {
 /// there, and in builds without the backend's feature says how to rebuild.
 macro_rules! on_backend {
     ($device:expr, $B:ident, $dev:ident => $body:expr) => {
+        on_backend!($device, $B, ranks device_of => {
+            let $dev = device_of(0);
+            $body
+        })
+    };
+    // `$dev_of(r)`: the device of data-parallel rank r (GPU r; the CPU for every rank).
+    ($device:expr, $B:ident, ranks $dev_of:ident => $body:expr) => {
         match $device {
             DeviceKind::Cpu => {
                 type $B = NdArray;
-                let $dev: burn::tensor::Device<$B> = Default::default();
+                let $dev_of = |_: usize| -> burn::tensor::Device<$B> { Default::default() };
                 $body
             }
             DeviceKind::Cuda => {
@@ -105,7 +113,9 @@ macro_rules! on_backend {
                 #[cfg(feature = "cuda")]
                 {
                     type $B = burn::backend::Cuda;
-                    let $dev: burn::tensor::Device<$B> = Default::default();
+                    let $dev_of = |r: usize| -> burn::tensor::Device<$B> {
+                        burn::backend::cuda::CudaDevice::new(r)
+                    };
                     $body
                 }
                 #[cfg(not(feature = "cuda"))]
@@ -122,10 +132,13 @@ macro_rules! on_backend {
                         std::env::set_var("TMD_CONV", "native");
                     }
                     type $B = burn::backend::LibTorch;
-                    let $dev = if $device == DeviceKind::TorchCuda {
-                        burn::backend::libtorch::LibTorchDevice::Cuda(0)
-                    } else {
-                        burn::backend::libtorch::LibTorchDevice::Cpu
+                    let cuda = $device == DeviceKind::TorchCuda;
+                    let $dev_of = |r: usize| -> burn::tensor::Device<$B> {
+                        if cuda {
+                            burn::backend::libtorch::LibTorchDevice::Cuda(r)
+                        } else {
+                            burn::backend::libtorch::LibTorchDevice::Cpu
+                        }
                     };
                     $body
                 }
@@ -206,6 +219,8 @@ enum Command {
         /// torch-cuda (LibTorch, a build with `--features tch`).
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
+        #[command(flatten)]
+        parallel: parallel::ParallelArgs,
     },
     /// Stage 1 of TMD (TM-MeanFlow adaptation of the flow head): copy the teacher's model
     /// directory to --out, split its DiT into backbone and flow head, train the whole student on
@@ -393,13 +408,21 @@ fn pretrain<B: AutodiffBackend>(
     source: &str,
     device: &B::Device,
 ) -> Result<()> {
+    // In a data-parallel run, rank 0 writes the run's files and reports; every rank trains.
+    let session = tmd_distill::train::data_parallel::current();
+    let writer = session.as_ref().is_none_or(|p| p.is_writer());
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    std::fs::write(
-        run_dir.join("recipe.json"),
-        serde_json::to_string_pretty(recipe).context("serialising the recipe")?,
-    )
-    .with_context(|| format!("writing {}/recipe.json", run_dir.display()))?;
+    if writer {
+        std::fs::write(
+            run_dir.join("recipe.json"),
+            serde_json::to_string_pretty(recipe).context("serialising the recipe")?,
+        )
+        .with_context(|| format!("writing {}/recipe.json", run_dir.display()))?;
+    }
     let report = |what: &str, r: &tmd_distill::train::run::PretrainReport, secs: f64| {
+        if !writer {
+            return;
+        }
         let tail = &r.losses[r.losses.len().saturating_sub(50)..];
         let mean = tail.iter().map(|(_, l)| l).sum::<f64>() / tail.len().max(1) as f64;
         println!(
@@ -419,6 +442,14 @@ fn pretrain<B: AutodiffBackend>(
         let t = Instant::now();
         let (_, r) = train_teacher_dit::<B>(recipe, run_dir, device).context("DiT stage")?;
         report("dit", &r, t.elapsed().as_secs_f64());
+    }
+    if let Some(session) = session {
+        session
+            .finish::<B::InnerBackend>()
+            .context("leaving the data-parallel run")?;
+        if !writer {
+            return Ok(());
+        }
     }
     if matches!(stage, PretrainStage::All | PretrainStage::Export) {
         let manifest = export_teacher::<B::InnerBackend>(recipe, run_dir, out, source, device)
@@ -656,6 +687,7 @@ fn main() -> Result<()> {
             stage,
             evaluator,
             device,
+            parallel,
         } => {
             let recipe: TeacherRecipe = load_stage_config(Some(&config), &overrides)?;
             if stage == PretrainStage::VaeCheck {
@@ -669,14 +701,9 @@ fn main() -> Result<()> {
                     .map(|o| format!(" --set {o}"))
                     .collect::<String>()
             );
-            on_backend!(device, B, dev => pretrain::<Autodiff<B>>(
-                &recipe,
-                &run_dir,
-                &out,
-                stage,
-                &source,
-                &dev,
-            ))?;
+            on_backend!(device, B, ranks device_of => parallel.run::<B>(device_of, |dev| {
+                pretrain::<Autodiff<B>>(&recipe, &run_dir, &out, stage, &source, dev)
+            }))?;
         }
         Command::AdaptHead {
             teacher,

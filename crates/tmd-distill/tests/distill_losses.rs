@@ -107,8 +107,14 @@ fn the_fake_score_learns_to_denoise_student_samples() {
         fake = optimizer.step(1e-3, fake, grads);
     }
     let after = held_out(&fake);
-    eprintln!("fake score held-out loss {before} -> {after} ({:.3})", after / before);
-    assert!(after < 0.75 * before, "fake score held-out loss {before} -> {after}");
+    eprintln!(
+        "fake score held-out loss {before} -> {after} ({:.3})",
+        after / before
+    );
+    assert!(
+        after < 0.75 * before,
+        "fake score held-out loss {before} -> {after}"
+    );
 }
 
 #[test]

@@ -289,6 +289,7 @@ where
     let settings = LoopSettings {
         lr: config.lr,
         warmup_steps: 0,
+        decay_start: 0,
         steps: config.steps,
         seed: config.seed,
         // Adam's standard moments and epsilon.
@@ -316,6 +317,10 @@ where
                     message: format!("expected {} clips, got {}", config.batch, clips.len()),
                 });
             }
+            let clips = match crate::train::data_parallel::current() {
+                Some(session) => clips[session.shard(clips.len())?].to_vec(),
+                None => clips,
+            };
             let attributes: Vec<Attributes> = clips.iter().map(|c| c.attributes).collect();
             let video =
                 crate::world::to_tensor::<B>(&clips, &device).map_err(|e| TrainError::Data {

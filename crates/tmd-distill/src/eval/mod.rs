@@ -473,12 +473,14 @@ pub fn train_evaluator<B: burn::tensor::backend::AutodiffBackend>(
         }
     })?;
     let data = WorldDataset::new(split, recipe.train.seed, spec);
-    B::seed(device, recipe.train.seed);
+    let model = crate::train::data_parallel::seeded_init(|| {
+        B::seed(device, recipe.train.seed);
+        config.init::<B>(device)
+    });
     let batch = recipe.train.batch;
-    let (model, _) =
-        classifier::train_classifier(config.init::<B>(device), &recipe.train, run_dir, |step| {
-            Ok(data.batch((step - 1) * batch as u64, batch))
-        })?;
+    let (model, _) = classifier::train_classifier(model, &recipe.train, run_dir, |step| {
+        Ok(data.batch((step - 1) * batch as u64, batch))
+    })?;
     let judge = Judge::new(model.valid(), config, device);
     let accuracy = [Split::Train, Split::HeldOut]
         .into_iter()

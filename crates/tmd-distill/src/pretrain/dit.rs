@@ -19,6 +19,7 @@ use tmd_model::dit::WanModel;
 use tmd_sampler::noise::gaussian;
 use tmd_sampler::schedule::{shift, NUM_TRAIN_TIMESTEPS};
 
+use crate::train::data_parallel::shard_batch;
 use crate::train::rng::{step_seed, uniform};
 use crate::train::run::{check_shape, settings_hash, train_loop};
 pub use crate::train::run::{PretrainReport, LOSS_LOG, OPTIMIZER_NAME};
@@ -252,6 +253,10 @@ where
                 &device,
             );
             let noise = gaussian::<B, 5>(dims, step_seed(config.seed, step, STREAM_NOISE), &device);
+            // Drawn for the global batch above, so a data-parallel rank's slice is what one
+            // process would have used for those rows.
+            let (latents, context) = (shard_batch(latents)?, shard_batch(context)?);
+            let (t, noise) = (shard_batch(t)?, shard_batch(noise)?);
             let loss = flow_matching_loss(model, latents, context, t, noise)?;
             let value: f64 = loss.clone().into_scalar().elem();
             Ok((value, GradientsParams::from_grads(loss.backward(), model)))

@@ -38,6 +38,7 @@ use super::dit::{pretrain_dit, DitBatch, DitPretrainConfig};
 use super::vae::{pretrain_vae, VaePretrainConfig};
 use crate::latent_cache::LatentCache;
 use crate::train::checkpoint::{latest_valid, Checkpoint};
+use crate::train::data_parallel::{rank_zero_first, seeded_init};
 use crate::train::rng::uniform;
 use crate::train::run::PretrainReport;
 use crate::train::TrainError;
@@ -410,8 +411,10 @@ pub fn train_teacher_vae<B: AutodiffBackend>(
         key: Some("vae".into()),
         message: e.to_string(),
     })?;
-    B::seed(device, recipe.vae.seed);
-    let mut vae = config.init::<B>(device);
+    let mut vae = seeded_init(|| {
+        B::seed(device, recipe.vae.seed);
+        config.init::<B>(device)
+    });
     if recipe.vae.init_for_training {
         vae = super::vae::init_for_training(vae);
     }
@@ -687,8 +690,10 @@ pub fn teacher_text_encoder<B: Backend>(
             "text encoder",
         )?
     } else {
-        B::seed(device, recipe.text.seed);
-        let encoder = config.init::<B>(device);
+        let encoder = seeded_init(|| {
+            B::seed(device, recipe.text.seed);
+            config.init::<B>(device)
+        });
         std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
         save_burnpack(&encoder, &weights)?;
         encoder
@@ -704,36 +709,47 @@ pub fn train_teacher_dit<B: AutodiffBackend>(
     run_dir: &Path,
     device: &B::Device,
 ) -> Result<(WanModel<B>, PretrainReport), TrainError> {
-    let stats = latent_stats::<B::InnerBackend>(recipe, run_dir, device)?;
-    let vae = load_trained_vae::<B::InnerBackend>(recipe, run_dir, Some(&stats), device)?;
-    let (_, text) = teacher_text_encoder::<B::InnerBackend>(recipe, run_dir, device)?;
-    let negative = text.encode_cached_batch(&[recipe.sampling.negative_prompt.as_str()], true)?;
-    B::seed(device, recipe.dit.seed);
-    let dit = recipe.dit_config().init::<B>(device);
     let data = WorldDataset::new(
         Some(Split::Train),
         recipe.world.seed + 1,
         recipe.clip_spec()?,
     );
     let batch = recipe.dit_train.batch;
-    let cache = match recipe.latent_cache_clips {
-        0 => None,
-        clips => {
-            let vae_step =
-                finished_checkpoint(&run_dir.join(VAE_RUN), recipe.vae_train.steps, "VAE", "vae")?
-                    .step;
-            Some(LatentCache::encode_world(
-                &run_dir.join(LATENT_CACHE_DIR),
-                &vae,
-                vae_step,
-                &data,
-                clips,
-                16,
-                recipe.dit_train.progress,
-                device,
-            )?)
-        }
-    };
+    // Latent statistics, the text encoder's weights and the latent cache are files of the run
+    // directory: in a data-parallel run rank 0 writes them and the other ranks then read them.
+    let (vae, text, cache) = rank_zero_first::<B::InnerBackend, _>(device, || {
+        let stats = latent_stats::<B::InnerBackend>(recipe, run_dir, device)?;
+        let vae = load_trained_vae::<B::InnerBackend>(recipe, run_dir, Some(&stats), device)?;
+        let (_, text) = teacher_text_encoder::<B::InnerBackend>(recipe, run_dir, device)?;
+        let cache = match recipe.latent_cache_clips {
+            0 => None,
+            clips => {
+                let vae_step = finished_checkpoint(
+                    &run_dir.join(VAE_RUN),
+                    recipe.vae_train.steps,
+                    "VAE",
+                    "vae",
+                )?
+                .step;
+                Some(LatentCache::encode_world(
+                    &run_dir.join(LATENT_CACHE_DIR),
+                    &vae,
+                    vae_step,
+                    &data,
+                    clips,
+                    16,
+                    recipe.dit_train.progress,
+                    device,
+                )?)
+            }
+        };
+        Ok((vae, text, cache))
+    })?;
+    let negative = text.encode_cached_batch(&[recipe.sampling.negative_prompt.as_str()], true)?;
+    let dit = seeded_init(|| {
+        B::seed(device, recipe.dit.seed);
+        recipe.dit_config().init::<B>(device)
+    });
     let dit_seed = recipe.dit_train.seed;
     pretrain_dit(
         dit,

@@ -32,6 +32,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use tmd_model::vae::{FeatCache, WanVae};
 
+use crate::train::data_parallel::shard_batch;
 use crate::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
 use crate::train::TrainError;
 
@@ -49,6 +50,12 @@ pub struct VaePretrainConfig {
     /// first Adam steps of a from-scratch run (every weight moving by ~`lr` at once) made the
     /// loss jump and later spike (benches/NOTES.md, 2026-11-26 night).
     pub warmup_steps: u64,
+    /// Step after which the rate decays along a half cosine to a tenth of `lr` at `steps` (0:
+    /// constant; see [`scheduled_lr`](crate::train::run::scheduled_lr)). Not in the resume hash:
+    /// like `steps` it shapes only the steps still to come, so a run at a constant rate can be
+    /// resumed with a decay that starts at or after its newest checkpoint. At a constant 3e-4 the
+    /// world VAE's checkpoints scattered around the trend (benches/NOTES.md, 2026-11-27).
+    pub decay_start: u64,
     /// Clips per batch; the loop checks that the data source delivers this many.
     pub batch: usize,
     /// Optimizer steps in total (a resumed run continues up to this number).
@@ -93,6 +100,7 @@ impl Default for VaePretrainConfig {
         Self {
             lr: 1e-4,
             warmup_steps: 200,
+            decay_start: 0,
             batch: 8,
             steps: 10_000,
             seed: 0,
@@ -122,7 +130,7 @@ impl VaePretrainConfig {
         }
     }
 
-    /// Hash of the settings that change the trajectory (everything except `steps`,
+    /// Hash of the settings that change the trajectory (everything except `steps`, `decay_start`,
     /// `checkpoint_every`, `keep_last`, `loss_tail`, `progress`): a run resumes only from a
     /// checkpoint with the same hash.
     pub fn resume_hash(&self) -> String {
@@ -330,6 +338,7 @@ where
 {
     let mut settings = crate::loop_settings!(config);
     settings.warmup_steps = config.warmup_steps;
+    settings.decay_start = config.decay_start;
     train_loop(
         vae,
         &settings,
@@ -344,6 +353,7 @@ where
                 &[config.batch, vae.in_channels, dims[2], dims[3], dims[4]],
                 &dims,
             )?;
+            let clips = shard_batch(clips)?;
             let (loss, _) = vae_reconstruction_loss(vae, clips, &config.loss_weights())?;
             let value: f64 = loss.clone().into_scalar().elem();
             Ok((value, GradientsParams::from_grads(loss.backward(), vae)))

@@ -71,6 +71,13 @@ pub enum TrainError {
         /// What failed.
         message: String,
     },
+    /// Joining or running a data-parallel run failed (bad rank/world/address, a collective
+    /// error, a batch that does not split over the ranks).
+    #[error("data-parallel: {message}")]
+    Parallel {
+        /// What failed.
+        message: String,
+    },
     /// A model error (forward pass, weight loading).
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -82,6 +89,13 @@ impl TrainError {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// A [`TrainError::Parallel`] with `message`.
+    pub fn parallel(message: impl Into<String>) -> Self {
+        Self::Parallel {
+            message: message.into(),
         }
     }
 

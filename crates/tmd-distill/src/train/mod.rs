@@ -3,12 +3,14 @@
 //! - [`config`]: a stage's settings from defaults, a TOML file and `key=value` overrides;
 //! - [`checkpoint`]: atomic, checksummed checkpoint directories with exact resume;
 //! - [`guard`]: NaN/Inf detection that stops a run with the last good checkpoint kept;
+//! - [`data_parallel`]: training on several processes (ranks) through burn-collective;
 //! - [`run`]: the loop pieces every stage shares (resume, checkpointing, loss log, progress);
 //! - [`rng`]: counter-based randomness, a pure function of `(seed, step, stream)`, so a resumed run
 //!   draws exactly what an uninterrupted one would have drawn.
 
 pub mod checkpoint;
 pub mod config;
+pub mod data_parallel;
 pub mod error;
 pub mod guard;
 pub mod rng;

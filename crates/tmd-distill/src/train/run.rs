@@ -154,6 +154,8 @@ pub struct CheckpointPolicy<'a> {
     pub final_step: u64,
     /// Checkpoints to keep (0 keeps all).
     pub keep_last: usize,
+    /// Whether this process writes checkpoints (false on data-parallel ranks other than 0).
+    pub write: bool,
 }
 
 /// What every loop does after its optimizer step: record the loss in the report, the log and the
@@ -178,7 +180,7 @@ where
     log.push(step, loss)?;
     bar.set_position(step);
     bar.set_message(format!("loss {loss:.5}"));
-    if step % policy.every.max(1) == 0 || step == policy.final_step {
+    if policy.write && (step % policy.every.max(1) == 0 || step == policy.final_step) {
         let state = TrainState {
             step,
             seed: policy.seed,
@@ -220,6 +222,8 @@ pub struct LossLog {
     path: PathBuf,
     tail: Vec<(u64, f64)>,
     keep: usize,
+    /// Whether `push` appends to the file (false on data-parallel ranks other than 0).
+    write: bool,
 }
 
 impl LossLog {
@@ -246,7 +250,17 @@ impl LossLog {
                 .collect();
             std::fs::write(&path, kept).map_err(|e| TrainError::io(&path, e))?;
         }
-        Ok(Self { path, tail, keep })
+        Ok(Self {
+            path,
+            tail,
+            keep,
+            write: true,
+        })
+    }
+
+    /// Stops appending to the file; the tail is still kept (data-parallel ranks other than 0).
+    pub fn detach(&mut self) {
+        self.write = false;
     }
 
     /// Appends `step,loss` to the file and to the tail.
@@ -254,6 +268,9 @@ impl LossLog {
         self.tail.push((step, loss));
         let excess = self.tail.len().saturating_sub(self.keep);
         self.tail.drain(..excess);
+        if !self.write {
+            return Ok(());
+        }
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         }
@@ -322,12 +339,17 @@ pub fn check_shape(what: &str, expected: &[usize], found: &[usize]) -> Result<()
 
 /// FNV-1a hash (hex) of a settings key string: the `config_hash` a run resumes only from.
 pub fn settings_hash(key: &str) -> String {
+    format!("{:016x}", fnv1a(key))
+}
+
+/// 64-bit FNV-1a of a string (settings keys, parameter paths).
+pub(crate) fn fnv1a(text: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
+    for b in text.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
 }
 
 /// The learning rate of 1-based `step` under a linear warm-up of `warmup_steps` steps to `lr`.
@@ -339,6 +361,21 @@ pub fn warmup_lr(lr: f64, warmup_steps: u64, step: u64) -> f64 {
     }
 }
 
+/// Where the cosine decay of [`scheduled_lr`] ends, as a fraction of the peak rate.
+pub const DECAY_FLOOR: f64 = 0.1;
+
+/// The learning rate of 1-based `step` in a run of `steps` steps: the linear warm-up of
+/// [`warmup_lr`], constant `lr` up to `decay_start`, then a half cosine from `lr` at
+/// `decay_start` down to `DECAY_FLOOR * lr` at `steps` (`decay_start == 0`: no decay).
+pub fn scheduled_lr(lr: f64, warmup_steps: u64, decay_start: u64, steps: u64, step: u64) -> f64 {
+    if decay_start == 0 || step <= decay_start || steps <= decay_start {
+        return warmup_lr(lr, warmup_steps, step);
+    }
+    let progress = ((step - decay_start) as f64 / (steps - decay_start) as f64).min(1.0);
+    let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+    lr * (DECAY_FLOOR + (1.0 - DECAY_FLOOR) * cosine)
+}
+
 /// The settings every training loop shares (each stage's config provides them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoopSettings {
@@ -347,6 +384,9 @@ pub struct LoopSettings {
     /// Linear warm-up: step `s <= warmup_steps` uses `lr * s / warmup_steps` (0: none). The
     /// [`loop_settings!`](crate::loop_settings) macro sets 0; a stage with a warm-up sets it after.
     pub warmup_steps: u64,
+    /// Step after which the rate decays along a half cosine to `DECAY_FLOOR * lr` at `steps`
+    /// ([`scheduled_lr`]; 0: constant). Set by stages that use it, like `warmup_steps`.
+    pub decay_start: u64,
     /// Steps in total (a resumed run continues up to this number).
     pub steps: u64,
     /// Seed of the run (stored in each checkpoint).
@@ -380,6 +420,7 @@ macro_rules! loop_settings {
         $crate::train::run::LoopSettings {
             lr: $c.lr,
             warmup_steps: 0,
+            decay_start: 0,
             steps: $c.steps,
             seed: $c.seed,
             beta1: $c.beta1,
@@ -421,6 +462,10 @@ where
 {
     let s = settings;
     let device = model.devices().into_iter().next().unwrap_or_default();
+    let parallel = super::data_parallel::current();
+    let writer = parallel.as_ref().is_none_or(|p| p.is_writer());
+    // Ids from parameter paths: equal in every process (a resume restores the checkpoint's own).
+    let model = super::data_parallel::path_param_ids(model);
     let optimizer = adamw(
         s.beta1,
         s.beta2,
@@ -444,7 +489,13 @@ where
         resumed.report,
         resumed.log,
     );
-    let bar = progress_bar(s.progress, s.steps, report.start_step);
+    if let Some(p) = &parallel {
+        model = p.sync_module::<B, M>(model)?;
+        if !writer {
+            log.detach();
+        }
+    }
+    let bar = progress_bar(s.progress && writer, s.steps, report.start_step);
     let policy = CheckpointPolicy {
         run_dir,
         model_name,
@@ -453,11 +504,18 @@ where
         every: s.checkpoint_every,
         final_step: s.steps,
         keep_last: s.keep_last,
+        write: writer,
     };
     for step in report.start_step + 1..=s.steps {
-        let (value, grads) = step_fn(&model, step)?;
+        let (mut value, mut grads) = step_fn(&model, step)?;
+        if let Some(p) = &parallel {
+            // Every rank sees the global batch's loss, so all stop together on a non-finite one.
+            value = p.mean_scalar::<B>(value, &device)?;
+            grads = p.mean_grads::<B>(grads)?;
+        }
         super::guard::check_finite(step, "loss", value)?;
-        model = optimizer.step(warmup_lr(s.lr, s.warmup_steps, step), model, grads);
+        let lr = scheduled_lr(s.lr, s.warmup_steps, s.decay_start, s.steps, step);
+        model = optimizer.step(lr, model, grads);
         after_step::<B, _, _>(
             &policy,
             step,
@@ -475,7 +533,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::warmup_lr;
+    use super::{scheduled_lr, warmup_lr, DECAY_FLOOR};
 
     #[test]
     fn warmup_rises_linearly_then_holds() {
@@ -484,5 +542,28 @@ mod tests {
         assert!((warmup_lr(1e-3, 200, 100) - 5e-4).abs() < 1e-15);
         assert_eq!(warmup_lr(1e-3, 200, 200), 1e-3);
         assert_eq!(warmup_lr(1e-3, 200, 5000), 1e-3);
+    }
+
+    #[test]
+    fn decay_follows_a_half_cosine_to_the_floor() {
+        // No decay: the warm-up schedule.
+        assert_eq!(
+            scheduled_lr(1e-3, 200, 0, 1000, 100),
+            warmup_lr(1e-3, 200, 100)
+        );
+        assert_eq!(scheduled_lr(1e-3, 200, 0, 1000, 1000), 1e-3);
+        // Constant up to decay_start, half-way down at the midpoint, the floor at the end.
+        assert_eq!(scheduled_lr(1e-3, 200, 600, 1000, 600), 1e-3);
+        let mid = scheduled_lr(1e-3, 200, 600, 1000, 800);
+        assert!(
+            (mid - 1e-3 * (1.0 + DECAY_FLOOR) / 2.0).abs() < 1e-15,
+            "{mid}"
+        );
+        assert!((scheduled_lr(1e-3, 200, 600, 1000, 1000) - 1e-3 * DECAY_FLOOR).abs() < 1e-15);
+        // Monotone on the way down.
+        let rates: Vec<f64> = (600..=1000)
+            .map(|s| scheduled_lr(1e-3, 0, 600, 1000, s))
+            .collect();
+        assert!(rates.windows(2).all(|w| w[1] <= w[0]));
     }
 }

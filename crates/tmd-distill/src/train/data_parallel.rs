@@ -1,0 +1,390 @@
+//! Data-parallel training on several devices of one host: one thread per device ("rank"), the
+//! gradients averaged through burn-collective's all-reduce (its local mode).
+//!
+//! Every rank draws the *global* batch of a step (the draws are pure functions of `(seed, step)`,
+//! see [`super::rng`]) and trains on its slice of it ([`shard_batch`]); the mean of the ranks'
+//! gradients is then the gradient of the global batch, so the global batch, the losses and the
+//! trajectory do not depend on the number of ranks (up to floating-point summation order).
+//!
+//! What [`train_loop`](super::run::train_loop) does in a thread that [`join`]ed a run:
+//!
+//! - parameter ids become functions of the parameter paths ([`path_param_ids`]), equal in every
+//!   rank (burn draws them at random, and burn-collective matches gradients by id);
+//! - after resuming, rank 0's parameters are copied to every rank ([`DataParallel::sync_module`]),
+//!   so replicas start equal even from a random initialisation;
+//! - each step's gradients and loss are averaged over the ranks ([`DataParallel::mean_grads`],
+//!   [`DataParallel::mean_scalar`]); a step that updates only part of the model (stage 2's
+//!   student/critic turns) does so on every rank, since the turn is a function of the step;
+//! - only rank 0 writes checkpoints and the loss log; every rank resumes from the same checkpoint,
+//!   so a run can restart on a different number of ranks.
+//!
+//! Collectives cannot be cancelled, so a watchdog ends the process ([`EXIT_PEER_LOST`]) when one
+//! waits longer than the timeout: a rank that dies stops the others instead of hanging them, and
+//! the newest checkpoint on disk holds the run.
+//!
+//! Across hosts: burn-collective 0.21.0's multi-node mode completes only the first all-reduce of a
+//! process (its `SyncService::sync` compares a copy of the list of synced peers and clears the
+//! copy, so from the second barrier on the list never matches: `global/node/sync.rs`), so runs
+//! span one host until a burn release fixes it; the design (one rank per device, rank 0 writes,
+//! global-batch sharding) carries over unchanged.
+
+use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use burn::collective::{finish_collective, register, CollectiveConfig, PeerId, ReduceOperation};
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::TensorPrimitive;
+
+use super::error::TrainError;
+use super::run::fnv1a;
+
+/// Exit status of a process whose collective waited past the timeout (a rank is gone).
+pub const EXIT_PEER_LOST: i32 = 75;
+
+/// Membership of this thread in a data-parallel run (see the module docs).
+#[derive(Debug)]
+pub struct DataParallel {
+    rank: u32,
+    world: u32,
+    /// Unix seconds at which the collective in flight began; 0 when none is.
+    in_flight_since: Arc<AtomicU64>,
+}
+
+thread_local! {
+    static SESSION: RefCell<Option<Arc<DataParallel>>> = const { RefCell::new(None) };
+}
+
+/// The data-parallel session of this thread, if it [`join`]ed one.
+pub fn current() -> Option<Arc<DataParallel>> {
+    SESSION.with(|s| s.borrow().clone())
+}
+
+/// Joins this thread to a run of `world` ranks as `rank`, training on `device` of the (inner,
+/// non-autodiff) backend `B`: registers with burn-collective and blocks until all `world` ranks
+/// have. A collective that waits longer than `timeout` ends the process with [`EXIT_PEER_LOST`].
+/// A `world` of 1 joins nothing and returns `None`.
+///
+/// # Errors
+/// [`TrainError::Parallel`] for `rank >= world`, a thread that already joined, or a failed
+/// registration.
+pub fn join<B: Backend>(
+    world: u32,
+    rank: u32,
+    device: &B::Device,
+    timeout: Duration,
+) -> Result<Option<Arc<DataParallel>>, TrainError> {
+    if world == 0 || rank >= world {
+        return Err(TrainError::parallel(format!(
+            "rank {rank} is not in 0..{world} (world)"
+        )));
+    }
+    if world == 1 {
+        return Ok(None);
+    }
+    if current().is_some() {
+        return Err(TrainError::parallel(
+            "this thread already joined a data-parallel run",
+        ));
+    }
+    let session = Arc::new(DataParallel {
+        rank,
+        world,
+        in_flight_since: Arc::new(AtomicU64::new(0)),
+    });
+    session.watch(timeout);
+    let config = CollectiveConfig::default().with_num_devices(world as usize);
+    session.collective("register", || {
+        register::<B>(PeerId::from(rank), device.clone(), config)
+    })?;
+    SESSION.with(|s| *s.borrow_mut() = Some(Arc::clone(&session)));
+    Ok(Some(session))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl DataParallel {
+    /// This process's rank.
+    pub fn rank(&self) -> u32 {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn world(&self) -> u32 {
+        self.world
+    }
+
+    /// Whether this rank writes checkpoints, logs and reports (rank 0).
+    pub fn is_writer(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// This rank's rows of a global batch of `global` rows.
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] when `global` is not a multiple of the world size.
+    pub fn shard(&self, global: usize) -> Result<Range<usize>, TrainError> {
+        let world = self.world as usize;
+        if global % world != 0 {
+            return Err(TrainError::parallel(format!(
+                "global batch {global} does not split evenly over {world} ranks"
+            )));
+        }
+        let per_rank = global / world;
+        let start = self.rank as usize * per_rank;
+        Ok(start..start + per_rank)
+    }
+
+    /// Ends the process when a collective has been in flight longer than `timeout`.
+    fn watch(&self, timeout: Duration) {
+        // Ends with the session (the weak reference then fails to upgrade).
+        let since = Arc::downgrade(&self.in_flight_since);
+        let rank = self.rank;
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let Some(since) = since.upgrade() else {
+                return;
+            };
+            let began = since.load(Ordering::SeqCst);
+            if began != 0 && unix_now().saturating_sub(began) > timeout.as_secs() {
+                eprintln!(
+                    "rank {rank}: a collective waited more than {} s, so another rank is gone; \
+                     stopping (the newest checkpoint holds the run: run again to resume)",
+                    timeout.as_secs()
+                );
+                std::process::exit(EXIT_PEER_LOST);
+            }
+        });
+    }
+
+    /// Runs the blocking collective `f` under the watchdog.
+    fn collective<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, burn::collective::CollectiveError>,
+    ) -> Result<T, TrainError> {
+        self.in_flight_since.store(unix_now(), Ordering::SeqCst);
+        let out = f();
+        self.in_flight_since.store(0, Ordering::SeqCst);
+        out.map_err(|e| TrainError::parallel(format!("rank {}: {what}: {e:?}", self.rank)))
+    }
+
+    /// The mean over the ranks of each gradient in `grads` (which must hold the same parameters
+    /// on every rank). `B` is the autodiff backend the gradients came from.
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] when the collective fails.
+    pub fn mean_grads<B: AutodiffBackend>(
+        &self,
+        grads: GradientsParams,
+    ) -> Result<GradientsParams, TrainError> {
+        self.collective("gradient all-reduce", || {
+            grads.all_reduce::<B::InnerBackend>(PeerId::from(self.rank), ReduceOperation::Mean)
+        })
+    }
+
+    /// The mean over the ranks of `value` (a step's loss).
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] when the collective fails.
+    pub fn mean_scalar<B: AutodiffBackend>(
+        &self,
+        value: f64,
+        device: &B::Device,
+    ) -> Result<f64, TrainError> {
+        let t = Tensor::<B, 1>::from_floats([value as f32], device).inner();
+        let reduced = self.collective("loss all-reduce", || {
+            burn::collective::all_reduce::<B::InnerBackend>(
+                PeerId::from(self.rank),
+                t.into_primitive().tensor(),
+                ReduceOperation::Mean,
+            )
+        })?;
+        let mean: f32 =
+            Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(reduced))
+                .into_scalar()
+                .elem();
+        Ok(f64::from(mean))
+    }
+
+    /// Rank 0's parameters on every rank: each float parameter becomes the sum over the ranks of
+    /// (rank 0: its value, others: zeros).
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] when a collective fails.
+    pub fn sync_module<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        module: M,
+    ) -> Result<M, TrainError> {
+        let mut mapper = FromRankZero::<B> {
+            session: self,
+            error: None,
+            _backend: std::marker::PhantomData,
+        };
+        let module = module.map(&mut mapper);
+        match mapper.error {
+            Some(e) => Err(e),
+            None => Ok(module),
+        }
+    }
+
+    /// Leaves the run (burn-collective's `finish_collective`); this thread can join another.
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] when it fails.
+    pub fn finish<B: Backend>(&self) -> Result<(), TrainError> {
+        SESSION.with(|s| *s.borrow_mut() = None);
+        self.collective("finish", || finish_collective::<B>(PeerId::from(self.rank)))
+    }
+}
+
+struct FromRankZero<'a, B: AutodiffBackend> {
+    session: &'a DataParallel,
+    error: Option<TrainError>,
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for FromRankZero<'_, B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        if self.error.is_some() {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let require_grad = tensor.is_require_grad();
+        let inner = tensor.clone().inner();
+        let contribution = if self.session.rank == 0 {
+            inner
+        } else {
+            inner.zeros_like()
+        };
+        let rank = self.session.rank;
+        match self.session.collective("parameter broadcast", || {
+            burn::collective::all_reduce::<B::InnerBackend>(
+                PeerId::from(rank),
+                contribution.into_primitive().tensor(),
+                ReduceOperation::Sum,
+            )
+        }) {
+            Ok(reduced) => {
+                let synced =
+                    Tensor::from_inner(Tensor::from_primitive(TensorPrimitive::Float(reduced)));
+                let synced = if require_grad {
+                    synced.require_grad()
+                } else {
+                    synced
+                };
+                Param::from_mapped_value(id, synced, mapper)
+            }
+            Err(e) => {
+                self.error = Some(e);
+                Param::from_mapped_value(id, tensor, mapper)
+            }
+        }
+    }
+}
+
+/// Runs `prepare` (work that writes shared files: latent statistics, caches) on rank 0 first and
+/// on the other ranks after it finished, so they find its files instead of racing to write them
+/// (torch's "zero first" idiom). Outside a data-parallel run it just runs `prepare`. `B` is the
+/// backend the run joined with.
+///
+/// # Errors
+/// `prepare`'s error; on ranks other than 0, [`TrainError::Parallel`] when rank 0's failed.
+pub fn rank_zero_first<B: Backend, T>(
+    device: &B::Device,
+    mut prepare: impl FnMut() -> Result<T, TrainError>,
+) -> Result<T, TrainError> {
+    let Some(session) = current() else {
+        return prepare();
+    };
+    // The barrier's value tells the other ranks whether rank 0 succeeded.
+    let barrier = |ok: bool| -> Result<bool, TrainError> {
+        let flag = Tensor::<B, 1>::from_floats([if ok { 1.0 } else { 0.0 }], device);
+        let contribution = if session.rank == 0 {
+            flag
+        } else {
+            flag.zeros_like()
+        };
+        let sum = session.collective("barrier", || {
+            burn::collective::all_reduce::<B>(
+                PeerId::from(session.rank),
+                contribution.into_primitive().tensor(),
+                ReduceOperation::Sum,
+            )
+        })?;
+        let sum: f32 = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(sum))
+            .into_scalar()
+            .elem();
+        Ok(sum > 0.5)
+    };
+    if session.rank == 0 {
+        let out = prepare();
+        barrier(out.is_ok())?;
+        out
+    } else if barrier(false)? {
+        prepare()
+    } else {
+        Err(TrainError::parallel(format!(
+            "rank {}: rank 0 failed to prepare the run (see its log)",
+            session.rank
+        )))
+    }
+}
+
+/// Runs `init` (a seeded model initialisation: `B::seed` then `init`) while no other thread of
+/// this process does the same, so that ranks initialising at once do not interleave their draws
+/// from the backend's process-wide generator: each gets the model a lone process would.
+pub fn seeded_init<T>(init: impl FnOnce() -> T) -> T {
+    static RNG: Mutex<()> = Mutex::new(());
+    let _lock = RNG.lock().unwrap_or_else(PoisonError::into_inner);
+    init()
+}
+
+/// The rows of `batch` (dimension 0) that this process trains on: all of them outside a
+/// data-parallel run, else its [`DataParallel::shard`].
+///
+/// # Errors
+/// [`TrainError::Parallel`] when the batch does not split evenly over the ranks.
+pub fn shard_batch<B: Backend, const D: usize>(
+    batch: Tensor<B, D>,
+) -> Result<Tensor<B, D>, TrainError> {
+    match current() {
+        None => Ok(batch),
+        Some(session) => {
+            let rows = session.shard(batch.dims()[0])?;
+            Ok(batch.narrow(0, rows.start, rows.len()))
+        }
+    }
+}
+
+/// Gives every float parameter of `module` an id derived from its dotted path, so the same
+/// architecture has the same ids in every process (burn draws them at random).
+pub fn path_param_ids<B: Backend, M: Module<B>>(module: M) -> M {
+    struct PathIds {
+        stack: Vec<String>,
+    }
+    impl<B: Backend> ModuleMapper<B> for PathIds {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.stack.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.stack.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (_, tensor, mapper) = param.consume();
+            let id = ParamId::from(fnv1a(&self.stack.join(".")));
+            Param::from_mapped_value(id, tensor, mapper)
+        }
+    }
+    module.map(&mut PathIds { stack: Vec::new() })
+}

@@ -1,0 +1,70 @@
+//! `--world N`: data-parallel training on N devices of this host, one thread per device (rank r
+//! trains on device r). The training itself is `tmd_distill::train::data_parallel`.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use burn::prelude::Backend;
+use clap::Args;
+use tmd_distill::train::data_parallel::join;
+
+/// Data-parallel options.
+#[derive(Args, Debug, Clone)]
+pub struct ParallelArgs {
+    /// Number of ranks: devices trained on together, one thread each (rank r on device r: GPU r
+    /// with `cuda` / `torch-cuda`; the CPU is shared). The global batch stays the recipe's: each
+    /// rank trains on 1/N of it, so the losses do not depend on N and a run can resume with
+    /// another N.
+    #[arg(long, env = "TMD_WORLD", default_value_t = 1)]
+    pub world: u32,
+    /// Seconds a rank waits on the others before it declares one lost and ends the run (exit 75).
+    #[arg(long, default_value_t = 600)]
+    pub peer_timeout: u64,
+}
+
+impl ParallelArgs {
+    /// Runs `train(device)` on every rank: on `device_of(0)` in this thread for `--world 1`, else
+    /// in one thread per rank joined to the run. The first rank that fails ends the process with
+    /// its error (the others would wait on it until the timeout).
+    pub fn run<B: Backend>(
+        &self,
+        device_of: impl Fn(usize) -> B::Device,
+        train: impl Fn(&B::Device) -> Result<()> + Sync,
+    ) -> Result<()> {
+        if self.world <= 1 {
+            return train(&device_of(0));
+        }
+        let timeout = Duration::from_secs(self.peer_timeout);
+        let (done, results) = mpsc::channel::<(u32, Result<()>)>();
+        std::thread::scope(|scope| {
+            for rank in 0..self.world {
+                let (device, done, train) = (device_of(rank as usize), done.clone(), &train);
+                scope.spawn(move || {
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        join::<B>(self.world, rank, &device, timeout)
+                            .with_context(|| format!("rank {rank} joining the run"))
+                            .and_then(|_| train(&device))
+                    }))
+                    .unwrap_or_else(|_| Err(anyhow!("rank {rank} panicked (see above)")));
+                    let _ = done.send((rank, result));
+                });
+            }
+            drop(done);
+            for _ in 0..self.world {
+                let (rank, result) = results.recv().context("waiting for the ranks")?;
+                if let Err(e) = result {
+                    // The other ranks are blocked in a collective with the failed one.
+                    eprintln!(
+                        "Error: rank {rank} of {} failed: {e:#}\nThe newest checkpoint holds the \
+                         run: run the same command again (with any --world) to resume.",
+                        self.world
+                    );
+                    std::process::exit(1);
+                }
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,141 @@
+//! Data-parallel training (`--world 2`: two ranks, one thread each, gradients all-reduced by
+//! burn-collective) on the CPU, through `xtask pretrain --stage vae` at a tiny size:
+//!
+//! - two ranks give the losses of one rank at the same global batch;
+//! - a two-rank run killed mid-run resumes from its newest checkpoint on one rank and continues
+//!   the one-rank trajectory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
+
+/// The recipe's VAE stage at a tiny size: 5-frame 16x16 crops, batch 4.
+fn pretrain(run_dir: &Path, steps: u64) -> Command {
+    let mut cmd = Command::new(XTASK);
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["pretrain", "--stage", "vae", "--run-dir"])
+        .arg(run_dir)
+        .env_remove("TMD_WORLD")
+        .env_remove("TMD_RANK")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for set in [
+        "world.frames=5",
+        "world.height=32",
+        "world.width=32",
+        "world.vae_frames=5",
+        "world.vae_crop=16",
+        "vae.base_dim=4",
+        "vae.z_dim=4",
+        "vae_train.batch=4",
+        "vae_train.checkpoint_every=4",
+        "vae_train.keep_last=0",
+        "vae_train.progress=false",
+        &format!("vae_train.steps={steps}"),
+    ] {
+        cmd.args(["--set", set]);
+    }
+    cmd
+}
+
+fn run_ok(mut cmd: Command, what: &str) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `(step, loss)` of the run's loss log.
+fn losses(run_dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run_dir.join("vae/loss.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (s, v) = l.split_once(',').unwrap();
+            (s.parse().unwrap(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn checkpoints(run_dir: &Path) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir(run_dir.join("vae")) else {
+        return Vec::new();
+    };
+    let mut steps: Vec<u64> = dir
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("step-")?.parse().ok()
+        })
+        .collect();
+    steps.sort();
+    steps
+}
+
+fn assert_same_losses(a: &[(u64, f64)], b: &[(u64, f64)], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
+    for (&(sa, la), &(sb, lb)) in a.iter().zip(b) {
+        assert_eq!(sa, sb, "{what}");
+        assert!(
+            (la - lb).abs() <= 1e-4 * la.abs().max(1.0),
+            "{what}: step {sa}: {la} vs {lb}"
+        );
+    }
+}
+
+#[test]
+fn two_ranks_follow_one_rank_and_a_killed_run_resumes_on_another_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| -> PathBuf { dir.path().join(name) };
+
+    // One rank, 40 steps: the reference trajectory.
+    run_ok(pretrain(&path("one"), 40), "one-rank run");
+    let reference = losses(&path("one"));
+    assert_eq!(reference.len(), 40);
+
+    // Two ranks, 8 steps, the same global batch.
+    let mut two = pretrain(&path("two"), 8);
+    two.args(["--world", "2"]);
+    run_ok(two, "two-rank run");
+    assert_same_losses(&losses(&path("two")), &reference[..8], "2 ranks vs 1");
+    assert_eq!(
+        checkpoints(&path("two")),
+        vec![4, 8],
+        "rank 0 alone checkpoints"
+    );
+
+    // Two ranks on a long run, killed once a checkpoint past step 4 exists.
+    let mut run = pretrain(&path("fault"), 10_000);
+    run.args(["--world", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = run.spawn().unwrap();
+    let start = Instant::now();
+    while checkpoints(&path("fault")).last().is_none_or(|&s| s < 8) {
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Resume on one rank: from the newest checkpoint, along the one-rank trajectory.
+    let newest = *checkpoints(&path("fault")).last().unwrap();
+    let until = (newest + 4).min(40);
+    assert!(
+        until > newest,
+        "rank 0 ran past the reference ({newest} steps)"
+    );
+    run_ok(pretrain(&path("fault"), until), "resumed run");
+    let resumed = losses(&path("fault"));
+    assert_eq!(resumed.len() as u64, until, "{resumed:?}");
+    assert_same_losses(
+        &resumed,
+        &reference[..until as usize],
+        "killed on 2 ranks, resumed on 1, vs 1",
+    );
+}
