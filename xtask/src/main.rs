@@ -249,6 +249,8 @@ enum Command {
         /// Backend.
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
+        #[command(flatten)]
+        parallel: parallel::ParallelArgs,
     },
     /// Sample training pairs from a teacher (stage 2's data and the KD warm-up's noise -> data
     /// pairs): clip i is the teacher's sample for prompt i (cycled) from a noise seeded by
@@ -303,6 +305,8 @@ enum Command {
         /// Backend.
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
+        #[command(flatten)]
+        parallel: parallel::ParallelArgs,
     },
     /// Train the evaluator's classifier on real clips of the world and write it (with its own
     /// accuracy on real clips of both splits) to an evaluator directory.
@@ -409,8 +413,7 @@ fn pretrain<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<()> {
     // In a data-parallel run, rank 0 writes the run's files and reports; every rank trains.
-    let session = tmd_distill::train::data_parallel::current();
-    let writer = session.as_ref().is_none_or(|p| p.is_writer());
+    let writer = tmd_distill::train::data_parallel::is_writer();
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     if writer {
         std::fs::write(
@@ -443,13 +446,8 @@ fn pretrain<B: AutodiffBackend>(
         let (_, r) = train_teacher_dit::<B>(recipe, run_dir, device).context("DiT stage")?;
         report("dit", &r, t.elapsed().as_secs_f64());
     }
-    if let Some(session) = session {
-        session
-            .finish::<B::InnerBackend>()
-            .context("leaving the data-parallel run")?;
-        if !writer {
-            return Ok(());
-        }
+    if !writer {
+        return Ok(());
     }
     if matches!(stage, PretrainStage::All | PretrainStage::Export) {
         let manifest = export_teacher::<B::InnerBackend>(recipe, run_dir, out, source, device)
@@ -701,7 +699,7 @@ fn main() -> Result<()> {
                     .map(|o| format!(" --set {o}"))
                     .collect::<String>()
             );
-            on_backend!(device, B, ranks device_of => parallel.run::<B>(device_of, |dev| {
+            on_backend!(device, B, ranks device_of => parallel.run::<B, _>(device_of, |dev| {
                 pretrain::<Autodiff<B>>(&recipe, &run_dir, &out, stage, &source, dev)
             }))?;
         }
@@ -713,20 +711,16 @@ fn main() -> Result<()> {
             run_dir,
             out,
             device,
+            parallel,
         } => {
             let recipe: AdaptHeadRecipe = load_stage_config(Some(&config), &overrides)?;
             let source = invocation();
             let t0 = Instant::now();
-            let report = on_backend!(device, B, dev => run_adapt_head::<Autodiff<B>>(
-                &recipe,
-                &teacher,
-                &data,
-                &run_dir,
-                &out,
-                &source,
-                &dev,
-            ).map(|(_, report)| report))
-            .context("stage 1 (adapt-head)")?;
+            let report = on_backend!(device, B, ranks device_of => parallel.run::<B, _>(device_of, |dev| {
+                run_adapt_head::<Autodiff<B>>(&recipe, &teacher, &data, &run_dir, &out, &source, dev)
+                    .map(|(_, report)| report)
+                    .context("stage 1 (adapt-head)")
+            }))?;
             eprintln!(
                 "adapt-head: steps {}..{} in {:.1} s; student written to {} (generate --model {})",
                 report.start_step,
@@ -813,20 +807,16 @@ fn main() -> Result<()> {
             run_dir,
             out,
             device,
+            parallel,
         } => {
             let recipe: DistillRecipe = load_stage_config(Some(&config), &overrides)?;
             let source = invocation();
             let t0 = Instant::now();
-            let report = on_backend!(device, B, dev => run_distill::<Autodiff<B>>(
-                &recipe,
-                &input,
-                &data,
-                &run_dir,
-                &out,
-                &source,
-                &dev,
-            ).map(|(_, report)| report))
-            .context("stage 2 (distill)")?;
+            let report = on_backend!(device, B, ranks device_of => parallel.run::<B, _>(device_of, |dev| {
+                run_distill::<Autodiff<B>>(&recipe, &input, &data, &run_dir, &out, &source, dev)
+                    .map(|(_, report)| report)
+                    .context("stage 2 (distill)")
+            }))?;
             if let Some(kd) = &report.kd {
                 eprintln!("KD warm-up: steps {}..{}", kd.start_step, kd.end_step);
             }

@@ -25,46 +25,56 @@ pub struct ParallelArgs {
 }
 
 impl ParallelArgs {
-    /// Runs `train(device)` on every rank: on `device_of(0)` in this thread for `--world 1`, else
-    /// in one thread per rank joined to the run. The first rank that fails ends the process with
-    /// its error (the others would wait on it until the timeout).
-    pub fn run<B: Backend>(
+    /// Runs `train(device)` on every rank and returns rank 0's result: on `device_of(0)` in this
+    /// thread for `--world 1`, else in one thread per rank joined to the run (and leaving it at
+    /// the end). The first rank that fails ends the process with its error (the others would wait
+    /// on it until the timeout).
+    pub fn run<B: Backend, T: Send>(
         &self,
         device_of: impl Fn(usize) -> B::Device,
-        train: impl Fn(&B::Device) -> Result<()> + Sync,
-    ) -> Result<()> {
+        train: impl Fn(&B::Device) -> Result<T> + Sync,
+    ) -> Result<T> {
         if self.world <= 1 {
             return train(&device_of(0));
         }
         let timeout = Duration::from_secs(self.peer_timeout);
-        let (done, results) = mpsc::channel::<(u32, Result<()>)>();
+        let (done, results) = mpsc::channel::<(u32, Result<T>)>();
         std::thread::scope(|scope| {
             for rank in 0..self.world {
                 let (device, done, train) = (device_of(rank as usize), done.clone(), &train);
                 scope.spawn(move || {
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        join::<B>(self.world, rank, &device, timeout)
-                            .with_context(|| format!("rank {rank} joining the run"))
-                            .and_then(|_| train(&device))
+                        let session = join::<B>(self.world, rank, &device, timeout)
+                            .with_context(|| format!("rank {rank} joining the run"))?;
+                        let out = train(&device)?;
+                        if let Some(session) = session {
+                            session.finish::<B>()?;
+                        }
+                        Ok(out)
                     }))
                     .unwrap_or_else(|_| Err(anyhow!("rank {rank} panicked (see above)")));
                     let _ = done.send((rank, result));
                 });
             }
             drop(done);
+            let mut first = None;
             for _ in 0..self.world {
                 let (rank, result) = results.recv().context("waiting for the ranks")?;
-                if let Err(e) = result {
-                    // The other ranks are blocked in a collective with the failed one.
-                    eprintln!(
-                        "Error: rank {rank} of {} failed: {e:#}\nThe newest checkpoint holds the \
-                         run: run the same command again (with any --world) to resume.",
-                        self.world
-                    );
-                    std::process::exit(1);
+                match result {
+                    Ok(out) if rank == 0 => first = Some(out),
+                    Ok(_) => {}
+                    Err(e) => {
+                        // The other ranks are blocked in a collective with the failed one.
+                        eprintln!(
+                            "Error: rank {rank} of {} failed: {e:#}\nThe newest checkpoint holds \
+                             the run: run the same command again (with any --world) to resume.",
+                            self.world
+                        );
+                        std::process::exit(1);
+                    }
                 }
             }
-            Ok(())
+            first.context("rank 0 returned nothing")
         })
     }
 }

@@ -26,10 +26,10 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use tmd_flowhead::TmdStudent;
-use tmd_sampler::noise::gaussian;
 use tmd_sampler::schedule::shift;
 use tmd_sampler::TmdGrids;
 
+use crate::train::data_parallel::{is_writer, on_rank_zero, Rows};
 use crate::train::rng::{step_seed, uniform};
 use crate::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
 use crate::train::TrainError;
@@ -283,7 +283,10 @@ pub fn tm_meanflow_loss<B: AutodiffBackend>(
     config: &AdaptHeadConfig,
     step: u64,
 ) -> Result<AdaptHeadLoss<B>, TrainError> {
-    let x = batch.latents.clone();
+    // In a data-parallel run, this rank's rows of the global batch and of its draws.
+    let global = batch.latents.dims();
+    let rows = Rows::of(global[0])?;
+    let x = rows.take(batch.latents.clone())?;
     let dims = x.dims();
     let b = dims[0];
     let device = x.device();
@@ -300,36 +303,40 @@ pub fn tm_meanflow_loss<B: AutodiffBackend>(
     })?;
 
     // Outer time and the backbone's input.
-    let t: Vec<f64> = (0..b as u64)
+    let t: Vec<f64> = rows
+        .indices()
         .map(|i| {
             let k = (uniform(seed, step, STREAM_OUTER, i) * config.outer_steps as f64) as usize;
             grids.outer[k.min(config.outer_steps - 1)]
         })
         .collect();
-    let x1 = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_X1), &device);
+    let x1 = rows.gaussian::<B, 5>(global, step_seed(seed, step, STREAM_X1), &device);
     let t5 = per_sample::<B>(&t, &device);
     let x_t = x.clone() * (t5.clone().neg() + 1.0) + x1.clone() * t5;
 
     // Condition dropout.
-    let drop: Vec<f64> = (0..b as u64)
+    let drop: Vec<f64> = rows
+        .indices()
         .map(|i| {
             f64::from(u8::from(
                 uniform(seed, step, STREAM_DROP, i) < config.cond_dropout,
             ))
         })
         .collect();
-    let [_, l, d] = batch.context.dims();
+    let context = rows.take(batch.context.clone())?;
+    let [_, l, d] = context.dims();
     let negatives = negative.clone().expand([b, l, d]);
     let drop3 = times::<B>(&drop, &device).reshape([b, 1, 1]);
-    let context = batch.context.clone() * (drop3.clone().neg() + 1.0) + negatives.clone() * drop3;
+    let context = context * (drop3.clone().neg() + 1.0) + negatives.clone() * drop3;
     let backbone = student
         .backbone(x_t.clone(), times::<B>(&t, &device), context)
         .map_err(student_err)?;
 
     // Head variable.
     let y = x1 - x;
-    let y1 = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_Y1), &device);
+    let y1 = rows.gaussian::<B, 5>(global, step_seed(seed, step, STREAM_Y1), &device);
     let (s, r) = sample_s_r(config, step, &grids.inner);
+    let (s, r) = (rows.pick(&s), rows.pick(&r));
     let s5 = per_sample::<B>(&s, &device);
     let y_s = y.clone() * (s5.clone().neg() + 1.0) + y1.clone() * s5;
     let v = (y1.clone() - y).inner();
@@ -572,7 +579,7 @@ pub fn run_adapt_head<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(TmdStudent<B>, PretrainReport), TrainError> {
     let cache = crate::latent_cache::LatentCache::open(data)?;
-    copy_model_dir(teacher, out)?;
+    on_rank_zero::<B::InnerBackend>(device, || copy_model_dir(teacher, out))?;
     let dir = tmd_model::model_dir::ModelDir::open(out)?;
     let text = dir.load_text_encoder::<B::InnerBackend>(device)?;
     let negative = text.encode_cached_batch(&[dir.defaults().negative_prompt.as_str()], true)?;
@@ -601,6 +608,9 @@ pub fn run_adapt_head<B: AutodiffBackend>(
             })
         },
     )?;
+    if !is_writer() {
+        return Ok((student, report));
+    }
     tmd_flowhead::save_student(
         out,
         &student,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tmd_model::dit::WanModel;
 
 use super::generator::dmd_generate;
+use crate::train::data_parallel::Rows;
 use crate::train::guard::check_finite;
 use crate::train::run::{settings_hash, train_loop, PretrainReport};
 use crate::train::TrainError;
@@ -115,10 +116,14 @@ pub fn kd_loss<B: Backend>(
     batch: &KdBatch<B>,
     t_top: f64,
 ) -> Result<Tensor<B, 1>, TrainError> {
-    let [b, ..] = batch.noise.dims();
-    let t = Tensor::<B, 1>::full([b], t_top, &batch.noise.device());
-    let x0 = dmd_generate(student, batch.noise.clone(), t, batch.context.clone())?;
-    Ok((x0 - batch.target.clone()).powi_scalar(2).mean())
+    // In a data-parallel run, this rank's rows of the pairs.
+    let rows = Rows::of(batch.noise.dims()[0])?;
+    let noise = rows.take(batch.noise.clone())?;
+    let t = Tensor::<B, 1>::full([rows.len()], t_top, &noise.device());
+    let x0 = dmd_generate(student, noise, t, rows.take(batch.context.clone())?)?;
+    Ok((x0 - rows.take(batch.target.clone())?)
+        .powi_scalar(2)
+        .mean())
 }
 
 /// Runs the warm-up, checkpointing under `run_dir` and resuming from the newest valid

@@ -26,6 +26,7 @@ use super::stage2::{distill, Stage2Config, Stage2Models};
 use crate::adapt_head::{copy_model_dir, AdaptHeadBatch};
 use crate::latent_cache::LatentCache;
 use crate::teacher_data::{clip_noise, sampling_of};
+use crate::train::data_parallel::{is_writer, on_rank_zero};
 use crate::train::rng::uniform;
 use crate::train::run::PretrainReport;
 use crate::train::TrainError;
@@ -152,7 +153,7 @@ pub fn run_distill<B: AutodiffBackend>(
         }
         Method::Dmd2V => (None, None),
     };
-    copy_model_dir(input, out)?;
+    on_rank_zero::<B::InnerBackend>(device, || copy_model_dir(input, out))?;
     let dir = ModelDir::open(out)?;
     let dit_config = dir.transformer_config()?;
     let text = dir.load_text_encoder::<B::InnerBackend>(device)?;
@@ -246,6 +247,7 @@ pub fn run_distill<B: AutodiffBackend>(
         inner_shift: config.inner_shift,
     };
     let student_err = |e: tmd_flowhead::FlowHeadError| data_err(e.to_string());
+    // In a data-parallel run rank 0 writes the student; every rank returns it.
     let student = match (models.tmd, models.dmd) {
         (Some(s), _) => {
             let manifest = StudentManifest {
@@ -253,7 +255,9 @@ pub fn run_distill<B: AutodiffBackend>(
                 defaults,
                 source: source.to_string(),
             };
-            tmd_flowhead::save_student(out, &s, &manifest).map_err(student_err)?;
+            if is_writer() {
+                tmd_flowhead::save_student(out, &s, &manifest).map_err(student_err)?;
+            }
             Student::Tmd(s)
         }
         (None, Some(d)) => {
@@ -265,7 +269,9 @@ pub fn run_distill<B: AutodiffBackend>(
                 },
                 source: source.to_string(),
             };
-            tmd_flowhead::save_student(out, &d, &manifest).map_err(student_err)?;
+            if is_writer() {
+                tmd_flowhead::save_student(out, &d, &manifest).map_err(student_err)?;
+            }
             Student::Dmd2V(d)
         }
         (None, None) => return Err(data_err("stage 2 ended without a student")),

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use tmd_flowhead::TmdStudent;
 use tmd_model::dit::WanModel;
 use tmd_model::weights::with_fresh_param_ids;
-use tmd_sampler::noise::gaussian;
 use tmd_sampler::schedule::shift;
 use tmd_sampler::TmdGrids;
 
@@ -29,6 +28,7 @@ use super::generator::{dmd_generate, generator_input, tmd_generate};
 use super::vsd::vsd_loss;
 use super::{model_x0, noisy};
 use crate::adapt_head::AdaptHeadBatch;
+use crate::train::data_parallel::Rows;
 use crate::train::guard::check_finite;
 use crate::train::rng::{step_seed, uniform};
 use crate::train::run::{settings_hash, train_loop, PretrainReport};
@@ -288,26 +288,31 @@ pub fn stage2_loss<B: AutodiffBackend>(
     grids: &TmdGrids,
     step: u64,
 ) -> Result<(f64, GradientsParams), TrainError> {
-    let x = batch.latents.clone();
-    let dims = x.dims();
-    let b = dims[0];
+    // In a data-parallel run, this rank's rows of the global batch and of its draws.
+    let global = batch.latents.dims();
+    let rows = Rows::of(global[0])?;
+    let x = rows.take(batch.latents.clone())?;
+    let context = rows.take(batch.context.clone())?;
+    let b = rows.len();
     let device = x.device();
     let seed = config.seed;
-    let ks: Vec<usize> = (0..b as u64)
+    let ks: Vec<usize> = rows
+        .indices()
         .map(|i| {
             ((uniform(seed, step, STREAM_OUTER, i) * config.outer_steps as f64) as usize)
                 .min(config.outer_steps - 1)
         })
         .collect();
-    let eps = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_EPS), &device);
+    let eps = rows.gaussian::<B, 5>(global, step_seed(seed, step, STREAM_EPS), &device);
     let (x_t, t_gen) = generator_input(x.clone(), eps, &grids.outer, &ks);
-    let y1 = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_Y1), &device);
+    let y1 = rows.gaussian::<B, 5>(global, step_seed(seed, step, STREAM_Y1), &device);
     let missing = || TrainError::Data {
         step,
         message: "stage 2 needs a student (TMD or DMD2-v)".into(),
     };
     // Critic / VSD times and noise, shared by real and fake.
-    let t: Vec<f64> = (0..b as u64)
+    let t: Vec<f64> = rows
+        .indices()
         .map(|i| {
             shift(
                 0.001 + 0.998 * uniform(seed, step, STREAM_T, i),
@@ -316,15 +321,15 @@ pub fn stage2_loss<B: AutodiffBackend>(
         })
         .collect();
     let t = times::<B>(&t, &device);
-    let eps2 = gaussian::<B, 5>(dims, step_seed(seed, step, STREAM_EPS2), &device);
-    let [_, l, d] = batch.context.dims();
+    let eps2 = rows.gaussian::<B, 5>(global, step_seed(seed, step, STREAM_EPS2), &device);
+    let [_, l, d] = context.dims();
     let negatives = negative.clone().expand([b, l, d]);
     let blocks = models.disc.feature_blocks.clone();
 
     match update_of(step, config.student_every) {
         Stage2Update::Student => {
             let x_hat = models
-                .generate(x_t, t_gen, batch.context.clone(), y1, &grids.inner)?
+                .generate(x_t, t_gen, context.clone(), y1, &grids.inner)?
                 .ok_or_else(missing)?;
             let x_hat_t = noisy(x_hat.clone(), eps2, t.clone());
             let teacher_i = teacher.valid();
@@ -332,19 +337,19 @@ pub fn stage2_loss<B: AutodiffBackend>(
                 &teacher_i,
                 x_hat_t.clone().inner(),
                 t.clone().inner(),
-                batch.context.clone().inner(),
+                context.clone().inner(),
                 Some((negatives.inner(), config.guidance)),
             )?;
             let x0_fake = model_x0(
                 &models.fake.valid(),
                 x_hat_t.clone().inner(),
                 t.clone().inner(),
-                batch.context.clone().inner(),
+                context.clone().inner(),
                 None,
             )?;
             let mut loss = vsd_loss(x_hat, x0_teacher, x0_fake);
             if config.gan_weight > 0.0 {
-                let fake_f = features(teacher, x_hat_t, t, batch.context.clone(), &blocks)?;
+                let fake_f = features(teacher, x_hat_t, t, context.clone(), &blocks)?;
                 loss = loss + generator_gan_loss(models.disc.forward(fake_f)) * config.gan_weight;
             }
             let value: f64 = loss.clone().into_scalar().elem();
@@ -364,7 +369,7 @@ pub fn stage2_loss<B: AutodiffBackend>(
                 .generate(
                     x_t.inner(),
                     t_gen.inner(),
-                    batch.context.clone().inner(),
+                    context.clone().inner(),
                     y1.inner(),
                     &grids.inner,
                 )?
@@ -375,7 +380,7 @@ pub fn stage2_loss<B: AutodiffBackend>(
                 x_hat.clone(),
                 eps2.clone(),
                 t.clone(),
-                batch.context.clone(),
+                context.clone(),
             )?;
             if config.gan_weight > 0.0 {
                 let teacher_i = teacher.valid();
@@ -385,7 +390,7 @@ pub fn stage2_loss<B: AutodiffBackend>(
                         &teacher_i,
                         x_t,
                         t.clone().inner(),
-                        batch.context.clone().inner(),
+                        context.clone().inner(),
                         &blocks,
                     )?
                     .into_iter()

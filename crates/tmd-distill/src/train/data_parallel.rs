@@ -41,6 +41,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorPrimitive;
 
+use tmd_sampler::noise::gaussian;
+
 use super::error::TrainError;
 use super::run::fnv1a;
 
@@ -304,8 +306,37 @@ pub fn rank_zero_first<B: Backend, T>(
     device: &B::Device,
     mut prepare: impl FnMut() -> Result<T, TrainError>,
 ) -> Result<T, TrainError> {
+    match rank_zero_then_barrier::<B, T>(device, &mut prepare)? {
+        Some(out) => Ok(out),
+        None => prepare(),
+    }
+}
+
+/// Runs `write` (e.g. copying a model directory the run then reads) on rank 0 only, the other
+/// ranks waiting until it finished; outside a data-parallel run it just runs `write`.
+///
+/// # Errors
+/// `write`'s error; on ranks other than 0, [`TrainError::Parallel`] when rank 0's failed.
+pub fn on_rank_zero<B: Backend>(
+    device: &B::Device,
+    mut write: impl FnMut() -> Result<(), TrainError>,
+) -> Result<(), TrainError> {
+    rank_zero_then_barrier::<B, ()>(device, &mut write).map(|_| ())
+}
+
+/// Whether this thread writes a run's outputs: rank 0, or any thread outside a run.
+pub fn is_writer() -> bool {
+    current().is_none_or(|p| p.is_writer())
+}
+
+/// Rank 0 (or a thread outside a run) runs `f` and returns `Some`; then every rank passes a
+/// barrier whose value says whether rank 0 succeeded; other ranks return `None`.
+fn rank_zero_then_barrier<B: Backend, T>(
+    device: &B::Device,
+    f: &mut impl FnMut() -> Result<T, TrainError>,
+) -> Result<Option<T>, TrainError> {
     let Some(session) = current() else {
-        return prepare();
+        return f().map(Some);
     };
     // The barrier's value tells the other ranks whether rank 0 succeeded.
     let barrier = |ok: bool| -> Result<bool, TrainError> {
@@ -328,11 +359,11 @@ pub fn rank_zero_first<B: Backend, T>(
         Ok(sum > 0.5)
     };
     if session.rank == 0 {
-        let out = prepare();
+        let out = f();
         barrier(out.is_ok())?;
-        out
+        out.map(Some)
     } else if barrier(false)? {
-        prepare()
+        Ok(None)
     } else {
         Err(TrainError::parallel(format!(
             "rank {}: rank 0 failed to prepare the run (see its log)",
@@ -350,21 +381,105 @@ pub fn seeded_init<T>(init: impl FnOnce() -> T) -> T {
     init()
 }
 
-/// The rows of `batch` (dimension 0) that this process trains on: all of them outside a
-/// data-parallel run, else its [`DataParallel::shard`].
+/// This rank's rows of a global batch of `global` rows: all of them outside a data-parallel run,
+/// else its [`DataParallel::shard`]. A stage loss takes its rows of the batch ([`Rows::take`]),
+/// draws per-sample values for [`Rows::indices`] and noise through [`Rows::gaussian`], so each
+/// rank computes exactly the rows of what one process computes for the whole batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rows {
+    start: usize,
+    len: usize,
+    global: usize,
+}
+
+impl Rows {
+    /// The rows of this thread's rank.
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] when `global` does not split evenly over the ranks.
+    pub fn of(global: usize) -> Result<Self, TrainError> {
+        let range = match current() {
+            Some(session) => session.shard(global)?,
+            None => 0..global,
+        };
+        Ok(Self {
+            start: range.start,
+            len: range.len(),
+            global,
+        })
+    }
+
+    /// Number of rows of this rank.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether this rank has no rows (never, for a valid batch).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The global indices of this rank's rows (the `i` of per-sample draws).
+    pub fn indices(&self) -> Range<u64> {
+        self.start as u64..(self.start + self.len) as u64
+    }
+
+    /// This rank's rows (dimension 0) of a global-batch tensor.
+    ///
+    /// # Errors
+    /// [`TrainError::Shape`] when `batch` does not have the global number of rows.
+    pub fn take<B: Backend, const D: usize>(
+        &self,
+        batch: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>, TrainError> {
+        let dims = batch.dims();
+        if dims[0] != self.global {
+            let mut expected = dims.to_vec();
+            expected[0] = self.global;
+            return Err(TrainError::Shape {
+                what: "global batch".into(),
+                expected,
+                found: dims.to_vec(),
+            });
+        }
+        Ok(if self.len == self.global {
+            batch
+        } else {
+            batch.narrow(0, self.start, self.len)
+        })
+    }
+
+    /// This rank's entries of per-sample values drawn for the whole batch.
+    pub fn pick<T: Clone>(&self, values: &[T]) -> Vec<T> {
+        values[self.start..self.start + self.len].to_vec()
+    }
+
+    /// This rank's rows of standard normal noise of the global shape `dims` drawn from `seed`
+    /// ([`gaussian`]).
+    pub fn gaussian<B: Backend, const D: usize>(
+        &self,
+        dims: [usize; D],
+        seed: u64,
+        device: &B::Device,
+    ) -> Tensor<B, D> {
+        let noise = gaussian::<B, D>(dims, seed, device);
+        if self.len == dims[0] {
+            noise
+        } else {
+            noise.narrow(0, self.start, self.len)
+        }
+    }
+}
+
+/// The rows of `batch` (dimension 0) that this thread trains on ([`Rows::take`] of its
+/// [`Rows::of`]).
 ///
 /// # Errors
 /// [`TrainError::Parallel`] when the batch does not split evenly over the ranks.
 pub fn shard_batch<B: Backend, const D: usize>(
     batch: Tensor<B, D>,
 ) -> Result<Tensor<B, D>, TrainError> {
-    match current() {
-        None => Ok(batch),
-        Some(session) => {
-            let rows = session.shard(batch.dims()[0])?;
-            Ok(batch.narrow(0, rows.start, rows.len()))
-        }
-    }
+    Rows::of(batch.dims()[0])?.take(batch)
 }
 
 /// Gives every float parameter of `module` an id derived from its dotted path, so the same
