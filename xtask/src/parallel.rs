@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use burn::prelude::Backend;
 use clap::Args;
-use tmd_distill::train::data_parallel::join;
+use tmd_distill::train::data_parallel::{join, set_micro_batches};
 
 /// Data-parallel options.
 #[derive(Args, Debug, Clone)]
@@ -19,6 +19,10 @@ pub struct ParallelArgs {
     /// another N.
     #[arg(long, env = "TMD_WORLD", default_value_t = 1)]
     pub world: u32,
+    /// Split each rank's rows of a step into this many micro-batches and accumulate their
+    /// gradients: the memory of one micro-batch, the same global batch and losses.
+    #[arg(long, default_value_t = 1)]
+    pub micro_batches: usize,
     /// Seconds a rank waits on the others before it declares one lost and ends the run (exit 75).
     #[arg(long, default_value_t = 600)]
     pub peer_timeout: u64,
@@ -35,6 +39,7 @@ impl ParallelArgs {
         train: impl Fn(&B::Device) -> Result<T> + Sync,
     ) -> Result<T> {
         if self.world <= 1 {
+            set_micro_batches(self.micro_batches)?;
             return train(&device_of(0));
         }
         let timeout = Duration::from_secs(self.peer_timeout);
@@ -44,6 +49,7 @@ impl ParallelArgs {
                 let (device, done, train) = (device_of(rank as usize), done.clone(), &train);
                 scope.spawn(move || {
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        set_micro_batches(self.micro_batches)?;
                         let session = join::<B>(self.world, rank, &device, timeout)
                             .with_context(|| format!("rank {rank} joining the run"))?;
                         let out = train(&device)?;

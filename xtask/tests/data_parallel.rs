@@ -1,7 +1,8 @@
 //! Data-parallel training (`--world 2`: two ranks, one thread each, gradients all-reduced by
 //! burn-collective) on the CPU, through `xtask pretrain --stage vae` at a tiny size:
 //!
-//! - two ranks give the losses of one rank at the same global batch;
+//! - two ranks, and two ranks of two accumulated micro-batches, give the losses of one rank at
+//!   the same global batch;
 //! - a two-rank run killed mid-run resumes from its newest checkpoint on one rank and continues
 //!   the one-rank trajectory.
 

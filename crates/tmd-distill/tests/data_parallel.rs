@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::ParamId;
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use tmd_distill::adapt_head::{tm_meanflow_loss, AdaptHeadBatch, AdaptHeadConfig};
@@ -32,8 +32,26 @@ fn wan(seed: u64, device: &Dev) -> WanModel<A> {
     path_param_ids(config.init(device))
 }
 
-/// Everything one rank needs, built once in the main thread and cloned into each rank.
-#[derive(Clone)]
+/// `module` with every parameter a new autodiff leaf: ranks must not share autodiff tensors
+/// (concurrent backward passes over shared leaves lose gradients), so each rank gets a copy.
+fn fresh<M: Module<A>>(module: M) -> M {
+    struct Fresh;
+    impl ModuleMapper<A> for Fresh {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<A, D>>) -> Param<Tensor<A, D>> {
+            let (id, tensor, mapper) = param.consume();
+            let copy = Tensor::from_inner(tensor.clone().inner());
+            let copy = if tensor.is_require_grad() {
+                copy.require_grad()
+            } else {
+                copy
+            };
+            Param::from_mapped_value(id, copy, mapper)
+        }
+    }
+    module.map(&mut Fresh)
+}
+
+/// Everything one rank needs, built once in the main thread and copied into each rank.
 struct Setup {
     student: TmdStudent<A>,
     teacher: WanModel<A>,
@@ -62,6 +80,19 @@ fn setup(device: &Dev) -> Setup {
             context: gaussian::<A, 3>([4, 16, 32], 5, device),
         },
         negative: gaussian::<A, 3>([1, 16, 32], 6, device),
+    }
+}
+
+impl Setup {
+    fn fresh(&self) -> Self {
+        Self {
+            student: fresh(self.student.clone()),
+            teacher: fresh(self.teacher.clone()),
+            models: fresh(self.models.clone()),
+            batch: self.batch.clone(),
+            kd: self.kd.clone(),
+            negative: self.negative.clone(),
+        }
     }
 }
 
@@ -184,7 +215,7 @@ fn two_ranks_average_to_the_loss_and_gradients_of_one() {
     let ranks: Vec<(Outcome, Vec<f32>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..2u32)
             .map(|rank| {
-                let (s, own) = (s.clone(), if rank == 0 { w0.clone() } else { w1.clone() });
+                let (s, own) = (s.fresh(), fresh(if rank == 0 { &w0 } else { &w1 }.clone()));
                 scope.spawn(move || {
                     let session = join::<NdArray>(2, rank, &device, Duration::from_secs(120))
                         .unwrap()

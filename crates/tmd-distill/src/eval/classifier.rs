@@ -317,10 +317,8 @@ where
                     message: format!("expected {} clips, got {}", config.batch, clips.len()),
                 });
             }
-            let clips = match crate::train::data_parallel::current() {
-                Some(session) => clips[session.shard(clips.len())?].to_vec(),
-                None => clips,
-            };
+            let rows = crate::train::data_parallel::Rows::of(clips.len())?;
+            let clips = rows.pick(&clips);
             let attributes: Vec<Attributes> = clips.iter().map(|c| c.attributes).collect();
             let video =
                 crate::world::to_tensor::<B>(&clips, &device).map_err(|e| TrainError::Data {

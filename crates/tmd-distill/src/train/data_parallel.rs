@@ -18,6 +18,10 @@
 //! - only rank 0 writes checkpoints and the loss log; every rank resumes from the same checkpoint,
 //!   so a run can restart on a different number of ranks.
 //!
+//! Ranks must not share autodiff tensors: concurrent backward passes over shared leaves lose
+//! gradients. Each rank builds or loads its own models ([`DataParallel::sync_module`] also gives
+//! the trained module fresh leaves).
+//!
 //! Collectives cannot be cancelled, so a watchdog ends the process ([`EXIT_PEER_LOST`]) when one
 //! waits longer than the timeout: a rank that dies stops the others instead of hanging them, and
 //! the newest checkpoint on disk holds the run.
@@ -28,7 +32,7 @@
 //! span one host until a burn release fixes it; the design (one rank per device, rank 0 writes,
 //! global-batch sharding) carries over unchanged.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -372,13 +376,21 @@ fn rank_zero_then_barrier<B: Backend, T>(
     }
 }
 
-/// Runs `init` (a seeded model initialisation: `B::seed` then `init`) while no other thread of
-/// this process does the same, so that ranks initialising at once do not interleave their draws
-/// from the backend's process-wide generator: each gets the model a lone process would.
-pub fn seeded_init<T>(init: impl FnOnce() -> T) -> T {
+/// Runs `init` (a seeded model initialisation: `B::seed` then `init`) and draws every parameter
+/// while no other thread of this process does the same, so that ranks initialising at once do not
+/// interleave their draws from the backend's process-wide generator: each gets the model a lone
+/// process would. (burn draws a parameter lazily, on its first use, hence the explicit draw.)
+pub fn seeded_init<B: Backend, M: Module<B>>(init: impl FnOnce() -> M) -> M {
+    struct Draw;
+    impl<B: Backend> ModuleMapper<B> for Draw {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, tensor, mapper) = param.consume();
+            Param::from_mapped_value(id, tensor, mapper)
+        }
+    }
     static RNG: Mutex<()> = Mutex::new(());
     let _lock = RNG.lock().unwrap_or_else(PoisonError::into_inner);
-    init()
+    init().map(&mut Draw)
 }
 
 /// This rank's rows of a global batch of `global` rows: all of them outside a data-parallel run,
@@ -402,9 +414,18 @@ impl Rows {
             Some(session) => session.shard(global)?,
             None => 0..global,
         };
+        // Within the rank's rows, the micro-batch being accumulated (all rows when none is).
+        let (index, count) = MICRO_BATCH.with(Cell::get);
+        if range.len() % count != 0 {
+            return Err(TrainError::parallel(format!(
+                "{} rows per rank do not split into {count} micro-batches",
+                range.len()
+            )));
+        }
+        let len = range.len() / count;
         Ok(Self {
-            start: range.start,
-            len: range.len(),
+            start: range.start + index * len,
+            len,
             global,
         })
     }
@@ -469,6 +490,44 @@ impl Rows {
             noise.narrow(0, self.start, self.len)
         }
     }
+}
+
+thread_local! {
+    /// `(index, count)` of the micro-batch a step is computing (`(0, 1)`: the whole batch).
+    static MICRO_BATCH: Cell<(usize, usize)> = const { Cell::new((0, 1)) };
+    /// Micro-batches per step of this thread's training loops.
+    static MICRO_BATCHES: Cell<usize> = const { Cell::new(1) };
+}
+
+/// Sets how many micro-batches the training loops of this thread split each step's rows into,
+/// accumulating their gradients (memory of one micro-batch, the same global batch and losses).
+///
+/// # Errors
+/// [`TrainError::Parallel`] for 0.
+pub fn set_micro_batches(count: usize) -> Result<(), TrainError> {
+    if count == 0 {
+        return Err(TrainError::parallel("micro-batches must be at least 1"));
+    }
+    MICRO_BATCHES.with(|m| m.set(count));
+    Ok(())
+}
+
+/// Micro-batches per step of this thread's training loops (1 unless [`set_micro_batches`]).
+pub fn micro_batches() -> usize {
+    MICRO_BATCHES.with(Cell::get)
+}
+
+/// Runs `f` as micro-batch `index` of `count`: [`Rows::of`] then gives that part of the rank's
+/// rows.
+pub fn in_micro_batch<T>(index: usize, count: usize, f: impl FnOnce() -> T) -> T {
+    struct Restore((usize, usize));
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            MICRO_BATCH.with(|m| m.set(self.0));
+        }
+    }
+    let _restore = Restore(MICRO_BATCH.with(|m| m.replace((index, count))));
+    f()
 }
 
 /// The rows of `batch` (dimension 0) that this thread trains on ([`Rows::take`] of its

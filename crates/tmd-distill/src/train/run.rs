@@ -12,13 +12,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::grad_clipping::GradientClippingConfig;
-use burn::module::AutodiffModule;
-use burn::optim::AdamWConfig;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::Optimizer;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::prelude::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::checkpoint::{latest_valid, CheckpointWriter, TrainState};
+use super::data_parallel::{in_micro_batch, micro_batches};
 use super::error::TrainError;
 use super::guard::check_module_finite;
 
@@ -337,6 +339,53 @@ pub fn check_shape(what: &str, expected: &[usize], found: &[usize]) -> Result<()
     }
 }
 
+/// `step_fn` over the thread's [`micro_batches`] micro-batches: the mean of their losses and
+/// gradients (the loss and gradients of the whole batch, in the memory of one micro-batch).
+fn accumulated_step<B, M, F>(
+    model: &M,
+    step: u64,
+    step_fn: &mut F,
+) -> Result<(f64, GradientsParams), TrainError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    F: FnMut(&M, u64) -> Result<(f64, GradientsParams), TrainError>,
+{
+    let count = micro_batches();
+    if count == 1 {
+        return step_fn(model, step);
+    }
+    let mut sum = GradientsAccumulator::<M>::new();
+    let mut total = 0.0;
+    for index in 0..count {
+        let (value, grads) = in_micro_batch(index, count, || step_fn(model, step))?;
+        total += value;
+        sum.accumulate::<B>(model, grads);
+    }
+    let mut grads = sum.grads();
+    model.visit(&mut ScaleGrads::<B> {
+        grads: &mut grads,
+        factor: 1.0 / count as f64,
+        _backend: std::marker::PhantomData,
+    });
+    Ok((total / count as f64, grads))
+}
+
+/// Multiplies the gradient of every float parameter by `factor`.
+struct ScaleGrads<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
 /// FNV-1a hash (hex) of a settings key string: the `config_hash` a run resumes only from.
 pub fn settings_hash(key: &str) -> String {
     format!("{:016x}", fnv1a(key))
@@ -507,7 +556,7 @@ where
         write: writer,
     };
     for step in report.start_step + 1..=s.steps {
-        let (mut value, mut grads) = step_fn(&model, step)?;
+        let (mut value, mut grads) = accumulated_step::<B, M, F>(&model, step, &mut step_fn)?;
         if let Some(p) = &parallel {
             // Every rank sees the global batch's loss, so all stop together on a non-finite one.
             value = p.mean_scalar::<B>(value, &device)?;
