@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use burn::prelude::Backend;
 use clap::Args;
 use tmd_distill::train::data_parallel::{join, set_micro_batches};
@@ -38,7 +38,10 @@ impl ParallelArgs {
         device_of: impl Fn(usize) -> B::Device,
         train: impl Fn(&B::Device) -> Result<T> + Sync,
     ) -> Result<T> {
-        if self.world <= 1 {
+        if self.world == 0 {
+            bail!("--world 0: a run needs at least one rank");
+        }
+        if self.world == 1 {
             set_micro_batches(self.micro_batches)?;
             return train(&device_of(0));
         }
