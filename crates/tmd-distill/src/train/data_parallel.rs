@@ -120,7 +120,7 @@ fn unix_now() -> u64 {
 }
 
 impl DataParallel {
-    /// This process's rank.
+    /// This thread's rank.
     pub fn rank(&self) -> u32 {
         self.rank
     }
