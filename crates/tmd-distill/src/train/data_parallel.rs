@@ -244,6 +244,28 @@ impl DataParallel {
         }
     }
 
+    /// Rank 0's `tensor` on every rank (the sum over the ranks of rank 0's value and zeros;
+    /// burn-collective has no broadcast across its all-reduce). `B` is the backend joined with.
+    fn from_rank_zero<B: Backend, const D: usize>(
+        &self,
+        what: &str,
+        tensor: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>, TrainError> {
+        let contribution = if self.rank == 0 {
+            tensor
+        } else {
+            tensor.zeros_like()
+        };
+        let sum = self.collective(what, || {
+            burn::collective::all_reduce::<B>(
+                PeerId::from(self.rank),
+                contribution.into_primitive().tensor(),
+                ReduceOperation::Sum,
+            )
+        })?;
+        Ok(Tensor::from_primitive(TensorPrimitive::Float(sum)))
+    }
+
     /// Leaves the run (burn-collective's `finish_collective`); this thread can join another.
     ///
     /// # Errors
@@ -267,23 +289,12 @@ impl<B: AutodiffBackend> ModuleMapper<B> for FromRankZero<'_, B> {
             return Param::from_mapped_value(id, tensor, mapper);
         }
         let require_grad = tensor.is_require_grad();
-        let inner = tensor.clone().inner();
-        let contribution = if self.session.rank == 0 {
-            inner
-        } else {
-            inner.zeros_like()
-        };
-        let rank = self.session.rank;
-        match self.session.collective("parameter broadcast", || {
-            burn::collective::all_reduce::<B::InnerBackend>(
-                PeerId::from(rank),
-                contribution.into_primitive().tensor(),
-                ReduceOperation::Sum,
-            )
-        }) {
-            Ok(reduced) => {
-                let synced =
-                    Tensor::from_inner(Tensor::from_primitive(TensorPrimitive::Float(reduced)));
+        let synced = self
+            .session
+            .from_rank_zero("parameter broadcast", tensor.clone().inner());
+        match synced {
+            Ok(synced) => {
+                let synced = Tensor::from_inner(synced);
                 let synced = if require_grad {
                     synced.require_grad()
                 } else {
@@ -345,22 +356,11 @@ fn rank_zero_then_barrier<B: Backend, T>(
     // The barrier's value tells the other ranks whether rank 0 succeeded.
     let barrier = |ok: bool| -> Result<bool, TrainError> {
         let flag = Tensor::<B, 1>::from_floats([if ok { 1.0 } else { 0.0 }], device);
-        let contribution = if session.rank == 0 {
-            flag
-        } else {
-            flag.zeros_like()
-        };
-        let sum = session.collective("barrier", || {
-            burn::collective::all_reduce::<B>(
-                PeerId::from(session.rank),
-                contribution.into_primitive().tensor(),
-                ReduceOperation::Sum,
-            )
-        })?;
-        let sum: f32 = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(sum))
+        let flag: f32 = session
+            .from_rank_zero("barrier", flag)?
             .into_scalar()
             .elem();
-        Ok(sum > 0.5)
+        Ok(flag > 0.5)
     };
     if session.rank == 0 {
         let out = f();
