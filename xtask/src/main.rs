@@ -3,6 +3,7 @@
 //! display live here; the work is done by the library crates.
 
 mod bench;
+mod bench_distill;
 mod parallel;
 
 use std::path::{Path, PathBuf};
@@ -388,6 +389,42 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
     },
+    /// Time stage-2 iterations (TMD: DMD2-v with flow-head rollout, H head blocks) of a
+    /// Wan2.1-shaped student with random weights through the `distill` loop, on `--world N`
+    /// devices at the same global batch, and print one JSON line: milliseconds per iteration,
+    /// means per update kind, clips per second, and the losses (equal for any N). Writes no
+    /// checkpoint; `scripts/gpu/scale.sh` runs it on the GPU machine with memory sampling.
+    BenchDistill {
+        /// Wan2.1 shape: 1.3b or 14b.
+        #[arg(long, default_value = "1.3b")]
+        model: String,
+        /// DiT blocks (default: the shape's own, 30 or 40); fewer for a reduced-depth memory probe.
+        #[arg(long)]
+        blocks: Option<usize>,
+        /// Flow-head blocks H.
+        #[arg(long, default_value_t = 5)]
+        head_blocks: usize,
+        /// Latent frames,height,width per clip (default: one 480x832 latent frame, 1,560 tokens).
+        #[arg(long, value_delimiter = ',', default_value = "1,60,104")]
+        latent: Vec<usize>,
+        /// Text tokens per context (Wan pads prompts to 512).
+        #[arg(long, default_value_t = 512)]
+        text_len: usize,
+        /// Global batch, split over the ranks.
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Iterations (the first is warm-up, left out of the means).
+        #[arg(long, default_value_t = 11)]
+        steps: u64,
+        /// Run directory (loss log only; emptied first).
+        #[arg(long, default_value = "runs/bench-distill")]
+        run_dir: PathBuf,
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+        #[command(flatten)]
+        parallel: parallel::ParallelArgs,
+    },
     /// Write a model directory with random weights at tiny sizes (for tests and the README's first
     /// command until a trained model is bundled).
     MakeTinyModel {
@@ -754,6 +791,45 @@ fn main() -> Result<()> {
                 record["wall_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
                 println!("{record}");
             }
+        }
+        Command::BenchDistill {
+            model,
+            blocks,
+            head_blocks,
+            latent,
+            text_len,
+            batch,
+            steps,
+            run_dir,
+            device,
+            parallel,
+        } => {
+            let [f, h, w] = latent[..] else {
+                bail!("--latent takes frames,height,width (e.g. 1,60,104), got {latent:?}");
+            };
+            if run_dir.exists() {
+                std::fs::remove_dir_all(&run_dir)
+                    .with_context(|| format!("emptying {}", run_dir.display()))?;
+            }
+            let args = bench_distill::DistillBenchArgs {
+                model,
+                blocks,
+                head_blocks,
+                latent: [f, h, w],
+                text_len,
+                batch,
+                steps,
+                run_dir,
+            };
+            let t0 = Instant::now();
+            let mut record =
+                on_backend!(device, B, ranks device_of => parallel.run::<B, _>(device_of, |dev| {
+                    bench_distill::run::<Autodiff<B>>(&args, dev)
+                }))
+                .context("bench-distill")?;
+            record["device"] = serde_json::json!(device.name());
+            record["wall_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
+            println!("{record}");
         }
         Command::TeacherData {
             teacher,

@@ -29,7 +29,7 @@ use tmd_flowhead::TmdStudent;
 use tmd_sampler::schedule::shift;
 use tmd_sampler::TmdGrids;
 
-use crate::train::data_parallel::{is_writer, on_rank_zero, Rows};
+use crate::train::data_parallel::{is_writer, on_rank_zero, try_seeded_init, Rows};
 use crate::train::rng::{step_seed, uniform};
 use crate::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
 use crate::train::TrainError;
@@ -583,10 +583,14 @@ pub fn run_adapt_head<B: AutodiffBackend>(
     let dir = tmd_model::model_dir::ModelDir::open(out)?;
     let text = dir.load_text_encoder::<B::InnerBackend>(device)?;
     let negative = text.encode_cached_batch(&[dir.defaults().negative_prompt.as_str()], true)?;
-    let student =
-        TmdStudent::from_teacher(dir.load_transformer::<B>(device)?, &recipe.head.config())
-            .map_err(student_err)?;
     let config = &recipe.train;
+    // Seeded (the fusion layer is fresh): the same run on any number of ranks.
+    let teacher = dir.load_transformer::<B>(device)?;
+    let student = try_seeded_init(|| {
+        B::seed(device, config.seed);
+        TmdStudent::from_teacher(teacher, &recipe.head.config())
+    })
+    .map_err(student_err)?;
     let (student, report) = adapt_head(
         student,
         config,

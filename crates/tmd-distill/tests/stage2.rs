@@ -110,6 +110,45 @@ fn the_schedule_updates_one_side_per_iteration() {
     );
 }
 
+/// `cargo xtask distill` freezes the teacher (`no_grad`) before building the trained copies from
+/// it: the fake score and the student (TMD backbone and head, or the DMD2-v DiT) must still train.
+#[test]
+fn copies_of_a_frozen_teacher_train() {
+    let device = Dev::default();
+    let frozen = teacher(&device).no_grad();
+    let negative = gaussian::<A, 3>([1, 16, 32], 7, &device);
+    let grids = TmdGrids::new(2, 2, 10.0, 10.0).unwrap();
+    for tmd in [true, false] {
+        let m = models(&frozen, tmd, &device);
+        let student_w = match (&m.tmd, &m.dmd) {
+            (Some(s), _) => s.dit.blocks[0].ffn.fc1.weight.id,
+            (None, Some(d)) => d.blocks[0].ffn.fc1.weight.id,
+            _ => unreachable!(),
+        };
+        let fake_w = m.fake.blocks[0].ffn.fc1.weight.id;
+        for (step, id, what) in [(4, fake_w, "fake score"), (5, student_w, "student")] {
+            let (_, grads) = stage2_loss(
+                &m,
+                &frozen,
+                &batch(&device, step),
+                &negative,
+                &config(),
+                &grids,
+                step,
+            )
+            .unwrap();
+            assert!(
+                grads.get::<NdArray, 2>(id).is_some(),
+                "tmd={tmd}: the {what} gets gradients at step {step}"
+            );
+        }
+        assert!(
+            !frozen.blocks[0].ffn.fc1.weight.is_require_grad(),
+            "the teacher stays frozen"
+        );
+    }
+}
+
 #[test]
 fn stage2_resumes_exactly_and_runs_the_dmd_baseline() {
     let device = Dev::default();

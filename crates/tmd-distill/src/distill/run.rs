@@ -26,7 +26,7 @@ use super::stage2::{distill, Stage2Config, Stage2Models};
 use crate::adapt_head::{copy_model_dir, AdaptHeadBatch};
 use crate::latent_cache::LatentCache;
 use crate::teacher_data::{clip_noise, sampling_of};
-use crate::train::data_parallel::{is_writer, on_rank_zero};
+use crate::train::data_parallel::{is_writer, on_rank_zero, seeded_init};
 use crate::train::rng::uniform;
 use crate::train::run::PretrainReport;
 use crate::train::TrainError;
@@ -186,11 +186,18 @@ pub fn run_distill<B: AutodiffBackend>(
 
     let (models, kd_report) = match tmd_student {
         Some(student) => (
-            Stage2Models::with_tmd_student(student, &teacher, &disc, device),
+            // Seeded (the discriminator is fresh): the same run on any number of ranks.
+            seeded_init(|| {
+                B::seed(device, config.seed);
+                Stage2Models::with_tmd_student(student, &teacher, &disc, device)
+            }),
             None,
         ),
         None => {
-            let mut models = Stage2Models::for_dmd(&teacher, &disc, device);
+            let mut models = seeded_init(|| {
+                B::seed(device, config.seed);
+                Stage2Models::for_dmd(&teacher, &disc, device)
+            });
             let mut kd_report = None;
             if recipe.kd.steps > 0 {
                 let sampling = sampling_of(&cache, data)?;

@@ -81,7 +81,8 @@ pub struct Stage2Config {
     pub weight_decay: f64,
     /// Global gradient-norm clip (0 disables).
     pub grad_clip_norm: f64,
-    /// Write a checkpoint every this many iterations (and after the last).
+    /// Write a checkpoint every this many iterations (and after the last); 0 writes none
+    /// (benchmarks: an interrupted run starts over).
     pub checkpoint_every: u64,
     /// Keep this many newest checkpoints (0 keeps all).
     pub keep_last: usize,
@@ -157,15 +158,16 @@ impl<B: Backend> Stage2Models<B> {
         disc: &super::discriminator::DiscriminatorConfig,
         device: &B::Device,
     ) -> Result<Self, TrainError> {
-        let student =
-            TmdStudent::from_teacher(teacher.clone(), head).map_err(|e| TrainError::Data {
+        let student = TmdStudent::from_teacher(trainable_copy(teacher), head).map_err(|e| {
+            TrainError::Data {
                 step: 0,
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(Self {
             tmd: Some(student),
             dmd: None,
-            fake: with_fresh_param_ids(teacher.clone()),
+            fake: trainable_copy(teacher),
             disc: disc.init(device),
         })
     }
@@ -181,7 +183,7 @@ impl<B: Backend> Stage2Models<B> {
         Self {
             tmd: Some(student),
             dmd: None,
-            fake: with_fresh_param_ids(teacher.clone()),
+            fake: trainable_copy(teacher),
             disc: disc.init(device),
         }
     }
@@ -194,11 +196,27 @@ impl<B: Backend> Stage2Models<B> {
     ) -> Self {
         Self {
             tmd: None,
-            dmd: Some(with_fresh_param_ids(teacher.clone())),
-            fake: with_fresh_param_ids(teacher.clone()),
+            dmd: Some(trainable_copy(teacher)),
+            fake: trainable_copy(teacher),
             disc: disc.init(device),
         }
     }
+}
+
+/// A copy of `teacher` to train: its own parameter ids, and every parameter tracked by autodiff
+/// whatever the teacher's setting (the frozen teacher is `no_grad()`, and a plain copy would carry
+/// that over and leave the fake score or student untrained).
+fn trainable_copy<B: Backend>(teacher: &WanModel<B>) -> WanModel<B> {
+    struct Track;
+    impl<B: Backend> burn::module::ModuleMapper<B> for Track {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<B, D>>,
+        ) -> burn::module::Param<Tensor<B, D>> {
+            param.set_require_grad(true)
+        }
+    }
+    with_fresh_param_ids(teacher.clone()).map(&mut Track)
 }
 
 impl<B: Backend> Stage2Models<B> {

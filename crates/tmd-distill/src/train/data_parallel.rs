@@ -381,6 +381,19 @@ fn rank_zero_then_barrier<B: Backend, T>(
 /// interleave their draws from the backend's process-wide generator: each gets the model a lone
 /// process would. (burn draws a parameter lazily, on its first use, hence the explicit draw.)
 pub fn seeded_init<B: Backend, M: Module<B>>(init: impl FnOnce() -> M) -> M {
+    match try_seeded_init::<B, M, std::convert::Infallible>(|| Ok(init())) {
+        Ok(module) => module,
+        Err(never) => match never {},
+    }
+}
+
+/// [`seeded_init`] for an initialisation that can fail.
+///
+/// # Errors
+/// Whatever `init` returns.
+pub fn try_seeded_init<B: Backend, M: Module<B>, E>(
+    init: impl FnOnce() -> Result<M, E>,
+) -> Result<M, E> {
     struct Draw;
     impl<B: Backend> ModuleMapper<B> for Draw {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
@@ -390,7 +403,7 @@ pub fn seeded_init<B: Backend, M: Module<B>>(init: impl FnOnce() -> M) -> M {
     }
     static RNG: Mutex<()> = Mutex::new(());
     let _lock = RNG.lock().unwrap_or_else(PoisonError::into_inner);
-    init().map(&mut Draw)
+    Ok(init()?.map(&mut Draw))
 }
 
 /// This rank's rows of a global batch of `global` rows: all of them outside a data-parallel run,

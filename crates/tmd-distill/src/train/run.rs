@@ -150,7 +150,8 @@ pub struct CheckpointPolicy<'a> {
     pub seed: u64,
     /// Hash of the settings a resume must match.
     pub config_hash: String,
-    /// Checkpoint every this many steps (0 is treated as 1).
+    /// Checkpoint every this many steps (and after the last); 0 writes no checkpoint at all
+    /// (benchmarks: an interrupted run then starts over).
     pub every: u64,
     /// The last step of the run, always checkpointed.
     pub final_step: u64,
@@ -182,7 +183,7 @@ where
     log.push(step, loss)?;
     bar.set_position(step);
     bar.set_message(format!("loss {loss:.5}"));
-    if policy.write && (step % policy.every.max(1) == 0 || step == policy.final_step) {
+    if policy.write && policy.every > 0 && (step % policy.every == 0 || step == policy.final_step) {
         let state = TrainState {
             step,
             seed: policy.seed,
@@ -450,7 +451,7 @@ pub struct LoopSettings {
     pub weight_decay: f64,
     /// Global gradient-norm clip (0 disables).
     pub grad_clip_norm: f64,
-    /// Checkpoint every this many steps (and after the last).
+    /// Checkpoint every this many steps (and after the last); 0 writes none (benchmarks).
     pub checkpoint_every: u64,
     /// Checkpoints to keep (0 keeps all).
     pub keep_last: usize,
