@@ -15,28 +15,40 @@ torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(tor
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$torch_lib
 [ -x /tmp/xtask-tch ] || { xz -dc gpu-bin/xtask-tch.xz > /tmp/xtask-tch && chmod +x /tmp/xtask-tch; }
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$out/gpus.csv"
+nvidia-smi topo -m | head -4 | tee -a "$out/gpus.csv"
+# What one all-reduce moves: a 1.3B model's f32 gradients (5.2 GB) from GPU 1 to GPU 0 and back.
+python3 - <<'PY' | tee -a "$out/gpus.csv"
+import time, torch
+if torch.cuda.device_count() > 1:
+    x = torch.empty(1_300_000_000, dtype=torch.float32, device="cuda:1")
+    for i in range(3):
+        torch.cuda.synchronize(0); torch.cuda.synchronize(1); t0 = time.time()
+        y = x.to("cuda:0"); torch.cuda.synchronize(0)
+        dt = time.time() - t0
+    print(f"peer access 1->0: {torch.cuda.can_device_access_peer(1, 0)}; 5.2 GB copy GPU1->GPU0: {dt*1e3:.0f} ms ({5.2/dt:.0f} GB/s)")
+PY
 
 # run NAME ARGS...: one bench-distill run with memory sampling.
 run() {
   local name=$1; shift
-  nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 200 > "$out/mem-$name.csv" &
+  nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 200 > "/tmp/mem-$name.csv" &
   local smi=$!
   local t0=$(date +%s)
-  /tmp/xtask-tch bench-distill --device torch-cuda --run-dir "/tmp/bench-$name" "$@" > "$out/run-$name.json" 2> "$out/run-$name.log"
+  /tmp/xtask-tch bench-distill --device torch-cuda --run-dir "/tmp/bench-$name" "$@" > "/tmp/run-$name.json" 2> "/tmp/run-$name.log"
   local rc=$?
   kill $smi; wait $smi 2>/dev/null
   echo "== $name (rc $rc, $(( $(date +%s) - t0 )) s): $*"
-  tail -3 "$out/run-$name.log"
+  { echo "== $name: $*"; tail -5 "/tmp/run-$name.log" | cut -c1-400; } | tee -a "$out/logs.txt"
   python3 - "$out" "$name" "$*" <<'PY'
 import json, sys, collections
 out, name, args = sys.argv[1:]
 peak = collections.defaultdict(int)
-for line in open(f"{out}/mem-{name}.csv"):
+for line in open(f"/tmp/mem-{name}.csv"):
     parts = [p.strip() for p in line.split(",")]
     if len(parts) == 2 and parts[1].isdigit():
         peak[int(parts[0])] = max(peak[int(parts[0])], int(parts[1]))
 try:
-    rec = json.loads(open(f"{out}/run-{name}.json").read().strip().splitlines()[-1])
+    rec = json.loads(open(f"/tmp/run-{name}.json").read().strip().splitlines()[-1])
 except Exception:
     rec = {"item": "distill-step", "failed": True}
 rec.update(name=name, args=args, peak_mib={str(k): v for k, v in sorted(peak.items())})
@@ -48,11 +60,26 @@ print("losses:", [round(l, 6) for _, l in rec.get("losses", [])])
 PY
 }
 
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 steps=${STEPS:-11}
-run 13b-w1 --model 1.3b --batch 2 --steps "$steps" --world 1
-run 13b-w2 --model 1.3b --batch 2 --steps "$steps" --world 2
-run 13b-w1-b4 --model 1.3b --batch 4 --steps "$steps" --world 1
-run 13b-w2-b4 --model 1.3b --batch 4 --steps "$steps" --world 2
+# 1.3B: one 240x416 latent frame per clip (390 tokens): at 1,560 tokens one clip's stage-2
+# activations (the decomposed attention under autodiff keeps its S x S scores) do not fit beside
+# the three models and AdamW on an 80 GB card.
+latent=${LATENT:-1,30,52}
+if [ "${ONLY_LARGE:-0}" != 1 ]; then
+run 13b-w1 --model 1.3b --latent "$latent" --batch 2 --steps "$steps" --world 1
+run 13b-w2 --model 1.3b --latent "$latent" --batch 2 --steps "$steps" --world 2
+run 13b-w1-b4 --model 1.3b --latent "$latent" --batch 4 --steps "$steps" --world 1
+run 13b-w2-b4 --model 1.3b --latent "$latent" --batch 4 --steps "$steps" --world 2
+fi
+# Larger global batches in micro-batches of 2 clips (the paper's global batch is 64): the
+# per-step costs that do not shrink with more devices (optimizer, all-reduce) weigh less.
+for b in ${LARGE_BATCHES:-16}; do
+  mb=${MB_CLIPS:-2}  # clips per micro-batch
+  run 13b-w1-b$b --model 1.3b --latent "$latent" --batch $b --steps "${LARGE_STEPS:-$steps}" --world 1 --micro-batches $((b / mb))
+  run 13b-w2-b$b --model 1.3b --latent "$latent" --batch $b --steps "${LARGE_STEPS:-$steps}" --world 2 --micro-batches $((b / mb / 2))
+done
+[ "${ONLY_LARGE:-0}" = 1 ] && exit 0
 # 14B shape at reduced depth (H = 1): memory grows by one block's weights, gradients and AdamW
 # state per block; two depths give the slope to extrapolate to 40 blocks.
 run 14b-d2 --model 14b --blocks 2 --head-blocks 1 --batch 1 --steps 6 --world 1

@@ -105,13 +105,17 @@ pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> R
         progress: false,
         ..Stage2Config::default()
     };
-    let starts = Mutex::new(Vec::<Instant>::new());
-    let stamp = || {
-        let _ = B::sync(device);
-        starts
+    // When each iteration began: the data of step `s` is asked for once per micro-batch, and the
+    // first ask of a new step ends the previous one.
+    let starts = Mutex::new(Vec::<(u64, Instant)>::new());
+    let stamp = |step: u64| {
+        let mut starts = starts
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Instant::now());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if starts.last().is_none_or(|&(last, _)| last != step) {
+            let _ = B::sync(device);
+            starts.push((step, Instant::now()));
+        }
     };
     let (_, report) = distill(
         models,
@@ -119,8 +123,8 @@ pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> R
         &config,
         &args.run_dir,
         negative,
-        |_step| {
-            stamp();
+        |step| {
+            stamp(step);
             Ok(AdaptHeadBatch {
                 latents: latents.clone(),
                 context: context.clone(),
@@ -128,13 +132,13 @@ pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> R
         },
     )
     .context("stage-2 iterations")?;
-    stamp();
+    stamp(u64::MAX);
     let starts = starts
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let step_ms: Vec<f64> = starts
         .windows(2)
-        .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
+        .map(|w| (w[1].1 - w[0].1).as_secs_f64() * 1e3)
         .collect();
     let kind = |step: u64| update_of(step, config.student_every);
     // Steps 2.. (step 1 allocates and, on CUDA, compiles).
@@ -174,6 +178,7 @@ pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> R
         "text_len": args.text_len,
         "global_batch": args.batch,
         "world": world,
+        "micro_batches": tmd_distill::train::data_parallel::micro_batches(),
         "steps": args.steps,
         "step_ms": step_ms,
         "critic_ms": critic_ms,

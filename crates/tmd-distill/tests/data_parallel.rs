@@ -9,14 +9,14 @@
 use std::time::Duration;
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use tmd_distill::adapt_head::{tm_meanflow_loss, AdaptHeadBatch, AdaptHeadConfig};
 use tmd_distill::distill::discriminator::DiscriminatorConfig;
 use tmd_distill::distill::kd::{kd_loss, KdBatch};
 use tmd_distill::distill::stage2::{stage2_loss, Stage2Config, Stage2Models};
-use tmd_distill::train::data_parallel::{current, join, path_param_ids, Rows};
+use tmd_distill::train::data_parallel::{current, join, path_param_ids, Rows, BUCKET_VALUES};
 use tmd_flowhead::{FlowHeadConfig, TmdStudent};
 use tmd_model::dit::{WanConfig, WanModel};
 use tmd_sampler::noise::gaussian;
@@ -111,55 +111,61 @@ fn stage2_config() -> Stage2Config {
     }
 }
 
-/// `(loss before averaging, loss, the gradient of one parameter)` of each computation, in a
-/// fixed order.
+/// `(loss before averaging, loss, every gradient)` of each computation, in a fixed order.
 type Outcome = Vec<(f64, f64, Vec<f32>)>;
 
-fn grad_of(grads: &GradientsParams, id: ParamId) -> Vec<f32> {
-    grads
-        .get::<NdArray, 2>(id)
-        .expect("gradient of the probed parameter")
-        .into_data()
-        .to_vec()
-        .unwrap()
+/// Every gradient of `module`'s parameters held in `grads`, flattened in module order.
+fn all_grads<M: AutodiffModule<A>>(grads: &GradientsParams, module: &M) -> Vec<f32> {
+    struct Collect<'a>(&'a GradientsParams, Vec<f32>);
+    impl ModuleVisitor<A> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<A, D>>) {
+            if let Some(g) = self.0.get::<NdArray, D>(param.id) {
+                self.1.extend(g.into_data().to_vec::<f32>().unwrap());
+            }
+        }
+    }
+    let mut collect = Collect(grads, Vec::new());
+    module.visit(&mut collect);
+    collect.1
 }
 
-/// The losses and gradients of this thread's rows; averaged over the ranks when in a run.
-fn compute(s: &Setup, device: &Dev) -> Outcome {
-    let mean = |value: f64, grads: GradientsParams| match current() {
-        Some(p) => (
-            value,
-            p.mean_scalar::<A>(value, device).unwrap(),
-            p.mean_grads::<A>(grads).unwrap(),
-        ),
-        None => (value, value, grads),
-    };
+/// The losses and gradients of this thread's rows; averaged over the ranks when in a run, the
+/// gradients in buckets of `bucket` values.
+fn compute(s: &Setup, device: &Dev, bucket: usize) -> Outcome {
+    /// `(own loss, mean loss, every mean gradient of module)`.
+    fn mean<M: AutodiffModule<A>>(
+        module: &M,
+        value: f64,
+        grads: GradientsParams,
+        device: &Dev,
+        bucket: usize,
+    ) -> (f64, f64, Vec<f32>) {
+        match current() {
+            Some(p) => {
+                let grads = p
+                    .mean_grads_in_buckets::<A, M>(module, grads, bucket)
+                    .unwrap();
+                (
+                    value,
+                    p.mean_scalar::<A>(value, device).unwrap(),
+                    all_grads(&grads, module),
+                )
+            }
+            None => (value, value, all_grads(&grads, module)),
+        }
+    }
     let mut out = Vec::new();
 
     let loss = tm_meanflow_loss(&s.student, &s.batch, &s.negative, &adapt_config(), 3)
         .unwrap()
         .loss;
     let value = loss.clone().into_scalar().elem::<f64>();
-    let (own, value, grads) = mean(
-        value,
-        GradientsParams::from_grads(loss.backward(), &s.student),
-    );
-    let probe = s.student.dit.blocks[0].ffn.fc1.weight.id;
-    out.push((own, value, grad_of(&grads, probe)));
+    let grads = GradientsParams::from_grads(loss.backward(), &s.student);
+    out.push(mean(&s.student, value, grads, device, bucket));
 
     let grids = TmdGrids::new(2, 2, 5.0, 5.0).unwrap();
     // Step 4: the critics' turn (fake score and discriminator); step 5: the student's.
-    for (step, probe) in [
-        (4, s.models.fake.blocks[0].ffn.fc1.weight.id),
-        (
-            5,
-            s.models.tmd.as_ref().unwrap().dit.blocks[0]
-                .ffn
-                .fc1
-                .weight
-                .id,
-        ),
-    ] {
+    for step in [4, 5] {
         let (value, grads) = stage2_loss(
             &s.models,
             &s.teacher,
@@ -170,21 +176,13 @@ fn compute(s: &Setup, device: &Dev) -> Outcome {
             step,
         )
         .unwrap();
-        let (own, value, grads) = mean(value, grads);
-        out.push((own, value, grad_of(&grads, probe)));
+        out.push(mean(&s.models, value, grads, device, bucket));
     }
 
     let loss = kd_loss(&s.teacher, &s.kd, 0.99).unwrap();
     let value = loss.clone().into_scalar().elem::<f64>();
-    let (own, value, grads) = mean(
-        value,
-        GradientsParams::from_grads(loss.backward(), &s.teacher),
-    );
-    out.push((
-        own,
-        value,
-        grad_of(&grads, s.teacher.blocks[0].ffn.fc1.weight.id),
-    ));
+    let grads = GradientsParams::from_grads(loss.backward(), &s.teacher);
+    out.push(mean(&s.teacher, value, grads, device, bucket));
     out
 }
 
@@ -208,11 +206,13 @@ fn two_ranks_average_to_the_loss_and_gradients_of_one() {
         "outside a run: all rows"
     );
     let s = setup(&device);
-    let one = compute(&s, &device);
+    let one = compute(&s, &device, BUCKET_VALUES);
     let (w0, w1) = (wan(11, &device), wan(12, &device));
     assert_ne!(first_weight(&w0), first_weight(&w1));
 
-    let ranks: Vec<(Outcome, Vec<f32>)> = std::thread::scope(|scope| {
+    // Each rank averages twice: in the default buckets (one bucket for these tiny models) and in
+    // buckets of 7 values (most parameters alone, the small ones grouped).
+    let ranks: Vec<(Vec<Outcome>, Vec<f32>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..2u32)
             .map(|rank| {
                 let (s, own) = (s.fresh(), fresh(if rank == 0 { &w0 } else { &w1 }.clone()));
@@ -224,7 +224,7 @@ fn two_ranks_average_to_the_loss_and_gradients_of_one() {
                     assert_eq!(rows.indices(), 2 * rank as u64..2 * rank as u64 + 2);
                     assert!(Rows::of(3).is_err(), "3 rows do not split over 2 ranks");
                     let synced = session.sync_module::<A, _>(own).unwrap();
-                    let out = compute(&s, &device);
+                    let out = vec![compute(&s, &device, BUCKET_VALUES), compute(&s, &device, 7)];
                     session.finish::<NdArray>().unwrap();
                     (out, first_weight(&synced))
                 })
@@ -239,25 +239,29 @@ fn two_ranks_average_to_the_loss_and_gradients_of_one() {
             &first_weight(&w0),
             "rank {rank} holds rank 0's weights"
         );
-        for (k, ((_, v2, g2), (_, v1, g1))) in out.iter().zip(&one).enumerate() {
-            assert!(
-                (v2 - v1).abs() <= 1e-5 * v1.abs().max(1.0),
-                "computation {k}, rank {rank}: loss {v2} on 2 ranks, {v1} on 1"
-            );
-            let scale = g1.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let err = g2
-                .iter()
-                .zip(g1)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(scale > 0.0, "computation {k}: no gradient to compare");
-            assert!(
-                err <= 1e-4 * scale,
-                "computation {k}, rank {rank}: gradient error {err} (scale {scale})"
-            );
+        for (bucketing, out) in out.iter().enumerate() {
+            for (k, ((_, v2, g2), (_, v1, g1))) in out.iter().zip(&one).enumerate() {
+                let at = format!("computation {k}, rank {rank}, bucketing {bucketing}");
+                assert!(
+                    (v2 - v1).abs() <= 1e-5 * v1.abs().max(1.0),
+                    "{at}: loss {v2} on 2 ranks, {v1} on 1"
+                );
+                assert_eq!(g2.len(), g1.len(), "{at}: the same gradients");
+                let scale = g1.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let err = g2
+                    .iter()
+                    .zip(g1)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(scale > 0.0, "{at}: no gradient to compare");
+                assert!(
+                    err <= 1e-4 * scale,
+                    "{at}: gradient error {err} (scale {scale})"
+                );
+            }
         }
     }
     // Each rank computed on its own half: their losses before averaging differ.
-    for (k, ((a, ..), (b, ..))) in ranks[0].0.iter().zip(&ranks[1].0).enumerate() {
+    for (k, ((a, ..), (b, ..))) in ranks[0].0[0].iter().zip(&ranks[1].0[0]).enumerate() {
         assert!(
             (a - b).abs() > 1e-6 * a.abs(),
             "computation {k}: both ranks saw {a}"

@@ -561,7 +561,7 @@ where
         if let Some(p) = &parallel {
             // Every rank sees the global batch's loss, so all stop together on a non-finite one.
             value = p.mean_scalar::<B>(value, &device)?;
-            grads = p.mean_grads::<B>(grads)?;
+            grads = p.mean_grads::<B, M>(&model, grads)?;
         }
         super::guard::check_finite(step, "loss", value)?;
         let lr = scheduled_lr(s.lr, s.warmup_steps, s.decay_start, s.steps, step);
