@@ -117,20 +117,13 @@ pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> R
             starts.push((step, Instant::now()));
         }
     };
-    let (_, report) = distill(
-        models,
-        &teacher,
-        &config,
-        &args.run_dir,
-        negative,
-        |step| {
-            stamp(step);
-            Ok(AdaptHeadBatch {
-                latents: latents.clone(),
-                context: context.clone(),
-            })
-        },
-    )
+    let (_, report) = distill(models, &teacher, &config, &args.run_dir, negative, |step| {
+        stamp(step);
+        Ok(AdaptHeadBatch {
+            latents: latents.clone(),
+            context: context.clone(),
+        })
+    })
     .context("stage-2 iterations")?;
     stamp(u64::MAX);
     let starts = starts

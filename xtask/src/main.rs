@@ -216,6 +216,10 @@ enum Command {
         /// Evaluator directory, for `--stage vae-check`.
         #[arg(long, default_value = "assets/world-evaluator")]
         evaluator: PathBuf,
+        /// Split whose clips `--stage vae-check` reconstructs: held-out (generalisation to unseen
+        /// attribute combinations) or train (what the VAE fits).
+        #[arg(long, default_value = "held-out")]
+        check_split: String,
         /// Backend: cpu (NdArray), cuda (a build with `--features cuda`), or torch-cpu /
         /// torch-cuda (LibTorch, a build with `--features tch`).
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
@@ -500,29 +504,23 @@ fn pretrain<B: AutodiffBackend>(
     Ok(())
 }
 
-/// `pretrain --stage vae-check`: the newest VAE checkpoint on 128 whole held-out clips.
+/// `pretrain --stage vae-check`: the newest VAE checkpoint on 128 whole clips of `split`.
 fn vae_check<B: burn::prelude::Backend>(
     recipe: &TeacherRecipe,
     run_dir: &Path,
     evaluator: &Path,
+    split: Split,
     device: &B::Device,
 ) -> Result<()> {
     let judge = Judge::<B>::load(evaluator, device)
         .with_context(|| format!("loading the evaluator {}", evaluator.display()))?;
-    let check = check_vae(
-        recipe,
-        run_dir,
-        &judge,
-        Split::HeldOut,
-        128,
-        CHECK_SEED,
-        device,
-    )
-    .context("checking the VAE")?;
+    let check = check_vae(recipe, run_dir, &judge, split, 128, CHECK_SEED, device)
+        .context("checking the VAE")?;
     let json = serde_json::to_string_pretty(&check).context("serialising the check")?;
-    let path = run_dir
-        .join(VAE_RUN)
-        .join(format!("check-step-{:06}.json", check.step));
+    let path = run_dir.join(VAE_RUN).join(match split {
+        Split::HeldOut => format!("check-step-{:06}.json", check.step),
+        _ => format!("check-{}-step-{:06}.json", split.name(), check.step),
+    });
     std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
     let sheet = path.with_extension("png");
     let last = recipe.world.frames - 1;
@@ -721,12 +719,14 @@ fn main() -> Result<()> {
             out,
             stage,
             evaluator,
+            check_split,
             device,
             parallel,
         } => {
             let recipe: TeacherRecipe = load_stage_config(Some(&config), &overrides)?;
             if stage == PretrainStage::VaeCheck {
-                return on_backend!(device, B, dev => vae_check::<B>(&recipe, &run_dir, &evaluator, &dev));
+                let split: Split = check_split.parse().context("--check-split")?;
+                return on_backend!(device, B, dev => vae_check::<B>(&recipe, &run_dir, &evaluator, split, &dev));
             }
             let source = format!(
                 "bundled world teacher, `cargo xtask pretrain --config {}{}`",

@@ -82,3 +82,31 @@ fn normalized_round_trip_matches_the_plain_path() {
         "decode_normalized differs from decode by {rel}"
     );
 }
+
+/// The clips of a batch are independent: encoding and decoding two clips together gives each
+/// clip's own result (batch 1). The parity fixture has batch 1, so this pins the batch axis
+/// through the chunked encoder, the feature cache, the resamplers and the mid-block attention.
+#[test]
+fn clips_of_a_batch_are_encoded_and_decoded_independently() {
+    let device = Default::default();
+    let vae = WanVae::<B>::from_diffusers_dir(fixtures().join("vae"), &device).expect("load VAE");
+    let io = load_io(&device);
+    let one = io("video");
+    let [_, c, t, h, w] = one.dims();
+    let other = Tensor::<B, 5>::random(
+        [1, c, t, h, w],
+        burn::tensor::Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
+    let pair = Tensor::cat(vec![one.clone(), other.clone()], 0);
+    let z_pair = vae.encode(pair).expect("encode pair");
+    let out_pair = vae.decode(z_pair.clone()).expect("decode pair");
+    for (i, clip) in [one, other].into_iter().enumerate() {
+        let z = vae.encode(clip).expect("encode");
+        let (rel, _) = errors(&z_pair.clone().narrow(0, i, 1), &z);
+        assert!(rel <= 1e-5, "clip {i}: latent in a batch differs by {rel}");
+        let out = vae.decode(z).expect("decode");
+        let (rel, _) = errors(&out_pair.clone().narrow(0, i, 1), &out);
+        assert!(rel <= 1e-5, "clip {i}: decoded in a batch differs by {rel}");
+    }
+}

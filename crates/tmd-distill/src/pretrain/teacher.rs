@@ -352,7 +352,11 @@ impl TeacherRecipe {
         }
     }
 
-    fn vae_clip_spec(&self) -> Result<ClipSpec, TrainError> {
+    /// The size of the VAE's training clips before cropping (`world.vae_frames` frames).
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] for a size the world cannot render.
+    pub fn vae_clip_spec(&self) -> Result<ClipSpec, TrainError> {
         ClipSpec::new(self.world.vae_frames, self.world.height, self.world.width).map_err(world_err)
     }
 

@@ -193,6 +193,15 @@ impl<B: Backend> ImageRmsNorm<B> {
         let gamma: Tensor<B, 4> = self.gamma.val().unsqueeze_dim(0);
         normalize_channels(x) * gamma
     }
+
+    /// The same norm applied to every frame of a video.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, C, frames, height, width]` -> same shape
+    pub fn forward_video(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let gamma: Tensor<B, 5> = self.gamma.val().unsqueeze_dims(&[0, 2]);
+        normalize_channels(x) * gamma
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,8 +312,19 @@ impl<B: Backend> AttentionBlock<B> {
         let [b, c, t, h, w] = x.dims();
         let (n, hw) = (b * t, h * w);
         let identity = x.clone();
-        let y = x.swap_dims(1, 2).reshape([n, c, h, w]);
-        let qkv = conv2d_module(&self.to_qkv, self.norm.forward(y)); // [n, 3c, h, w]
+        // The norm first, on the video layout (it acts over channels at each position, so it
+        // commutes with moving frames into the batch): its output is a new tensor, and the
+        // transposes below never view `identity`'s memory. burn-tch 0.21's `swap_dims` returns a
+        // view that it does not track as shared, so the norm's in-place division on a transposed
+        // view of `x` wrote the normalised features into `identity` (LibTorch inference only;
+        // autodiff keeps other references): the residual then added the wrong tensor
+        // (benches/NOTES.md, 2026-11-27, "VAE check").
+        let y = self
+            .norm
+            .forward_video(x)
+            .swap_dims(1, 2)
+            .reshape([n, c, h, w]);
+        let qkv = conv2d_module(&self.to_qkv, y); // [n, 3c, h, w]
         let qkv = qkv.reshape([n, 3 * c, hw]).swap_dims(1, 2); // [n, hw, 3c]
         let head = |i: usize| -> Tensor<B, 4> { qkv.clone().narrow(2, i * c, c).unsqueeze_dim(1) };
         let out = attention(
