@@ -141,7 +141,7 @@ impl DataParallel {
     /// [`TrainError::Parallel`] when `global` is not a multiple of the world size.
     pub fn shard(&self, global: usize) -> Result<Range<usize>, TrainError> {
         let world = self.world as usize;
-        if global % world != 0 {
+        if !global.is_multiple_of(world) {
             return Err(TrainError::parallel(format!(
                 "global batch {global} does not split evenly over {world} ranks"
             )));
@@ -288,7 +288,7 @@ impl DataParallel {
 
     /// Rank 0's `tensor` on every rank (the sum over the ranks of rank 0's value and zeros;
     /// burn-collective has no broadcast across its all-reduce). `B` is the backend joined with.
-    fn from_rank_zero<B: Backend, const D: usize>(
+    fn rank_zero_value<B: Backend, const D: usize>(
         &self,
         what: &str,
         tensor: Tensor<B, D>,
@@ -437,7 +437,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for FromRankZero<'_, B> {
         let require_grad = tensor.is_require_grad();
         let synced = self
             .session
-            .from_rank_zero("parameter broadcast", tensor.clone().inner());
+            .rank_zero_value("parameter broadcast", tensor.clone().inner());
         match synced {
             Ok(synced) => {
                 let synced = Tensor::from_inner(synced);
@@ -503,7 +503,7 @@ fn rank_zero_then_barrier<B: Backend, T>(
     let barrier = |ok: bool| -> Result<bool, TrainError> {
         let flag = Tensor::<B, 1>::from_floats([if ok { 1.0 } else { 0.0 }], device);
         let flag: f32 = session
-            .from_rank_zero("barrier", flag)?
+            .rank_zero_value("barrier", flag)?
             .into_scalar()
             .elem();
         Ok(flag > 0.5)

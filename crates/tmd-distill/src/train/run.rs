@@ -183,7 +183,10 @@ where
     log.push(step, loss)?;
     bar.set_position(step);
     bar.set_message(format!("loss {loss:.5}"));
-    if policy.write && policy.every > 0 && (step % policy.every == 0 || step == policy.final_step) {
+    if policy.write
+        && policy.every > 0
+        && (step.is_multiple_of(policy.every) || step == policy.final_step)
+    {
         let state = TrainState {
             step,
             seed: policy.seed,
