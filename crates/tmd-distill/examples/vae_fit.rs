@@ -3,8 +3,9 @@
 //! beside the same loss on whole clips of the check (`pretrain --stage vae-check`), for the
 //! bisection of a gap between the two (benches/NOTES.md, 2026-11-27).
 //!
-//! `cargo run --release -p tmd-distill --example vae_fit -- RUN_DIR STEP [--set k=v ...]`
-//! (the recipe is RUN_DIR/../configs/world-teacher.toml with the overrides the run used).
+//! `cargo run --release -p tmd-distill --example vae_fit -- RUN_DIR STEP [--set k=v ...]`, from
+//! the repository root (the recipe is configs/world-teacher.toml with the overrides the run used;
+//! the newest checkpoint under RUN_DIR/vae is loaded).
 
 use burn::backend::NdArray;
 use burn::prelude::*;

@@ -12,9 +12,10 @@
 //!   rank (burn draws them at random, and burn-collective matches gradients by id);
 //! - after resuming, rank 0's parameters are copied to every rank ([`DataParallel::sync_module`]),
 //!   so replicas start equal even from a random initialisation;
-//! - each step's gradients and loss are averaged over the ranks ([`DataParallel::mean_grads`],
-//!   in buckets of [`BUCKET_VALUES`], and [`DataParallel::mean_scalar`]); a step that updates only part of the model (stage 2's
-//!   student/critic turns) does so on every rank, since the turn is a function of the step;
+//! - each step's gradients and loss are averaged over the ranks ([`DataParallel::mean_grads`], in
+//!   buckets of [`BUCKET_VALUES`], and [`DataParallel::mean_scalar`]); a step that updates only part
+//!   of the model (stage 2's student/critic turns) does so on every rank, since the turn is a
+//!   function of the step;
 //! - only rank 0 writes checkpoints and the loss log; every rank resumes from the same checkpoint,
 //!   so a run can restart on a different number of ranks.
 //!
@@ -192,7 +193,9 @@ impl DataParallel {
     /// The gradients travel in buckets of about [`BUCKET_VALUES`] values (flattened and
     /// concatenated in the module's parameter order, which every rank shares), one all-reduce per
     /// bucket: each all-reduce is a rendezvous of every rank's thread, and one per parameter
-    /// (burn's `GradientsParams::all_reduce`) cost ~0.4 s a step for a 1.3B model on two H100s.
+    /// (burn's `GradientsParams::all_reduce`) is ~800 of them a step for a 1.3B model. (On two
+    /// H100s the step time did not move beyond run-to-run noise either way: the per-rank
+    /// slowdown lies elsewhere, benches/NOTES.md.)
     ///
     /// # Errors
     /// [`TrainError::Parallel`] when the collective fails or `grads` holds a gradient of a
