@@ -19,8 +19,15 @@ type B = NdArray;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let run_dir = std::path::PathBuf::from(&args[0]);
-    let step: u64 = args[1].parse().unwrap();
+    let usage = "usage: vae_fit RUN_DIR STEP [--set k=v ...]";
+    let (Some(run_dir), Some(step)) = (args.first(), args.get(1)) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let run_dir = std::path::PathBuf::from(run_dir);
+    let step: u64 = step
+        .parse()
+        .unwrap_or_else(|_| panic!("STEP must be a step number, got {step:?} ({usage})"));
     let overrides: Vec<String> = args[2..]
         .chunks(2)
         .filter(|c| c[0] == "--set")
