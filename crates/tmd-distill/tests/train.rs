@@ -170,6 +170,38 @@ fn resume_repeats_an_uninterrupted_run_bit_for_bit() {
 }
 
 #[test]
+fn a_constant_rate_run_continues_with_a_decay() {
+    // The bundled teacher's DiT ran at a constant rate, then was continued with a decay: the
+    // decay is not part of the resume hash, and it changes only the steps after `decay_start`.
+    let dir = scratch("decay");
+    let decayed = |steps| DitPretrainConfig {
+        decay_start: 4,
+        ..config(steps)
+    };
+    assert_eq!(config(8).resume_hash(), decayed(8).resume_hash());
+    let run = |name: &str, cfg: &DitPretrainConfig| {
+        pretrain_dit(
+            initial_model(&dir),
+            cfg,
+            &dir.join(name),
+            Some(negative()),
+            |s| Ok(batch_of(s)),
+        )
+        .expect("run")
+        .1
+    };
+    let constant = run("constant", &config(8));
+    run("continued", &config(4));
+    let continued = run("continued", &decayed(8));
+    assert_eq!(continued.start_step, 4);
+    let bits = |v: &[(u64, f64)]| v.iter().map(|&(s, l)| (s, l.to_bits())).collect::<Vec<_>>();
+    // Step 5's loss is taken before its update, from the same weights as the constant run's ...
+    assert_eq!(bits(&continued.losses[..1]), bits(&constant.losses[4..5]));
+    // ... and the updates from step 5 on use the decayed rate, so the later losses differ.
+    assert_ne!(bits(&continued.losses[1..]), bits(&constant.losses[5..]));
+}
+
+#[test]
 fn corrupt_checkpoint_is_skipped_and_the_previous_one_used() {
     let dir = scratch("corrupt");
     let run = dir.join("run");

@@ -44,6 +44,10 @@ pub struct DitPretrainConfig {
     pub batch: usize,
     /// Optimizer steps in total (a resumed run continues up to this number).
     pub steps: u64,
+    /// Step after which the rate decays along a half cosine to a small floor at `steps`
+    /// ([`scheduled_lr`](crate::train::run::scheduled_lr); 0: constant). Not part of the resume
+    /// hash: a run trained at a constant rate can be continued with a decay.
+    pub decay_start: u64,
     /// Time shift `g` of the training times `t = shift(u, g)`. 2.0: the bundled world's latents are
     /// small (a few thousand values), so less shift towards noise than Wan's 5.0 at 480p.
     pub shift: f64,
@@ -79,6 +83,7 @@ impl Default for DitPretrainConfig {
             lr: 2e-4,
             batch: 8,
             steps: 20_000,
+            decay_start: 0,
             shift: 2.0,
             seed: 0,
             text_dropout: 0.1,
@@ -96,7 +101,7 @@ impl Default for DitPretrainConfig {
 }
 
 impl DitPretrainConfig {
-    /// Hash of the settings that change the trajectory (everything except `steps`,
+    /// Hash of the settings that change the trajectory (everything except `steps`, `decay_start`,
     /// `checkpoint_every`, `keep_last`, `loss_tail`, `progress`): a run resumes only from a
     /// checkpoint with the same hash.
     pub fn resume_hash(&self) -> String {
@@ -216,7 +221,8 @@ where
         });
     }
     let device = model.patch_embedding.weight.device();
-    let settings = crate::loop_settings!(config);
+    let mut settings = crate::loop_settings!(config);
+    settings.decay_start = config.decay_start;
     train_loop(
         model,
         &settings,
