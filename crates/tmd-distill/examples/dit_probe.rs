@@ -51,7 +51,10 @@ fn main() {
         // reversing the frames or flipping the rows (a model without working positions would).
         let x_mid = x0.clone() * 0.5 + noise.clone() * 0.5;
         let t_mid = Tensor::<B, 1>::from_floats([500.0], &device);
-        let v_mid = pipe.dit.forward(x_mid.clone(), t_mid.clone(), ctx.clone()).unwrap();
+        let v_mid = pipe
+            .dit
+            .forward(x_mid.clone(), t_mid.clone(), ctx.clone())
+            .unwrap();
         for (name, dim) in [("frames", 2isize), ("rows", 3)] {
             let v_flip = pipe
                 .dit
