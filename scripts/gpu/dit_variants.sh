@@ -8,7 +8,9 @@
 # Each NAME trains in runs/world-teacher-NAME (created from runs/world-teacher: VAE checkpoint,
 # text encoder, latent statistics; the DiT checkpoints too when NAME is `base`, which is
 # runs/world-teacher itself), exports to assets/world-teacher-NAME, and comes back in $OUT as
-# NAME.tar (the exported transformer and loss log) with eval-NAME.json. Needs gpu-bin/xtask-tch.xz.
+# NAME.tar (the exported transformer and loss log) with eval-NAME.json; a run that did not finish
+# comes back as NAME-ckpt.tar.* (its newest checkpoint) to resume from. Other variants share base's
+# latent cache once base has built it. Needs gpu-bin/xtask-tch.xz.
 set -uo pipefail
 secs=$1; shift
 variants=()
