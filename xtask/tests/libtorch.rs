@@ -52,3 +52,119 @@ fn libtorch_samples_what_ndarray_samples() {
         "LibTorch and NdArray samples differ: mean {mean:.3} levels, max {max}"
     );
 }
+
+/// Every parameter's gradient of one flow-matching loss, by dotted path.
+struct GradCollector<'a, B: burn::tensor::backend::AutodiffBackend> {
+    grads: &'a <B as burn::tensor::backend::AutodiffBackend>::Gradients,
+    stack: Vec<String>,
+    out: Vec<(String, Vec<f32>)>,
+}
+
+impl<B: burn::tensor::backend::AutodiffBackend> burn::module::ModuleVisitor<B>
+    for GradCollector<'_, B>
+{
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+    ) {
+        let grad = param.val().grad(self.grads).map_or_else(Vec::new, |g| {
+            g.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+        });
+        self.out.push((self.stack.join("."), grad));
+    }
+}
+
+/// The bundled teacher's DiT shape, its loss and every gradient on backend `B`, from weights and
+/// inputs fixed on NdArray.
+fn dit_loss_and_grads<B: burn::tensor::backend::AutodiffBackend>(
+    device: &B::Device,
+) -> (f32, Vec<(String, Vec<f32>)>) {
+    use burn::module::Module;
+    use burn::tensor::{Tensor, TensorData};
+    use tmd_distill::pretrain::flow_matching_loss;
+    use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
+    type N = NdArray;
+    let recipe = tmd_distill::pretrain::teacher::TeacherRecipe::default();
+    let config = recipe.dit_config();
+    let file = std::env::temp_dir().join(format!("tmd-libtorch-dit-{}.bpk", std::process::id()));
+    if !file.exists() {
+        <N as burn::tensor::backend::Backend>::seed(&Default::default(), 77);
+        save_burnpack::<N, _>(&config.init::<N>(&Default::default()), &file).unwrap();
+    }
+    let source = WeightSource::open_files(&[file]).unwrap();
+    let model = load_module::<B, _>(
+        config.init::<B>(device),
+        &source,
+        &KeyMap::identity(),
+        &[],
+        "dit",
+    )
+    .unwrap();
+    let fixed = |shape: Vec<usize>, seed: u64| {
+        let t = tmd_sampler::noise::gaussian::<N, 3>(
+            [1, 1, shape.iter().product()],
+            seed,
+            &Default::default(),
+        );
+        TensorData::new(
+            t.into_data().convert::<f32>().into_vec::<f32>().unwrap(),
+            shape,
+        )
+    };
+    let latent = vec![2, recipe.vae.z_dim, 5, 16, 16];
+    let x0 = Tensor::<B, 5>::from_data(fixed(latent.clone(), 1), device);
+    let noise = Tensor::<B, 5>::from_data(fixed(latent, 2), device);
+    let context =
+        Tensor::<B, 3>::from_data(fixed(vec![2, config.text_len, config.text_dim], 3), device);
+    let t = Tensor::<B, 1>::from_data(TensorData::new(vec![0.3f32, 0.8], [2]), device);
+    let loss = flow_matching_loss(&model, x0, context, t, noise).unwrap();
+    let value: f32 = burn::tensor::ElementConversion::elem(loss.clone().into_scalar());
+    let grads = loss.backward();
+    let mut collector = GradCollector::<B> {
+        grads: &grads,
+        stack: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut collector);
+    (value, collector.out)
+}
+
+#[test]
+fn libtorch_trains_the_dit_with_ndarray_gradients() {
+    use burn::backend::Autodiff;
+    let (want_loss, want) = dit_loss_and_grads::<Autodiff<NdArray>>(&Default::default());
+    let (loss, got) = dit_loss_and_grads::<Autodiff<LibTorch>>(&LibTorchDevice::Cpu);
+    assert!(
+        (loss - want_loss).abs() < 1e-4 * want_loss.abs(),
+        "loss {loss} against {want_loss}"
+    );
+    assert_eq!(got.len(), want.len());
+    let mut worst = (0f32, String::new());
+    for ((path, g), (_, w)) in got.iter().zip(&want) {
+        assert_eq!(g.len(), w.len(), "{path}");
+        let norm = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let diff = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt();
+        let rel = diff / norm.max(1e-12);
+        println!("{path}: |grad| {norm:.3e}, relative difference {rel:.2e}");
+        if rel > worst.0 {
+            worst = (rel, path.clone());
+        }
+    }
+    assert!(
+        worst.0 < 1e-3,
+        "gradient of {} differs by {:.2e}",
+        worst.1,
+        worst.0
+    );
+}

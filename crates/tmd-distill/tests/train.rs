@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use tmd_distill::pretrain::teacher::warm_start_dit;
 use tmd_distill::pretrain::{flow_matching_loss, pretrain_dit, DitBatch, DitPretrainConfig};
 use tmd_distill::train::{latest_valid, list_checkpoints, load_stage_config, TrainError};
 use tmd_model::dit::{WanConfig, WanModel};
@@ -199,6 +200,70 @@ fn a_constant_rate_run_continues_with_a_decay() {
     assert_eq!(bits(&continued.losses[..1]), bits(&constant.losses[4..5]));
     // ... and the updates from step 5 on use the decayed rate, so the later losses differ.
     assert_ne!(bits(&continued.losses[1..]), bits(&constant.losses[5..]));
+}
+
+#[test]
+fn a_warm_up_changes_only_the_first_updates_and_keeps_the_resume_hash() {
+    let dir = scratch("warmup");
+    let warm = |warmup_steps| DitPretrainConfig {
+        warmup_steps,
+        ..config(4)
+    };
+    assert_eq!(config(4).resume_hash(), warm(3).resume_hash());
+    let run = |name: &str, cfg: &DitPretrainConfig| {
+        let losses = pretrain_dit(
+            initial_model(&dir),
+            cfg,
+            &dir.join(name),
+            Some(negative()),
+            |s| Ok(batch_of(s)),
+        )
+        .expect("run")
+        .1
+        .losses;
+        losses
+            .iter()
+            .map(|&(s, l)| (s, l.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    let plain = run("plain", &config(4));
+    // A one-step warm-up reaches the full rate at step 1: the same run.
+    assert_eq!(run("one", &warm(1)), plain);
+    // Three steps: step 1's loss is taken before any update, step 2's after a third of it.
+    let warmed = run("three", &warm(3));
+    assert_eq!(warmed[0], plain[0]);
+    assert_ne!(warmed[1], plain[1]);
+}
+
+#[test]
+fn a_warm_start_takes_the_weights_of_another_run() {
+    let dir = scratch("warm-start");
+    let (trained, _) = pretrain_dit(
+        initial_model(&dir),
+        &config(4),
+        &dir.join("first"),
+        Some(negative()),
+        |s| Ok(batch_of(s)),
+    )
+    .expect("run");
+    let want = eval_loss(&trained);
+    assert_ne!(want.to_bits(), eval_loss(&initial_model(&dir)).to_bits());
+    // From the run directory (its newest checkpoint) and from the checkpoint directory itself.
+    for from in [dir.join("first"), dir.join("first/step-000004")] {
+        let warm = warm_start_dit(initial_model(&dir), &from).expect("warm start");
+        assert_eq!(
+            eval_loss(&warm).to_bits(),
+            want.to_bits(),
+            "{}",
+            from.display()
+        );
+    }
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let err = warm_start_dit(initial_model(&dir), &empty)
+        .expect_err("no checkpoint")
+        .to_string();
+    assert!(err.contains(&empty.display().to_string()), "{err}");
 }
 
 #[test]

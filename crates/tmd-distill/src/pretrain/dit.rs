@@ -44,6 +44,10 @@ pub struct DitPretrainConfig {
     pub batch: usize,
     /// Optimizer steps in total (a resumed run continues up to this number).
     pub steps: u64,
+    /// Linear warm-up of the rate over the first steps (0: none). Not part of the resume hash
+    /// (like `decay_start`, it only shapes the schedule): a batch of hundreds of clips at a rate
+    /// of several 1e-4 from a fresh DiT wants one.
+    pub warmup_steps: u64,
     /// Step after which the rate decays along a half cosine to a small floor at `steps`
     /// ([`scheduled_lr`](crate::train::run::scheduled_lr); 0: constant). Not part of the resume
     /// hash: a run trained at a constant rate can be continued with a decay.
@@ -83,6 +87,7 @@ impl Default for DitPretrainConfig {
             lr: 2e-4,
             batch: 8,
             steps: 20_000,
+            warmup_steps: 0,
             decay_start: 0,
             shift: 2.0,
             seed: 0,
@@ -101,7 +106,7 @@ impl Default for DitPretrainConfig {
 }
 
 impl DitPretrainConfig {
-    /// Hash of the settings that change the trajectory (everything except `steps`, `decay_start`,
+    /// Hash of the settings that change the trajectory (everything except `steps`, `warmup_steps`, `decay_start`,
     /// `checkpoint_every`, `keep_last`, `loss_tail`, `progress`): a run resumes only from a
     /// checkpoint with the same hash.
     pub fn resume_hash(&self) -> String {
@@ -223,6 +228,7 @@ where
     let device = model.patch_embedding.weight.device();
     let mut settings = crate::loop_settings!(config);
     settings.decay_start = config.decay_start;
+    settings.warmup_steps = config.warmup_steps;
     train_loop(
         model,
         &settings,

@@ -252,6 +252,11 @@ pub struct TeacherRecipe {
     /// [`LatentCache`]) that DiT batches are drawn from; 0 encodes every batch afresh (an endless
     /// stream of clips, at the cost of a VAE encode per step).
     pub latent_cache_clips: usize,
+    /// Warm start of the DiT stage: a DiT run directory (`…/dit`, its newest valid checkpoint) or
+    /// one `step-…` checkpoint directory whose weights a *fresh* DiT run starts from, with a new
+    /// optimizer and its own settings (e.g. a larger batch, which a resume refuses). Ignored once
+    /// the run has a checkpoint of its own. Empty: the seeded initialisation.
+    pub dit_warm_start: String,
     /// Sampling defaults of the exported model.
     pub sampling: SamplingSettings,
 }
@@ -267,6 +272,7 @@ impl Default for TeacherRecipe {
             dit_train: DitPretrainConfig::default(),
             latent_stats_clips: 256,
             latent_cache_clips: 2048,
+            dit_warm_start: String::new(),
             sampling: SamplingSettings::default(),
         }
     }
@@ -754,6 +760,11 @@ pub fn train_teacher_dit<B: AutodiffBackend>(
         B::seed(device, recipe.dit.seed);
         recipe.dit_config().init::<B>(device)
     });
+    let dit = match recipe.dit_warm_start.as_str() {
+        "" => dit,
+        _ if latest_valid(&run_dir.join(DIT_RUN))?.checkpoint.is_some() => dit,
+        from => warm_start_dit(dit, Path::new(from))?,
+    };
     let dit_seed = recipe.dit_train.seed;
     pretrain_dit(
         dit,
@@ -787,6 +798,42 @@ pub fn train_teacher_dit<B: AutodiffBackend>(
             })
         },
     )
+}
+
+/// Loads the weights of the checkpoint at `from` (a `step-…` directory, or a run directory whose
+/// newest valid checkpoint is taken) into `dit`.
+///
+/// # Errors
+/// No valid checkpoint at `from` (named), a damaged one, or weights of another DiT shape.
+pub fn warm_start_dit<B: Backend>(
+    dit: WanModel<B>,
+    from: &Path,
+) -> Result<WanModel<B>, TrainError> {
+    let ckpt = if from.join("state.json").is_file() {
+        let mut ckpt = Checkpoint {
+            step: 0,
+            path: from.to_path_buf(),
+        };
+        ckpt.verify()?;
+        ckpt.step = ckpt.state()?.step;
+        ckpt
+    } else {
+        latest_valid(from)?
+            .checkpoint
+            .ok_or_else(|| TrainError::Data {
+                step: 0,
+                message: format!(
+                    "dit_warm_start: no valid DiT checkpoint under {}",
+                    from.display()
+                ),
+            })?
+    };
+    eprintln!(
+        "DiT warm start from {} (step {})",
+        ckpt.path.display(),
+        ckpt.step
+    );
+    ckpt.load_module::<B, _>(super::dit::MODEL_NAME, dit)
 }
 
 /// Writes the finished teacher as a model directory at `out` (the DiT's newest valid checkpoint
