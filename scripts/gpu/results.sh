@@ -10,9 +10,13 @@
 #
 # Env: TEACHER (model directory, default assets/world-teacher), DEVICE (torch-cuda), CLIPS
 # (teacher-data clips, 1024), S1 / S2 / KD (stage-1 / stage-2 / KD warm-up steps: 1000 / 1000 /
-# 300), PROMPTS (held-out prompts evaluated, 0 = all), SEEDS (2). Everything else is the configs'
-# (configs/teacher-data.toml, adapt-head.toml, distill.toml, distill-dmd2v.toml). Writes
-# $OUT/bundled-world.json (+ .md) and each stage's log; the students stay under runs/results/.
+# 300), S1_SECS / S2_SECS (time limits of the stage-1 / stage-2 runs: a run stopped by its limit
+# is written out from its newest checkpoint, every CKPT steps, default 50; the step reached is in
+# its log), EVAL_SECS (the eval's limit), PROMPTS (held-out prompts evaluated, 0 = all), SEEDS (2).
+# Everything else is the configs' (configs/teacher-data.toml, adapt-head.toml, distill.toml,
+# distill-dmd2v.toml). Writes $OUT/bundled-world.json (+ .md), and every log with both reports in
+# $OUT/results.tar.gz (the device tool brings back at most 8 files), with the students named in
+# KEEP (default tmd-m2-h1) as $OUT/NAME.tar.gz; the students stay under runs/results/.
 # Smoke-tested on the CPU machine (2026-11-27, TEACHER = the 12,500-step world teacher, CLIPS=4,
 # S1=S2=KD=2, PROMPTS=1: every stage exits 0 and the table has its 12 rows, in 75 s); not yet run
 # on the GPU. The tiny-random model cannot be evaluated (its 9-frame clips are not the world's).
@@ -20,6 +24,13 @@ set -uo pipefail
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 TEACHER=${TEACHER:-assets/world-teacher}; DEVICE=${DEVICE:-torch-cuda}
 CLIPS=${CLIPS:-1024}; S1=${S1:-1000}; S2=${S2:-1000}; KD=${KD:-300}; PROMPTS=${PROMPTS:-0}; SEEDS=${SEEDS:-2}
+S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-100000}; CKPT=${CKPT:-50}
+KEEP=${KEEP:-tmd-m2-h1}
+# MAIN_ONLY=1: only the runs of the headline comparison (TMD M = 1 and 2 at H = 1 against DMD2-v at
+# 1 and 2 steps), each with a larger share of the card and the cores in the same time.
+MAIN_ONLY=${MAIN_ONLY:-0}
+main() { [ "$MAIN_ONLY" = 1 ]; }
+n1=4; n2=8; main && { n1=2; n2=4; }
 x=/tmp/xtask-tch; [ -x $x ] || { xz -dc gpu-bin/xtask-tch.xz > $x && chmod +x $x; }
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:${torch_lib:-}
@@ -27,47 +38,67 @@ r=runs/results; mkdir -p $r
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 threads() { local n=$(( $(nproc) / $1 )); [ $n -lt 1 ] && n=1; export OMP_NUM_THREADS=$n RAYON_NUM_THREADS=$n; }
 quiet() { tr '\r' '\n' | grep -v '^\s*$' | tail -3; }
+guarded() { # secs steps run_dir log command...: the command with train.steps, stopped after secs
+  # and then written out from its newest checkpoint (train.steps set to that step)
+  local secs=$1 steps=$2 run=$3 log=$4; shift 4
+  timeout --signal=INT "$secs" "$@" --set train.steps="$steps" --set train.checkpoint_every="$CKPT" > "$log" 2>&1
+  local rc=$?
+  [ $rc -eq 124 ] || return $rc
+  # stage 1 checkpoints in run_dir/, stage 2 in run_dir/stage2/ (after the KD warm-up's run_dir/kd/)
+  local last; last=$(ls -d "$run"/step-* "$run"/stage2/step-* 2>/dev/null | sort -t- -k2 | tail -1)
+  [ -n "$last" ] || { echo "stopped after $secs s before the first checkpoint" >> "$log"; return 124; }
+  last=$((10#${last##*step-}))
+  echo "== stopped after $secs s; written out from step $last of $steps" >> "$log"
+  "$@" --set train.steps="$last" --set train.checkpoint_every="$CKPT" >> "$log" 2>&1; }
 
 stamp "teacher data: $CLIPS clips"; threads 1
 $x teacher-data --device $DEVICE --teacher $TEACHER --out $r/teacher-data --set clips=$CLIPS \
   > $out/teacher-data.log 2>&1; quiet < $out/teacher-data.log
 
-stamp "stage 1 (TM-MeanFlow, $S1 steps): H = 1, 2 at M = 2, H = 1 at M = 1, the pure TM ablation"; threads 4
+stamp "stage 1 (TM-MeanFlow, $S1 steps): H = 1, 2 at M = 2, H = 1 at M = 1, the pure TM ablation"; threads $n1
 s1() { # name, args
-  $x adapt-head --device $DEVICE --teacher $TEACHER --data $r/teacher-data --run-dir $r/run-$1 \
-    --out $r/$1 --set train.steps=$S1 --set train.checkpoint_every=$S1 $2 > $out/$1.log 2>&1
+  # shellcheck disable=SC2086
+  guarded "$S1_SECS" "$S1" $r/run-$1 $out/$1.log $x adapt-head --device $DEVICE --teacher $TEACHER \
+    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $2
   echo "$1: exit $?"; }
-s1 s1-h1 "--set head.head_blocks=1" & s1 s1-h2 "--set head.head_blocks=2" &
+s1 s1-h1 "--set head.head_blocks=1" &
 s1 s1-h1-m1 "--set head.head_blocks=1 --set train.outer_steps=1" &
-s1 s1-h1-tm "--set head.head_blocks=1 --set train.variant=tm" & wait
+main || { s1 s1-h2 "--set head.head_blocks=2" & s1 s1-h1-tm "--set head.head_blocks=1 --set train.variant=tm" & }
+wait
 
-stamp "stage 2 ($S2 iterations): TMD and DMD2-v, side by side"; threads 8
+stamp "stage 2 ($S2 iterations): TMD and DMD2-v, side by side"; threads $n2
 s2() { # name, input, args
-  $x distill --device $DEVICE --input $2 --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 \
-    --set train.steps=$S2 --set train.checkpoint_every=$S2 $3 > $out/$1.log 2>&1
+  # shellcheck disable=SC2086
+  guarded "$S2_SECS" "$S2" $r/run-$1 $out/$1.log $x distill --device $DEVICE --input $2 \
+    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $3
   echo "$1: exit $?"; }
 s2 tmd-m2-h1 $r/s1-h1 "--set train.outer_steps=2 --set train.inner_steps=2" &
 s2 tmd-m1-h1 $r/s1-h1-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
-s2 tmd-m2-h2 $r/s1-h2 "--set train.outer_steps=2 --set train.inner_steps=2" &
-s2 tmd-m2-h1-nogan $r/s1-h1 "--set train.outer_steps=2 --set train.inner_steps=2 --set train.gan_weight=0" &
-s2 tmd-m2-h1-tm $r/s1-h1-tm "--set train.outer_steps=2 --set train.inner_steps=2" &
 s2 dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD" &
 s2 dmd2v-m2 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=2" &
-s2 dmd2v-m4 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=4" &
+main || {
+  s2 tmd-m2-h2 $r/s1-h2 "--set train.outer_steps=2 --set train.inner_steps=2" &
+  s2 tmd-m2-h1-nogan $r/s1-h1 "--set train.outer_steps=2 --set train.inner_steps=2 --set train.gan_weight=0" &
+  s2 tmd-m2-h1-tm $r/s1-h1-tm "--set train.outer_steps=2 --set train.inner_steps=2" &
+  s2 dmd2v-m4 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=4" &
+}
 wait
 
 stamp "eval"; threads 1
-cat > $r/rows.toml <<ROWS
-[[teacher]]
-solver = "unipc"
-steps = 50
-$(for m in 1 2; do for n in 2 4; do printf '[[student]]\nmodel = "%s"\nouter_steps = %d\ninner_steps = %d\n' $r/tmd-m$m-h1 $m $n; done; done)
-$(for n in 2 4; do printf '[[student]]\nmodel = "%s"\nouter_steps = 2\ninner_steps = %d\n' $r/tmd-m2-h2 $n; done)
-$(printf '[[student]]\nmodel = "%s"\nlabel = "tmd (no GAN)"\n' $r/tmd-m2-h1-nogan)
-$(printf '[[student]]\nmodel = "%s"\nlabel = "tmd (TM, r = s)"\n' $r/tmd-m2-h1-tm)
-$(for m in 1 2 4; do printf '[[student]]\nmodel = "%s"\n' $r/dmd2v-m$m; done)
-ROWS
-$x eval --device $DEVICE --model $TEACHER --rows $r/rows.toml --limit $PROMPTS --seeds $SEEDS \
-  --out $out/bundled-world.json --markdown $out/bundled-world.md > $out/eval.log 2>&1
+row() { # model [label] [outer inner]: a student row, when that student was written
+  [ -f "$1/manifest.json" ] || { echo "no student at $1: its row is left out" >&2; return; }
+  printf '[[student]]\nmodel = "%s"\n' "$1"
+  [ -n "${2:-}" ] && printf 'label = "%s"\n' "$2"
+  [ -n "${3:-}" ] && printf 'outer_steps = %d\ninner_steps = %d\n' "$3" "$4"
+  return 0; }
+{ printf '[[teacher]]\nsolver = "unipc"\nsteps = 50\n'
+  for m in 1 2; do for n in 2 4; do row $r/tmd-m$m-h1 "" $m $n; done; done
+  for n in 2 4; do row $r/tmd-m2-h2 "" 2 $n; done
+  row $r/tmd-m2-h1-nogan "tmd (no GAN)"; row $r/tmd-m2-h1-tm "tmd (TM, r = s)"
+  for m in 1 2 4; do row $r/dmd2v-m$m; done; } > $r/rows.toml 2> $out/rows.log
+timeout "$EVAL_SECS" $x eval --device $DEVICE --model $TEACHER --rows $r/rows.toml --limit $PROMPTS \
+  --seeds $SEEDS --out $out/bundled-world.json --markdown $out/bundled-world.md > $out/eval.log 2>&1
 echo "eval: exit $?"; cat $out/bundled-world.md 2>/dev/null
 stamp done
+for n in $KEEP; do [ -d $r/$n ] && tar czf - $r/$n | split -b 15M - $out/$n.tar.gz.; done
+(cd "$out" && tar czf results.tar.gz ./*.log ./bundled-world.* 2>/dev/null && rm -f ./*.log ./bundled-world.*)

@@ -18,8 +18,9 @@ use tmd_sampler::pipeline::{
 };
 use tmd_sampler::{Sampler, Video};
 
-/// The model directory used when `--model` is not given: the small model bundled in `assets/`.
-const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/tiny-random");
+/// The model directory used when `--model` is not given: the small world model bundled in
+/// `assets/world` (a TMD student with its teacher; see the README's "bundled world").
+const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/world");
 
 #[derive(Parser, Debug)]
 #[command(name = "tmd-cli", version, about = "Text-to-video with Wan2.1-architecture models in Rust (Burn).", long_about = None)]

@@ -1,5 +1,6 @@
-//! End-to-end tests of `tmd-cli generate` on the bundled model: it writes a clip, and bad input
-//! gets a message that names the value at fault.
+//! End-to-end tests of `tmd-cli generate`: the bundled world model is the default and writes a
+//! clip; the option handling runs on the random-weight tiny model (fast, and a plain teacher), and
+//! bad input gets a message that names the value at fault.
 
 use std::path::PathBuf;
 
@@ -12,10 +13,64 @@ fn out_dir(name: &str) -> PathBuf {
     d
 }
 
-fn generate() -> Command {
+fn tiny_random() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-random")
+}
+
+/// `generate` with no model chosen: the bundled default.
+fn generate_default() -> Command {
     let mut cmd = Command::cargo_bin("tmd-cli").unwrap();
     cmd.env_remove("TMD_MODEL").arg("generate");
     cmd
+}
+
+/// `generate` on the tiny random model (a teacher-only directory).
+fn generate() -> Command {
+    let mut cmd = generate_default();
+    cmd.arg("--model").arg(tiny_random());
+    cmd
+}
+
+#[test]
+fn the_default_is_the_bundled_world_student() {
+    let dir = out_dir("default");
+    let gif = dir.join("clip.gif");
+    let out = generate_default()
+        .args([
+            "--prompt",
+            "A large red circle moves left on a black background.",
+            "--timings",
+            "--out",
+        ])
+        .arg(&gif)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TMD student"), "{stderr}");
+    assert!(stdout.contains("effective NFE 2.50"), "{stdout}");
+    let frames = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(
+        std::fs::File::open(&gif).unwrap(),
+    ))
+    .unwrap();
+    let frames: Vec<_> = image::AnimationDecoder::into_frames(frames)
+        .collect_frames()
+        .unwrap();
+    assert_eq!(frames.len(), 17);
+    let first = frames[0].buffer();
+    assert_eq!((first.width(), first.height()), (64, 64));
+    // The caption asks for a black background: most of the last frame is dark.
+    let last = frames[16].buffer();
+    let dark = last.pixels().filter(|p| p.0[..3].iter().all(|&c| c < 64)).count();
+    assert!(
+        dark * 2 > (64 * 64) as usize,
+        "{dark} of 4096 pixels dark for a black background"
+    );
 }
 
 fn stderr_of(cmd: &mut Command) -> String {
@@ -116,7 +171,11 @@ fn bad_input_is_named() {
     let err = run(&["--prompt", "a red circle", "--frames", "10"]);
     assert!(err.contains("frames = 10") && err.contains("4k+1"), "{err}");
 
-    let err = run(&["--prompt", "a red circle", "--model", "/nonexistent/model"]);
+    let err = stderr_of(
+        generate_default()
+            .args(["--prompt", "a red circle", "--model", "/nonexistent/model", "--out"])
+            .arg(&gif),
+    );
     assert!(err.contains("/nonexistent/model"), "{err}");
 
     let err = stderr_of(
@@ -191,7 +250,7 @@ fn student_dir(name: &str) -> PathBuf {
 fn a_student_directory_samples_the_student_unless_asked_for_the_teacher() {
     let model = student_dir("student");
     let gif = model.parent().unwrap().join("clip.gif");
-    let out = generate()
+    let out = generate_default()
         .arg("--model")
         .arg(&model)
         .args([
@@ -211,7 +270,7 @@ fn a_student_directory_samples_the_student_unless_asked_for_the_teacher() {
     assert!(gif.is_file());
 
     let err = stderr_of(
-        generate()
+        generate_default()
             .arg("--model")
             .arg(&model)
             .args(["--prompt", "a red circle", "--steps", "2", "--out"])
@@ -219,7 +278,7 @@ fn a_student_directory_samples_the_student_unless_asked_for_the_teacher() {
     );
     assert!(err.contains("--steps applies to the teacher"), "{err}");
 
-    let out = generate()
+    let out = generate_default()
         .arg("--model")
         .arg(&model)
         .args([
