@@ -336,8 +336,9 @@ enum Command {
     /// distance of classifier features, seconds per clip), one row per sampler configuration;
     /// writes a JSON report and prints a Markdown table.
     Eval {
-        /// Model directory to evaluate.
-        #[arg(long, default_value = "assets/world-teacher")]
+        /// Model directory to evaluate (its teacher rows; a student directory's teacher is the
+        /// one beside its student). Default: the bundled world model.
+        #[arg(long, default_value = "assets/world")]
         model: PathBuf,
         /// Evaluator directory (written by `train-evaluator`).
         #[arg(long, default_value = "assets/world-evaluator")]

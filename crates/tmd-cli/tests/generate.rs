@@ -66,7 +66,10 @@ fn the_default_is_the_bundled_world_student() {
     assert_eq!((first.width(), first.height()), (64, 64));
     // The caption asks for a black background: most of the last frame is dark.
     let last = frames[16].buffer();
-    let dark = last.pixels().filter(|p| p.0[..3].iter().all(|&c| c < 64)).count();
+    let dark = last
+        .pixels()
+        .filter(|p| p.0[..3].iter().all(|&c| c < 64))
+        .count();
     assert!(
         dark * 2 > (64 * 64) as usize,
         "{dark} of 4096 pixels dark for a black background"
@@ -173,7 +176,13 @@ fn bad_input_is_named() {
 
     let err = stderr_of(
         generate_default()
-            .args(["--prompt", "a red circle", "--model", "/nonexistent/model", "--out"])
+            .args([
+                "--prompt",
+                "a red circle",
+                "--model",
+                "/nonexistent/model",
+                "--out",
+            ])
             .arg(&gif),
     );
     assert!(err.contains("/nonexistent/model"), "{err}");
