@@ -273,7 +273,7 @@ impl ModelDir {
                 )
             }
             DirLayout::Diffusers => {
-                WanModel::from_diffusers_dir(&self.root.join("transformer"), device)
+                WanModel::from_diffusers_dir(self.root.join("transformer"), device)
             }
         }
     }
@@ -287,7 +287,7 @@ impl ModelDir {
                 Ok(config)
             }
             DirLayout::Diffusers => {
-                WanVaeConfig::from_diffusers_config(&self.root.join("vae/config.json"))
+                WanVaeConfig::from_diffusers_config(self.root.join("vae/config.json"))
             }
         }
     }
@@ -306,7 +306,7 @@ impl ModelDir {
                     "VAE",
                 )
             }
-            DirLayout::Diffusers => WanVae::from_diffusers_dir(&self.root.join("vae"), device),
+            DirLayout::Diffusers => WanVae::from_diffusers_dir(self.root.join("vae"), device),
         }
     }
 
@@ -374,7 +374,7 @@ impl ModelDir {
                 )
             }
             DirLayout::Diffusers => {
-                UMT5Encoder::from_hf_dir(&self.root.join("text_encoder"), device)
+                UMT5Encoder::from_hf_dir(self.root.join("text_encoder"), device)
             }
         }
     }

@@ -257,17 +257,17 @@ pub fn latent_shape(
         value,
         rule,
     };
-    if height == 0 || height % px != 0 {
+    if height == 0 || !height.is_multiple_of(px) {
         return Err(bad(
             "height",
             height,
             format!("a positive multiple of {px}"),
         ));
     }
-    if width == 0 || width % px != 0 {
+    if width == 0 || !width.is_multiple_of(px) {
         return Err(bad("width", width, format!("a positive multiple of {px}")));
     }
-    if frames == 0 || (frames - 1) % ts != 0 {
+    if frames == 0 || !(frames - 1).is_multiple_of(ts) {
         return Err(bad(
             "frames",
             frames,
