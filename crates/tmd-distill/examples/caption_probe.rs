@@ -14,30 +14,24 @@ use burn::backend::NdArray;
 use burn::prelude::*;
 use tmd_distill::pretrain::teacher::TeacherRecipe;
 use tmd_distill::world::render::clip_caption;
-use tmd_distill::world::{
-    render, to_tensor, Attributes, Colour, Motion, Shape, Split, WorldDataset,
-};
+use tmd_distill::world::{render, to_tensor, Attribute, Attributes, Split, WorldDataset};
 use tmd_sampler::noise::gaussian;
 use tmd_sampler::TeacherPipeline;
 
 type B = NdArray;
 
+/// The next value of an attribute (wrapping): a different word in the caption.
+fn next<T: Attribute>(value: T) -> T {
+    T::all()[(value.index() + 1) % T::all().len()]
+}
+
 fn swapped(a: &Attributes, which: &str) -> Attributes {
     let mut b = *a;
     match which {
-        "shape" => {
-            b.shape = Shape::ALL
-                [(Shape::ALL.iter().position(|&s| s == a.shape).unwrap() + 1) % Shape::ALL.len()]
-        }
-        "colour" => {
-            b.colour = Colour::ALL
-                [(Colour::ALL.iter().position(|&s| s == a.colour).unwrap() + 1) % Colour::ALL.len()]
-        }
-        "motion" => {
-            b.motion = Motion::ALL
-                [(Motion::ALL.iter().position(|&s| s == a.motion).unwrap() + 1) % Motion::ALL.len()]
-        }
-        _ => unreachable!(),
+        "shape" => b.shape = next(a.shape),
+        "colour" => b.colour = next(a.colour),
+        "motion" => b.motion = next(a.motion),
+        _ => unreachable!("no attribute {which}"),
     }
     b
 }
