@@ -87,6 +87,28 @@ fn config(steps: u64) -> DitPretrainConfig {
     }
 }
 
+/// A run of `cfg` in `dir/name` from the shared initial model on the step-dependent batches:
+/// the trained model and the report.
+fn train(
+    dir: &Path,
+    name: &str,
+    cfg: &DitPretrainConfig,
+) -> (WanModel<B>, tmd_distill::pretrain::PretrainReport) {
+    pretrain_dit(
+        initial_model(dir),
+        cfg,
+        &dir.join(name),
+        Some(negative()),
+        |s| Ok(batch_of(s)),
+    )
+    .expect("run")
+}
+
+/// Each step's loss as exact bits.
+fn loss_bits(losses: &[(u64, f64)]) -> Vec<(u64, u64)> {
+    losses.iter().map(|&(s, l)| (s, l.to_bits())).collect()
+}
+
 fn eval_loss(model: &WanModel<B>) -> f64 {
     let device = Default::default();
     let b = fixed_batch();
@@ -180,26 +202,21 @@ fn a_constant_rate_run_continues_with_a_decay() {
         ..config(steps)
     };
     assert_eq!(config(8).resume_hash(), decayed(8).resume_hash());
-    let run = |name: &str, cfg: &DitPretrainConfig| {
-        pretrain_dit(
-            initial_model(&dir),
-            cfg,
-            &dir.join(name),
-            Some(negative()),
-            |s| Ok(batch_of(s)),
-        )
-        .expect("run")
-        .1
-    };
+    let run = |name: &str, cfg: &DitPretrainConfig| train(&dir, name, cfg).1;
     let constant = run("constant", &config(8));
     run("continued", &config(4));
     let continued = run("continued", &decayed(8));
     assert_eq!(continued.start_step, 4);
-    let bits = |v: &[(u64, f64)]| v.iter().map(|&(s, l)| (s, l.to_bits())).collect::<Vec<_>>();
     // Step 5's loss is taken before its update, from the same weights as the constant run's ...
-    assert_eq!(bits(&continued.losses[..1]), bits(&constant.losses[4..5]));
+    assert_eq!(
+        loss_bits(&continued.losses[..1]),
+        loss_bits(&constant.losses[4..5])
+    );
     // ... and the updates from step 5 on use the decayed rate, so the later losses differ.
-    assert_ne!(bits(&continued.losses[1..]), bits(&constant.losses[5..]));
+    assert_ne!(
+        loss_bits(&continued.losses[1..]),
+        loss_bits(&constant.losses[5..])
+    );
 }
 
 #[test]
@@ -210,22 +227,7 @@ fn a_warm_up_changes_only_the_first_updates_and_keeps_the_resume_hash() {
         ..config(4)
     };
     assert_eq!(config(4).resume_hash(), warm(3).resume_hash());
-    let run = |name: &str, cfg: &DitPretrainConfig| {
-        let losses = pretrain_dit(
-            initial_model(&dir),
-            cfg,
-            &dir.join(name),
-            Some(negative()),
-            |s| Ok(batch_of(s)),
-        )
-        .expect("run")
-        .1
-        .losses;
-        losses
-            .iter()
-            .map(|&(s, l)| (s, l.to_bits()))
-            .collect::<Vec<_>>()
-    };
+    let run = |name: &str, cfg: &DitPretrainConfig| loss_bits(&train(&dir, name, cfg).1.losses);
     let plain = run("plain", &config(4));
     // A one-step warm-up reaches the full rate at step 1: the same run.
     assert_eq!(run("one", &warm(1)), plain);
@@ -238,14 +240,7 @@ fn a_warm_up_changes_only_the_first_updates_and_keeps_the_resume_hash() {
 #[test]
 fn a_warm_start_takes_the_weights_of_another_run() {
     let dir = scratch("warm-start");
-    let (trained, _) = pretrain_dit(
-        initial_model(&dir),
-        &config(4),
-        &dir.join("first"),
-        Some(negative()),
-        |s| Ok(batch_of(s)),
-    )
-    .expect("run");
+    let (trained, _) = train(&dir, "first", &config(4));
     let want = eval_loss(&trained);
     assert_ne!(want.to_bits(), eval_loss(&initial_model(&dir)).to_bits());
     // From the run directory (its newest checkpoint) and from the checkpoint directory itself.
