@@ -1,5 +1,6 @@
 //! Wan2.1 text-to-video models in Burn, numerically equal to the reference implementation.
 //!
+//! * [`attention`]: scaled dot-product attention with an O(L)-memory backward pass.
 //! * [`dit`]: the diffusion transformer `WanModel` (diffusers: `WanTransformer3DModel`).
 //! * [`vae`]: the causal 3D Wan VAE with chunked, feature-cached encode/decode.
 //! * [`t5`]: the umT5 encoder and the Wan text pipeline (tokenizer, cleaning, padding, cache).
@@ -9,6 +10,7 @@
 //! Every module is generic over `B: Backend` and loads straight from a diffusers-format folder
 //! (`transformer/`, `vae/`, `text_encoder/`) or from a converted model directory.
 
+pub mod attention;
 pub mod conv;
 pub mod convert;
 pub mod dit;

@@ -2,11 +2,11 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::module::{attention, linear};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::module::linear;
 use burn::tensor::DType;
 
 use super::config::Precision;
+use crate::attention::scaled_dot_product;
 
 /// Rounds `x` to bf16 precision and returns it in bf16 when the backend has bf16, else in its
 /// own dtype with bf16-rounded values (host emulation, round-to-nearest-even, straight-through
@@ -90,12 +90,11 @@ pub fn attention_with<B: Backend>(
     v: Tensor<B, 4>,
     precision: Precision,
 ) -> Tensor<B, 4> {
-    let options = AttentionModuleOptions::default();
     match precision {
-        Precision::F32 => attention(q, k, v, None, None, options),
+        Precision::F32 => scaled_dot_product(q, k, v),
         Precision::Bf16Matmul => {
             let dtype = q.dtype();
-            let out = attention(to_bf16(q), to_bf16(k), to_bf16(v), None, None, options);
+            let out = scaled_dot_product(to_bf16(q), to_bf16(k), to_bf16(v));
             to_bf16(out).cast(dtype)
         }
     }
