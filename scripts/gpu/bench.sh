@@ -3,9 +3,9 @@
 # of scripts/gpu/torch_bench.py (PyTorch + diffusers, the reference), in the same call on the same
 # card, merged into $OUT/bench.json with ratio = rust_ms / torch_ms.
 #
-# On the CPU machine, `bash scripts/gpu/bench.sh --build` builds the stripped CUDA xtask into
-# gpu-bin/ (git-ignored), copies the diffusers wheel beside it, and prints the command to run
-# through the device tool (carrying gpu-bin):
+# On the CPU machine, `[BACKEND=torch-cuda] bash scripts/gpu/bench.sh --build` builds the stripped
+# xtask (burn CUDA, or burn LibTorch) into gpu-bin/ (git-ignored), copies the diffusers wheel
+# beside it, and prints the command to run through the device tool (carrying gpu-bin):
 #   bash scripts/gpu/bench.sh gemm,attention,dit-1.3b,tmd-step,bf16-error,dit-14b,vae-decode,t5
 # then copy $OUT/bench.json to benches/results/<date>-<card>.json.
 #
@@ -19,21 +19,43 @@
 set -uo pipefail
 if [ "${1:-}" = --build ]; then
   cd "$(dirname "$0")/../.." || exit 1
-  CARGO_TARGET_DIR=target/cuda cargo build --release -p xtask --features cuda || exit 1
   mkdir -p gpu-bin/wheels
-  cp target/cuda/release/xtask /tmp/xtask-cuda && strip /tmp/xtask-cuda && xz -T2 -c /tmp/xtask-cuda > gpu-bin/xtask.xz
+  if [ "${BACKEND:-cuda}" = torch-cuda ]; then
+    # LibTorch build: links the PyTorch of /work/tchvenv (torch==2.11.0, the GPU machine's version).
+    venv=${TCHVENV:-/work/tchvenv}
+    [ -x "$venv/bin/python" ] || { echo "no $venv: python3 -m venv $venv && $venv/bin/pip install torch==2.11.0"; exit 1; }
+    PATH=$venv/bin:$PATH LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
+      CARGO_TARGET_DIR=target/tch cargo build --release -p xtask --features tch || exit 1
+    cp target/tch/release/xtask /tmp/xtask-tch && strip /tmp/xtask-tch && xz -T2 -c /tmp/xtask-tch > gpu-bin/xtask-tch.xz
+    packed=gpu-bin/xtask-tch.xz
+  else
+    CARGO_TARGET_DIR=target/cuda cargo build --release -p xtask --features cuda || exit 1
+    cp target/cuda/release/xtask /tmp/xtask-cuda && strip /tmp/xtask-cuda && xz -T2 -c /tmp/xtask-cuda > gpu-bin/xtask.xz
+    packed=gpu-bin/xtask.xz
+  fi
   cp "${WHEELS:-../shared/reference/wheels}"/*.whl gpu-bin/wheels/ 2>/dev/null || echo "no wheels found: set WHEELS=<dir with diffusers wheel>"
-  ls -la gpu-bin/xtask.xz gpu-bin/wheels
+  ls -la "$packed" gpu-bin/wheels
   echo "now run, through the device tool with carry [\"gpu-bin\"]:"
-  echo "  bash scripts/gpu/bench.sh gemm,attention,dit-1.3b,tmd-step,bf16-error,dit-14b,vae-decode,t5"
+  echo "  BACKEND=${BACKEND:-cuda} bash scripts/gpu/bench.sh gemm,attention,dit-1.3b,tmd-step,bf16-error,dit-14b,vae-decode,t5"
   exit 0
 fi
 items=${1:-gemm,attention,dit-1.3b,tmd-step}
+# BACKEND=cuda (default): burn's CUDA backend, gpu-bin/xtask.xz. BACKEND=torch-cuda: burn's LibTorch
+# backend (cuBLAS GEMMs, PyTorch's scaled_dot_product_attention), gpu-bin/xtask-tch.xz built as
+# scripts/gpu/pretrain_world.sh describes, linked against the machine's own PyTorch.
+backend=${BACKEND:-cuda}
 latent=${LATENT:-21,60,104}
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 export CUDA_PATH=/usr/local/cuda LD_LIBRARY_PATH=/usr/local/cuda/lib64
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
-[ -x /tmp/xtask ] || { xz -dc gpu-bin/xtask.xz > /tmp/xtask && chmod +x /tmp/xtask; }
+if [ "$backend" = torch-cuda ]; then
+  xtask=/tmp/xtask-tch; packed=gpu-bin/xtask-tch.xz
+  torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$torch_lib
+else
+  xtask=/tmp/xtask; packed=gpu-bin/xtask.xz
+fi
+[ -x $xtask ] || { xz -dc $packed > $xtask && chmod +x $xtask; }
 if [ -d gpu-bin/wheels ] && ! python3 -c 'import diffusers' 2>/dev/null; then
   pip install -q --no-index --no-deps --target /tmp/site gpu-bin/wheels/*.whl && export PYTHONPATH=/tmp/site
 fi
@@ -51,7 +73,7 @@ for item in ${items//,/ }; do
   timeout "${ITEM_SECS:-240}" python3 scripts/gpu/torch_bench.py "$item" --latent "$latent" --warm "${WARM:-1}" --rep "${REP:-3}" >> "$out/torch.jsonl" 2> "$out/torch-$item.err"
   echo "== torch $item: exit $? after $(( $(date +%s) - t0 )) s"; tail -2 "$out/torch-$item.err"
   t0=$(date +%s)
-  mib=$( { peak timeout "${ITEM_SECS:-240}" /tmp/xtask bench --device cuda --items "$item" --latent "$latent" --warm "${WARM:-1}" --rep "${REP:-3}" \
+  mib=$( { peak timeout "${ITEM_SECS:-240}" $xtask bench --device "$backend" --items "$item" --latent "$latent" --warm "${WARM:-1}" --rep "${REP:-3}" \
             > "$out/rust-$item.txt" 2> "$out/rust-$item.err"; } 3>&1 )
   rc=$?
   echo "== rust $item: exit $rc after $(( $(date +%s) - t0 )) s, peak ${mib} MiB"

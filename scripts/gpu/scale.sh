@@ -62,6 +62,18 @@ PY
 
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 steps=${STEPS:-11}
+# Issue 5: one GPU, the stage-2 memory and time of the 1.3B shape with the recomputing attention
+# backward (tmd_model::attention) against burn's plain autodiff attention (S x S scores kept;
+# TMD_ATTENTION_BACKWARD=plain), batch 1, at growing clip lengths.
+if [ "${ONLY_ATTENTION:-0}" = 1 ]; then
+  for spec in ${ATTENTION_RUNS:-plain:1,30,52 recompute:1,30,52 plain:1,60,104 recompute:1,60,104 recompute:2,60,104}; do
+    mode=${spec%%:*}; lat=${spec#*:}
+    if [ "$mode" = plain ]; then export TMD_ATTENTION_BACKWARD=plain; else unset TMD_ATTENTION_BACKWARD; fi
+    run "13b-$mode-${lat//,/x}" --model 1.3b --latent "$lat" --batch 1 --steps "${ATTENTION_STEPS:-6}" --world 1
+  done
+  unset TMD_ATTENTION_BACKWARD
+  exit 0
+fi
 # 1.3B: one 240x416 latent frame per clip (390 tokens): at 1,560 tokens one clip's stage-2
 # activations (the decomposed attention under autodiff keeps its S x S scores) do not fit beside
 # the three models and AdamW on an 80 GB card.

@@ -168,3 +168,73 @@ fn libtorch_trains_the_dit_with_ndarray_gradients() {
         worst.0
     );
 }
+
+/// The DiT forward on LibTorch, where `tmd_model::fused` replaces the elementwise chains (GELU,
+/// norms, modulation, gated residuals, bias, RoPE) with single PyTorch kernels, against NdArray's
+/// plain burn composition: in f32, and under the bf16-matmul policy (native bf16 on LibTorch,
+/// host-emulated rounding on NdArray; the fused bias rounds once instead of twice).
+#[test]
+fn the_fused_libtorch_dit_matches_ndarray() {
+    use burn::prelude::*;
+    use tmd_model::dit::Precision;
+    use tmd_model::model_dir::ModelDir;
+
+    let dir = ModelDir::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../assets/tiny-random"
+    ))
+    .unwrap();
+    // Deterministic inputs: x [1, 4, 3, 8, 8] (48 tokens), text [1, 16, 32].
+    let values = |n: usize, seed: u64| -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    };
+    fn run<B: Backend>(
+        dir: &ModelDir,
+        device: &B::Device,
+        precision: Precision,
+        x: &[f32],
+        ctx: &[f32],
+    ) -> Vec<f32> {
+        let model = dir
+            .load_transformer::<B>(device)
+            .unwrap()
+            .with_precision(precision);
+        let x = Tensor::<B, 5>::from_data(TensorData::new(x.to_vec(), [1, 4, 3, 8, 8]), device);
+        let ctx = Tensor::<B, 3>::from_data(TensorData::new(ctx.to_vec(), [1, 16, 32]), device);
+        let t = Tensor::<B, 1>::from_floats([500.0], device);
+        model
+            .forward(x, t, ctx)
+            .unwrap()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap()
+    }
+    let (x, ctx) = (values(4 * 3 * 8 * 8, 1), values(16 * 32, 2));
+    for (precision, tol) in [(Precision::F32, 1e-5), (Precision::Bf16Matmul, 2e-2)] {
+        let a = run::<LibTorch>(&dir, &LibTorchDevice::Cpu, precision, &x, &ctx);
+        let b = run::<NdArray>(&dir, &Default::default(), precision, &x, &ctx);
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        println!(
+            "{precision:?}: max |diff| {diff:.3e}, max |ref| {scale:.3e}, rel {:.3e}",
+            diff / scale
+        );
+        assert!(
+            diff / scale <= tol,
+            "{precision:?}: LibTorch DiT differs from NdArray by {:.3e} relative",
+            diff / scale
+        );
+    }
+}

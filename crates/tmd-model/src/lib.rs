@@ -1,6 +1,7 @@
 //! Wan2.1 text-to-video models in Burn, numerically equal to the reference implementation.
 //!
 //! * [`attention`]: scaled dot-product attention with an O(L)-memory backward pass.
+//! * [`fused`]: one-kernel GELU, norms, bias and RoPE where the backend has them (LibTorch).
 //! * [`dit`]: the diffusion transformer `WanModel` (diffusers: `WanTransformer3DModel`).
 //! * [`vae`]: the causal 3D Wan VAE with chunked, feature-cached encode/decode.
 //! * [`t5`]: the umT5 encoder and the Wan text pipeline (tokenizer, cleaning, padding, cache).
@@ -15,6 +16,7 @@ pub mod conv;
 pub mod convert;
 pub mod dit;
 pub mod error;
+pub mod fused;
 pub mod model_dir;
 pub mod random;
 pub mod t5;

@@ -5,12 +5,12 @@ use burn::nn::{
     Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::gelu_approximate;
 
 use super::config::{Precision, WanConfig};
-use super::precision::{attention_with, linear_with};
+use super::precision::{attention_with, linear_with, matmul_input};
 use super::rope::RopeTables;
 use super::WanInputs;
+use crate::fused;
 
 /// LayerNorm over the last dimension without scale or bias (Wan's `norm1`, `norm2` and head norm):
 /// `(x - mean) / sqrt(var + eps)`, biased variance.
@@ -19,8 +19,7 @@ use super::WanInputs;
 /// - `x`: `[..., d]`
 /// - output: `[..., d]`
 pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
-    let (var, mean) = x.clone().var_mean_bias(D - 1);
-    (x - mean) / (var + eps).sqrt()
+    fused::layer_norm_plain(x, eps)
 }
 
 /// Adaptive modulation `x * (1 + scale) + shift`.
@@ -34,7 +33,7 @@ pub fn modulate<B: Backend>(
     shift: Tensor<B, 3>,
     scale: Tensor<B, 3>,
 ) -> Tensor<B, 3> {
-    x * (scale + 1.0) + shift
+    fused::modulate(x, shift, scale)
 }
 
 /// Multi-head attention of Wan2.1 (`self_attn` / `cross_attn`; diffusers `attn1` / `attn2`):
@@ -97,17 +96,18 @@ impl<B: Backend> WanAttention<B> {
         precision: Precision,
     ) -> Tensor<B, 3> {
         let [b, l, d] = x.dims();
-        let kv_in = context.unwrap_or_else(|| x.clone());
-        let q = self.norm_q.forward(linear_with(&self.q, x, precision));
-        let k = self
-            .norm_k
-            .forward(linear_with(&self.k, kv_in.clone(), precision));
+        // Rounded once for the q, k and v products (each would round it again to the same values).
+        let x = matmul_input(x, precision);
+        let kv_in = context.map_or_else(|| x.clone(), |c| matmul_input(c, precision));
+        let q = fused::rms_norm(&self.norm_q, linear_with(&self.q, x, precision));
+        let k = fused::rms_norm(&self.norm_k, linear_with(&self.k, kv_in.clone(), precision));
         let v = linear_with(&self.v, kv_in, precision);
         let (mut q, mut k, v) = (self.heads(q), self.heads(k), self.heads(v));
         if let Some(rope) = rope {
             q = rope.apply(q);
             k = rope.apply(k);
         }
+        // Under the bf16 policy the attention output stays bf16 into the output projection.
         let out = attention_with(q, k, v, precision)
             .swap_dims(1, 2)
             .reshape([b, l, d]);
@@ -129,7 +129,18 @@ impl<B: Backend> WanFfn<B> {
     /// - `x`: `[batch, L, dim]`
     /// - output: `[batch, L, dim]`
     pub fn forward(&self, x: Tensor<B, 3>, precision: Precision) -> Tensor<B, 3> {
-        let h = gelu_approximate(linear_with(&self.fc1, x, precision));
+        let x = match precision {
+            Precision::Bf16Matmul => {
+                let param = |l: &Linear<B>| (l.weight.val(), l.bias.as_ref().map(|b| b.val()));
+                let ((w1, b1), (w2, b2)) = (param(&self.fc1), param(&self.fc2));
+                match fused::ffn_bf16(x, (&w1, b1.as_ref()), (&w2, b2.as_ref())) {
+                    Ok(y) => return y,
+                    Err(x) => x,
+                }
+            }
+            Precision::F32 => x,
+        };
+        let h = fused::gelu_tanh(linear_with(&self.fc1, x, precision));
         linear_with(&self.fc2, h, precision)
     }
 }
@@ -207,7 +218,11 @@ impl<B: Backend> WanBlock<B> {
         let (shift_ff, scale_ff, gate_ff) = (m[3].clone(), m[4].clone(), m[5].clone());
 
         let h = modulate(layer_norm(x.clone(), self.eps), shift_sa, scale_sa);
-        let x = x + self.self_attn.forward(h, None, Some(rope), self.precision) * gate_sa;
+        let x = fused::add_gated(
+            x,
+            self.self_attn.forward(h, None, Some(rope), self.precision),
+            gate_sa,
+        );
 
         let h = self.norm3.forward(x.clone());
         let x = x + self
@@ -215,6 +230,6 @@ impl<B: Backend> WanBlock<B> {
             .forward(h, Some(context), None, self.precision);
 
         let h = modulate(layer_norm(x.clone(), self.eps), shift_ff, scale_ff);
-        x + self.ffn.forward(h, self.precision) * gate_ff
+        fused::add_gated(x, self.ffn.forward(h, self.precision), gate_ff)
     }
 }

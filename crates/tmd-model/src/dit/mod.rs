@@ -32,7 +32,7 @@ use burn::module::Param;
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu_approximate, silu};
+use burn::tensor::activation::silu;
 
 pub use block::{layer_norm, modulate, WanAttention, WanBlock, WanFfn};
 pub use config::{Precision, WanConfig, PRESETS};
@@ -337,7 +337,7 @@ impl<B: Backend> WanModel<B> {
         } else {
             context
         };
-        let h = gelu_approximate(linear_with(
+        let h = crate::fused::gelu_tanh(linear_with(
             &self.text_embedding.linear_1,
             context,
             self.precision,

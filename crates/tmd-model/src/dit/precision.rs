@@ -33,7 +33,8 @@ pub fn to_bf16<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 
 /// `y = x W + b` under the precision policy: with [`Precision::Bf16Matmul`] the input, weight
 /// and bias are rounded to bf16, the product is done (in bf16 where the backend has it) and
-/// the output is rounded to bf16 and returned in the input's dtype.
+/// the output is rounded to bf16 and returned in the weight's dtype (the stream's: an input that
+/// is already bf16, see [`matmul_input`], still gives a stream-dtype output).
 ///
 /// # Shapes
 /// - `x`: `[..., d_in]`
@@ -49,7 +50,7 @@ pub fn matmul_bias_with<B: Backend, const D: usize>(
     match precision {
         Precision::F32 => linear(x, weight, bias),
         Precision::Bf16Matmul => {
-            let dtype = x.dtype();
+            let dtype = weight.dtype();
             let y = linear(to_bf16(x), to_bf16(weight), bias.map(to_bf16));
             to_bf16(y).cast(dtype)
         }
@@ -68,17 +69,32 @@ pub fn linear_with<B: Backend, const D: usize>(
 ) -> Tensor<B, D> {
     match precision {
         Precision::F32 => layer.forward(x),
-        Precision::Bf16Matmul => matmul_bias_with(
-            x,
-            layer.weight.val(),
-            layer.bias.as_ref().map(|b| b.val()),
-            precision,
-        ),
+        Precision::Bf16Matmul => {
+            let weight = layer.weight.val();
+            let bias = layer.bias.as_ref().map(|b| b.val());
+            match crate::fused::linear_bf16(x, &weight, bias.as_ref()) {
+                Ok(y) => y,
+                Err(x) => matmul_bias_with(x, weight, bias, precision),
+            }
+        }
+    }
+}
+
+/// The input of the policy's matrix products: bf16-rounded under [`Precision::Bf16Matmul`]
+/// (once, where several products share it: rounding is idempotent), unchanged under `F32`.
+pub fn matmul_input<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    precision: Precision,
+) -> Tensor<B, D> {
+    match precision {
+        Precision::F32 => x,
+        Precision::Bf16Matmul => to_bf16(x),
     }
 }
 
 /// Scaled dot-product attention `softmax(q k^T / sqrt(head_dim)) v`, without mask, under the
-/// precision policy (bf16 inputs and output with [`Precision::Bf16Matmul`]).
+/// precision policy: with [`Precision::Bf16Matmul`], bf16 inputs and a bf16 output (in bf16
+/// where the backend has it: it feeds the output projection, which takes bf16 inputs).
 ///
 /// # Shapes
 /// - `q`: `[batch, heads, L_q, head_dim]`
@@ -92,11 +108,7 @@ pub fn attention_with<B: Backend>(
 ) -> Tensor<B, 4> {
     match precision {
         Precision::F32 => scaled_dot_product(q, k, v),
-        Precision::Bf16Matmul => {
-            let dtype = q.dtype();
-            let out = scaled_dot_product(to_bf16(q), to_bf16(k), to_bf16(v));
-            to_bf16(out).cast(dtype)
-        }
+        Precision::Bf16Matmul => to_bf16(scaled_dot_product(to_bf16(q), to_bf16(k), to_bf16(v))),
     }
 }
 

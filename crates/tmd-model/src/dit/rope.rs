@@ -106,6 +106,10 @@ impl<B: Backend> RopeTables<B> {
     /// - `x`: `[batch, heads, L, head_dim]`
     /// - output: `[batch, heads, L, head_dim]`
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = match crate::fused::rope(x, &self.cos, &self.sin) {
+            Ok(out) => return out,
+            Err(x) => x,
+        };
         let [b, h, l, d] = x.dims();
         let pairs = x.reshape([b, h, l, d / 2, 2]);
         let re = pairs.clone().narrow(4, 0, 1);
