@@ -50,6 +50,10 @@ pub fn matmul_bias_with<B: Backend, const D: usize>(
     match precision {
         Precision::F32 => linear(x, weight, bias),
         Precision::Bf16Matmul => {
+            let x = match crate::fused::linear_bf16(x, &weight, bias.as_ref()) {
+                Ok(y) => return y,
+                Err(x) => x,
+            };
             let dtype = weight.dtype();
             let y = linear(to_bf16(x), to_bf16(weight), bias.map(to_bf16));
             to_bf16(y).cast(dtype)
@@ -69,14 +73,12 @@ pub fn linear_with<B: Backend, const D: usize>(
 ) -> Tensor<B, D> {
     match precision {
         Precision::F32 => layer.forward(x),
-        Precision::Bf16Matmul => {
-            let weight = layer.weight.val();
-            let bias = layer.bias.as_ref().map(|b| b.val());
-            match crate::fused::linear_bf16(x, &weight, bias.as_ref()) {
-                Ok(y) => y,
-                Err(x) => matmul_bias_with(x, weight, bias, precision),
-            }
-        }
+        Precision::Bf16Matmul => matmul_bias_with(
+            x,
+            layer.weight.val(),
+            layer.bias.as_ref().map(|b| b.val()),
+            precision,
+        ),
     }
 }
 
