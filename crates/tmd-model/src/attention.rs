@@ -22,7 +22,7 @@
 //! Products run in the inputs' dtype (bf16 under the bf16 policy); the softmax, `dS` and the
 //! `dk`/`dv` accumulators are f32.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::Autodiff;
 use burn::prelude::*;
@@ -35,6 +35,8 @@ use burn_autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_autodiff::NodeId;
+
+use crate::same_type;
 
 /// Upper bound, in bytes, of one f32 `[batch, heads, chunk, L_k]` temporary of the backward pass
 /// (about four of them are alive at once).
@@ -98,22 +100,14 @@ pub fn has_recomputing_backward<B: Backend>() -> bool {
     if *PLAIN.get_or_init(|| std::env::var(BACKWARD_ENV).is_ok_and(|v| v == "plain")) {
         return false;
     }
-    let b = TypeId::of::<B>();
-    #[allow(unused_mut)]
-    let mut known = vec![TypeId::of::<Autodiff<burn::backend::NdArray>>()];
-    #[cfg(feature = "tch")]
-    known.push(TypeId::of::<Autodiff<burn::backend::LibTorch>>());
-    #[cfg(feature = "cuda")]
-    known.push(TypeId::of::<Autodiff<burn::backend::Cuda>>());
-    known.contains(&b)
-}
-
-/// `x` as a `T` when its type is `T` (a checked move through `Any`), else `None`.
-fn same_type<S: 'static, T: 'static>(x: S) -> Option<T> {
-    let mut slot = Some(x);
-    (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<T>>()
-        .and_then(Option::take)
+    let known = [
+        TypeId::of::<Autodiff<burn::backend::NdArray>>(),
+        #[cfg(feature = "tch")]
+        TypeId::of::<Autodiff<burn::backend::LibTorch>>(),
+        #[cfg(feature = "cuda")]
+        TypeId::of::<Autodiff<burn::backend::Cuda>>(),
+    ];
+    known.contains(&TypeId::of::<B>())
 }
 
 /// Attention on `Autodiff<I, C>` with the inner backend's (fused) forward and the recomputing

@@ -173,7 +173,7 @@ mod libtorch {
     //! The LibTorch side: a tensor of `B` is handed to PyTorch only when `B` is burn's
     //! `LibTorch` (f32) backend itself, checked by type (autodiff wrappers are left alone).
 
-    use std::any::{Any, TypeId};
+    use std::any::TypeId;
 
     use burn::backend::libtorch::TchTensor;
     use burn::backend::LibTorch;
@@ -181,15 +181,10 @@ mod libtorch {
     use burn::tensor::TensorPrimitive;
     use tch::Kind;
 
+    use crate::same_type;
+
     fn is_libtorch<B: Backend>() -> bool {
         TypeId::of::<B>() == TypeId::of::<LibTorch>()
-    }
-
-    fn same_type<S: 'static, T: 'static>(x: S) -> Option<T> {
-        let mut slot = Some(x);
-        (&mut slot as &mut dyn Any)
-            .downcast_mut::<Option<T>>()
-            .and_then(Option::take)
     }
 
     /// The PyTorch tensor of `x` (a shallow handle on the same storage). Only for `LibTorch`.

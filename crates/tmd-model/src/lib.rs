@@ -24,3 +24,13 @@ pub mod vae;
 pub mod weights;
 
 pub use error::{ModelError, Result};
+
+/// `x` as a `T` when its type is `T` (a checked move through `Any`), else `None`: how the
+/// backend-specific paths ([`attention`], [`fused`]) reach a concrete backend's tensors from
+/// code generic over `B`.
+pub(crate) fn same_type<S: 'static, T: 'static>(x: S) -> Option<T> {
+    let mut slot = Some(x);
+    (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+}
