@@ -5,6 +5,8 @@
 # describes).
 #
 #   bash scripts/gpu/scale.sh            # through the device tool, kind nvidia-h100-x2, carrying gpu-bin
+#   ONLY_SHARD=1 bash scripts/gpu/scale.sh   # sharded optimizer state vs replicated, 14B shape
+#   ONLY_TOKENS=1 bash scripts/gpu/scale.sh  # 1 vs 2 GPUs (sharded) at 1,560 tokens per clip
 #
 # Each run prints `xtask bench-distill`'s JSON line; `nvidia-smi` samples the memory of every GPU
 # every 200 ms beside it, and the peak per GPU is added to the line (`peak_mib`: the memory the
@@ -72,6 +74,24 @@ if [ "${ONLY_ATTENTION:-0}" = 1 ]; then
     run "13b-$mode-${lat//,/x}" --model 1.3b --latent "$lat" --batch 1 --steps "${ATTENTION_STEPS:-6}" --world 1
   done
   unset TMD_ATTENTION_BACKWARD
+  exit 0
+fi
+# The optimizer state sharded over the ranks (--shard-optimizer, ZeRO stage 1) against replicated,
+# on 2 GPUs: the memory per GPU of the 14B shape at two depths (the slope per block is what 40
+# blocks multiply) and of the 1.3B shape, and the 1.3B step time at 1,560 tokens per clip on 1 and
+# 2 GPUs (scaling where each micro-batch is 4x the work of the 390-token runs).
+if [ "${ONLY_SHARD:-0}" = 1 ]; then
+  for d in ${SHARD_DEPTHS:-2 3}; do
+    run 14b-d$d-w2 --model 14b --blocks "$d" --head-blocks 1 --batch 2 --steps 6 --world 2
+    run 14b-d$d-w2-zero --model 14b --blocks "$d" --head-blocks 1 --batch 2 --steps 6 --world 2 --shard-optimizer
+  done
+  exit 0
+fi
+if [ "${ONLY_TOKENS:-0}" = 1 ]; then
+  lat=${TOKENS_LATENT:-4,30,52}; b=${TOKENS_BATCH:-4}
+  run 13b-w1-t${lat//,/x}-b$b --model 1.3b --latent "$lat" --batch "$b" --steps "${TOKENS_STEPS:-6}" --world 1 --micro-batches "$b"
+  run 13b-w2-t${lat//,/x}-b$b --model 1.3b --latent "$lat" --batch "$b" --steps "${TOKENS_STEPS:-6}" --world 2 --micro-batches $((b / 2))
+  run 13b-w2-t${lat//,/x}-b$b-zero --model 1.3b --latent "$lat" --batch "$b" --steps "${TOKENS_STEPS:-6}" --world 2 --micro-batches $((b / 2)) --shard-optimizer
   exit 0
 fi
 # 1.3B: one 240x416 latent frame per clip (390 tokens): at 1,560 tokens one clip's stage-2

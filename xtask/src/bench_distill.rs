@@ -172,6 +172,7 @@ pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> R
         "global_batch": args.batch,
         "world": world,
         "micro_batches": tmd_distill::train::data_parallel::micro_batches(),
+        "shard_optimizer": world > 1 && tmd_distill::train::sharded_optimizer::optimizer_sharding(),
         "steps": args.steps,
         "step_ms": step_ms,
         "critic_ms": critic_ms,

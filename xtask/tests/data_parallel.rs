@@ -3,6 +3,8 @@
 //!
 //! - two ranks, and two ranks of two accumulated micro-batches, give the losses of one rank at
 //!   the same global batch;
+//! - so do two ranks with the optimizer state sharded over them (`--shard-optimizer`), whose
+//!   checkpoints hold one shard per rank and resume on one rank unsharded, and vice versa;
 //! - a two-rank run killed mid-run resumes from its newest checkpoint on one rank and continues
 //!   the one-rank trajectory.
 
@@ -107,6 +109,49 @@ fn two_ranks_follow_one_rank_and_a_killed_run_resumes_on_another_count() {
         checkpoints(&path("two")),
         vec![4, 8],
         "rank 0 alone checkpoints"
+    );
+
+    // Two ranks with the optimizer state sharded: the same losses; each checkpoint holds one
+    // optimizer shard per rank, each about half of the unsharded state.
+    let mut sharded = pretrain(&path("sharded"), 8);
+    sharded.args(["--world", "2", "--shard-optimizer"]);
+    run_ok(sharded, "two-rank sharded run");
+    assert_same_losses(
+        &losses(&path("sharded")),
+        &reference[..8],
+        "2 sharded ranks vs 1",
+    );
+    let size = |p: PathBuf| std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+    let full = size(path("two").join("vae/step-000008/optimizer.mpk"));
+    let shards: Vec<u64> = (0..2)
+        .map(|r| size(path("sharded").join(format!("vae/step-000008/optimizer-shard-{r}.mpk"))))
+        .collect();
+    assert!(full > 0, "unsharded optimizer state");
+    assert!(
+        shards.iter().all(|&s| s > full / 4 && s < full * 3 / 4),
+        "shards {shards:?} vs unsharded {full}"
+    );
+    assert!(!path("sharded")
+        .join("vae/step-000008/optimizer.mpk")
+        .exists());
+    // Resumed on one rank, unsharded, from the shards; and the unsharded two-rank run resumed
+    // sharded: both continue the one-rank trajectory (the optimizer state came through whole).
+    run_ok(
+        pretrain(&path("sharded"), 12),
+        "sharded run resumed on 1 rank",
+    );
+    assert_same_losses(
+        &losses(&path("sharded")),
+        &reference[..12],
+        "sharded on 2, resumed on 1, vs 1",
+    );
+    let mut reshard = pretrain(&path("two"), 12);
+    reshard.args(["--world", "2", "--shard-optimizer"]);
+    run_ok(reshard, "unsharded run resumed sharded");
+    assert_same_losses(
+        &losses(&path("two")),
+        &reference[..12],
+        "unsharded on 2, resumed sharded on 2, vs 1",
     );
 
     // Two ranks on a long run, killed once a checkpoint past step 4 exists.

@@ -3,7 +3,8 @@
 //! - one Burnpack file per model, `<name>.bpk` (reloaded through [`tmd_model::weights::load_module`]
 //!   with [`KeyMap::identity`]), with `<name>.ids.json` giving each parameter's id so optimizer
 //!   state (keyed by parameter id) re-attaches to the reloaded parameters;
-//! - one optimizer state per optimizer, `<name>.mpk` (burn's [`NamedMpkFileRecorder`], full precision);
+//! - one optimizer state per optimizer, `<name>.mpk` (burn's [`NamedMpkFileRecorder`], full precision),
+//!   or, from a run with a sharded optimizer, one shard per rank, `<name>-shard-R.mpk`;
 //! - `state.json` ([`TrainState`]: step, seed, config hash, loss history tail);
 //! - `checksums.json`: SHA-256 of every other file.
 //!
@@ -26,6 +27,7 @@ use sha2::{Digest, Sha256};
 use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
 
 use super::error::TrainError;
+use super::sharded_optimizer::shard_name;
 
 /// Prefix of checkpoint directory names.
 pub const PREFIX: &str = "step-";
@@ -45,6 +47,15 @@ pub struct TrainState {
     pub config_hash: String,
     /// The last losses, `(step, loss)`, oldest first.
     pub losses: Vec<(u64, f64)>,
+    /// 0: the optimizer state is one file (`optimizer.mpk`); N: it is N shards, one per rank of a
+    /// run with a sharded optimizer (`optimizer-shard-R.mpk`, see
+    /// [`super::sharded_optimizer`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub optimizer_shards: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Directory name of the checkpoint after `step` steps: `step-000123`.
@@ -162,6 +173,31 @@ impl CheckpointWriter {
             fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
         }
         fs::create_dir(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            step,
+            tmp,
+        })
+    }
+
+    /// The checkpoint after `step` steps under `root` that another thread began
+    /// ([`CheckpointWriter::begin`]) and will commit: for the ranks of a data-parallel run that
+    /// add their own files (optimizer shards) to rank 0's checkpoint. Only the beginning writer
+    /// may commit.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`] when the directory does not exist.
+    pub fn open(root: &Path, step: u64) -> Result<Self, TrainError> {
+        let tmp = root.join(format!("{}.tmp", dir_name(step)));
+        if !tmp.is_dir() {
+            return Err(TrainError::io(
+                &tmp,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the checkpoint being written is missing",
+                ),
+            ));
+        }
         Ok(Self {
             root: root.to_path_buf(),
             step,
@@ -313,7 +349,8 @@ impl Checkpoint {
         Ok(module)
     }
 
-    /// Loads the optimizer state `<name>.mpk` into `optimizer`.
+    /// Loads the optimizer state `<name>.mpk` into `optimizer`; for a checkpoint of a sharded
+    /// optimizer ([`TrainState::optimizer_shards`] > 0), every shard `<name>-shard-R.mpk`, merged.
     pub fn load_optimizer<B, M, O>(
         &self,
         name: &str,
@@ -324,11 +361,22 @@ impl Checkpoint {
         B: AutodiffBackend,
         M: AutodiffModule<B>,
         O: Optimizer<M, B>,
+        O::Record: Default + IntoIterator + Extend<<O::Record as IntoIterator>::Item>,
     {
-        let path = self.path.join(format!("{name}.mpk"));
-        let record = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-            .load(path.clone(), device)
-            .map_err(|e| TrainError::corrupt(&path, e.to_string()))?;
+        let load = |file: String| -> Result<O::Record, TrainError> {
+            let path = self.path.join(format!("{file}.mpk"));
+            NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+                .load(path.clone(), device)
+                .map_err(|e| TrainError::corrupt(&path, e.to_string()))
+        };
+        let shards = self.state()?.optimizer_shards;
+        if shards == 0 {
+            return Ok(optimizer.load_record(load(name.to_string())?));
+        }
+        let mut record = O::Record::default();
+        for rank in 0..shards {
+            record.extend(load(shard_name(name, rank))?);
+        }
         Ok(optimizer.load_record(record))
     }
 }

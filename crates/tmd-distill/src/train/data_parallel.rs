@@ -34,6 +34,7 @@
 //! global-batch sharding) carries over unchanged.
 
 use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,6 +51,7 @@ use tmd_sampler::noise::gaussian;
 
 use super::error::TrainError;
 use super::run::fnv1a;
+use super::sharded_optimizer::{Owned, Ownership};
 
 /// Exit status of a process whose collective waited past the timeout (a rank is gone).
 pub const EXIT_PEER_LOST: i32 = 75;
@@ -216,9 +218,35 @@ impl DataParallel {
     pub fn mean_grads_in_buckets<B: AutodiffBackend, M: AutodiffModule<B>>(
         &self,
         module: &M,
-        mut grads: GradientsParams,
+        grads: GradientsParams,
         bucket_values: usize,
     ) -> Result<GradientsParams, TrainError> {
+        self.reduce_grads(module, grads, bucket_values, None)
+            .map(|(out, _)| out)
+    }
+
+    /// [`Self::mean_grads`] for a run whose optimizer state is sharded ([`Ownership`]): the mean
+    /// gradients of the parameters this rank owns, and the ids of every parameter that had a
+    /// gradient (the ones [`Self::broadcast_updated`] sends after the optimizer step).
+    ///
+    /// # Errors
+    /// As [`Self::mean_grads`].
+    pub fn mean_grads_owned<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        module: &M,
+        grads: GradientsParams,
+        ownership: &Ownership,
+    ) -> Result<(GradientsParams, HashSet<ParamId>), TrainError> {
+        self.reduce_grads(module, grads, BUCKET_VALUES, Some(ownership))
+    }
+
+    fn reduce_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        module: &M,
+        mut grads: GradientsParams,
+        bucket_values: usize,
+        ownership: Option<&Ownership>,
+    ) -> Result<(GradientsParams, HashSet<ParamId>), TrainError> {
         let mut buckets = Buckets::<B> {
             session: self,
             grads: &mut grads,
@@ -226,11 +254,18 @@ impl DataParallel {
             bucket_values,
             values: 0,
             out: GradientsParams::new(),
+            keep: ownership,
+            updated: HashSet::new(),
             error: None,
         };
         module.visit(&mut buckets);
         buckets.flush();
-        let Buckets { out, error, .. } = buckets;
+        let Buckets {
+            out,
+            updated,
+            error,
+            ..
+        } = buckets;
         if let Some(e) = error {
             return Err(e);
         }
@@ -241,7 +276,125 @@ impl DataParallel {
                 grads.len()
             )));
         }
-        Ok(out)
+        Ok((out, updated))
+    }
+
+    /// After a sharded optimizer step: every parameter in `updated` from its owner (which
+    /// stepped it) on every rank, one broadcast per bucket of an owner's parameters.
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] when a collective fails.
+    pub fn broadcast_updated<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        module: M,
+        ownership: &Ownership,
+        updated: &HashSet<ParamId>,
+    ) -> Result<M, TrainError> {
+        // This rank's updated parameters, flattened, and its device.
+        struct Mine<B: AutodiffBackend> {
+            rank: u32,
+            ownership_owner: HashMap<ParamId, u32>,
+            flat: HashMap<ParamId, Tensor<B::InnerBackend, 1>>,
+            device: Option<B::Device>,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Mine<B> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let value = param.val().inner();
+                if self.device.is_none() {
+                    self.device = Some(value.device());
+                }
+                if self.ownership_owner.get(&param.id) == Some(&self.rank) {
+                    let n = value.shape().num_elements();
+                    self.flat.insert(param.id, value.reshape([n]));
+                }
+            }
+        }
+        let groups = ownership.updated_by_owner(updated);
+        let mut mine = Mine::<B> {
+            rank: self.rank,
+            ownership_owner: groups.iter().flatten().map(|p| (p.id, p.owner)).collect(),
+            flat: HashMap::new(),
+            device: None,
+        };
+        module.visit(&mut mine);
+        let Some(device) = mine.device else {
+            return Ok(module);
+        };
+        let mut received: HashMap<ParamId, Tensor<B::InnerBackend, 1>> = HashMap::new();
+        for (owner, params) in groups.iter().enumerate() {
+            let owner = owner as u32;
+            for bucket in buckets_of(params, BUCKET_VALUES) {
+                let input = if owner == self.rank {
+                    let parts = bucket
+                        .iter()
+                        .map(|p| {
+                            mine.flat.get(&p.id).cloned().ok_or_else(|| {
+                                TrainError::parallel(format!(
+                                    "rank {}: parameter {} is not in the module",
+                                    self.rank, p.id
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Some(Tensor::cat(parts, 0).into_primitive().tensor())
+                } else {
+                    None
+                };
+                let flat = self.collective("parameter broadcast", || {
+                    burn::collective::broadcast::<B::InnerBackend>(PeerId::from(self.rank), input)
+                })?;
+                if owner == self.rank {
+                    continue;
+                }
+                // burn-collective 0.21 may hand the first caller the sender's tensor as is (on the
+                // sender's device): move it here.
+                let flat =
+                    Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(flat))
+                        .to_device(&device);
+                let mut offset = 0;
+                for p in bucket {
+                    let n = p.dims.iter().product::<usize>();
+                    received.insert(p.id, flat.clone().narrow(0, offset, n));
+                    offset += n;
+                }
+            }
+        }
+        struct Replace<B: AutodiffBackend> {
+            received: HashMap<ParamId, Tensor<B::InnerBackend, 1>>,
+        }
+        impl<B: AutodiffBackend> ModuleMapper<B> for Replace<B> {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: Param<Tensor<B, D>>,
+            ) -> Param<Tensor<B, D>> {
+                let (id, tensor, mapper) = param.consume();
+                let Some(flat) = self.received.remove(&id) else {
+                    return Param::from_mapped_value(id, tensor, mapper);
+                };
+                let value = Tensor::from_inner(flat.reshape(tensor.shape()));
+                let value = if tensor.is_require_grad() {
+                    value.require_grad()
+                } else {
+                    value
+                };
+                Param::from_mapped_value(id, value, mapper)
+            }
+        }
+        Ok(module.map(&mut Replace::<B> { received }))
+    }
+
+    /// Whether every rank is `ok` (one all-reduce): how ranks agree to go on after a step that
+    /// can fail on some of them (writing a checkpoint).
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] when the collective fails.
+    pub fn all_ok<B: AutodiffBackend>(
+        &self,
+        ok: bool,
+        device: &B::Device,
+    ) -> Result<bool, TrainError> {
+        let failures = self.mean_scalar::<B>(if ok { 0.0 } else { 1.0 }, device)?;
+        Ok(failures == 0.0)
     }
 
     /// The mean over the ranks of `value` (a step's loss).
@@ -335,6 +488,10 @@ struct Buckets<'a, B: AutodiffBackend> {
     bucket_values: usize,
     values: usize,
     out: GradientsParams,
+    /// With a sharded optimizer: register only this rank's parameters in `out`.
+    keep: Option<&'a Ownership>,
+    /// Every parameter that had a gradient.
+    updated: HashSet<ParamId>,
     error: Option<TrainError>,
 }
 
@@ -367,6 +524,12 @@ impl<B: AutodiffBackend> Buckets<'_, B> {
             let n = dims.iter().product::<usize>();
             let part = mean.clone().narrow(0, offset, n);
             offset += n;
+            self.updated.insert(id);
+            if let Some(own) = self.keep {
+                if own.owner(id) != Some(session.rank) {
+                    continue;
+                }
+            }
             if let Err(e) = register_shaped(&mut self.out, id, part, &dims) {
                 self.error = Some(e);
                 return;
@@ -390,6 +553,25 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Buckets<'_, B> {
             }
         }
     }
+}
+
+/// `params` cut into consecutive buckets of at least `bucket_values` values (the last may hold
+/// fewer; a parameter is never split).
+fn buckets_of<'p>(params: &[&'p Owned], bucket_values: usize) -> Vec<Vec<&'p Owned>> {
+    let mut out = Vec::new();
+    let (mut bucket, mut values) = (Vec::new(), 0usize);
+    for &p in params {
+        values += p.dims.iter().product::<usize>();
+        bucket.push(p);
+        if values >= bucket_values {
+            out.push(std::mem::take(&mut bucket));
+            values = 0;
+        }
+    }
+    if !bucket.is_empty() {
+        out.push(bucket);
+    }
+    out
 }
 
 /// Registers the flat gradient `flat` under `id` with its shape `dims` (ranks 1 to 6).

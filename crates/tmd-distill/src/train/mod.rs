@@ -4,6 +4,7 @@
 //! - [`checkpoint`]: atomic, checksummed checkpoint directories with exact resume;
 //! - [`guard`]: NaN/Inf detection that stops a run with the last good checkpoint kept;
 //! - [`data_parallel`]: training on several processes (ranks) through burn-collective;
+//! - [`sharded_optimizer`]: the optimizer state sharded over the ranks (ZeRO stage 1);
 //! - [`run`]: the loop pieces every stage shares (resume, checkpointing, loss log, progress);
 //! - [`rng`]: counter-based randomness, a pure function of `(seed, step, stream)`, so a resumed run
 //!   draws exactly what an uninterrupted one would have drawn.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod guard;
 pub mod rng;
 pub mod run;
+pub mod sharded_optimizer;
 
 pub use checkpoint::{
     latest_valid, list_checkpoints, Checkpoint, CheckpointWriter, LatestValid, TrainState,

@@ -10,6 +10,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
@@ -20,9 +21,10 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::checkpoint::{latest_valid, CheckpointWriter, TrainState};
-use super::data_parallel::{in_micro_batch, micro_batches};
+use super::data_parallel::{in_micro_batch, micro_batches, DataParallel};
 use super::error::TrainError;
 use super::guard::check_module_finite;
+use super::sharded_optimizer::{optimizer_sharding, shard_name, Ownership};
 
 /// Name of the optimizer state inside a checkpoint directory.
 pub const OPTIMIZER_NAME: &str = "optimizer";
@@ -80,6 +82,7 @@ where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
+    O::Record: Default + IntoIterator + Extend<<O::Record as IntoIterator>::Item>,
 {
     let (mut model, mut optimizer) = (model, optimizer);
     let mut report = PretrainReport::default();
@@ -139,6 +142,53 @@ where
     Ok(writer.commit(keep_last)?.path)
 }
 
+/// The checkpoint step of a run with a sharded optimizer, on one rank: rank 0 (`begin`) checks
+/// the parameters are finite and begins the checkpoint, every rank adds its optimizer
+/// shard, and the ranks agree after each part, so all go on or all stop. Returns rank 0's writer,
+/// which then adds the model and `state.json` and commits.
+fn save_optimizer_shard<B, M, O>(
+    session: &DataParallel,
+    run_dir: &Path,
+    step: u64,
+    optimizer: &O,
+    model: &M,
+    begin: bool,
+) -> Result<Option<CheckpointWriter>, TrainError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let device = model.devices().into_iter().next().unwrap_or_default();
+    let begun = if begin {
+        check_module_finite::<B, M>(step, model)
+            .and_then(|()| CheckpointWriter::begin(run_dir, step))
+            .map(Some)
+    } else {
+        Ok(None)
+    };
+    if !session.all_ok::<B>(begun.is_ok(), &device)? {
+        return Err(begun.err().unwrap_or_else(|| {
+            TrainError::parallel(format!("rank 0 could not begin checkpoint {step}"))
+        }));
+    }
+    let begun = begun?;
+    let shard = shard_name(OPTIMIZER_NAME, session.rank());
+    let written = match &begun {
+        Some(writer) => writer.save_optimizer::<B, M, O>(&shard, optimizer),
+        None => CheckpointWriter::open(run_dir, step)
+            .and_then(|writer| writer.save_optimizer::<B, M, O>(&shard, optimizer)),
+    };
+    if !session.all_ok::<B>(written.is_ok(), &device)? {
+        return Err(written.err().unwrap_or_else(|| {
+            TrainError::parallel(format!(
+                "another rank could not write its optimizer shard of checkpoint {step}"
+            ))
+        }));
+    }
+    Ok(begun)
+}
+
 /// When and where a loop checkpoints, and what its checkpoints record.
 #[derive(Debug, Clone)]
 pub struct CheckpointPolicy<'a> {
@@ -159,6 +209,9 @@ pub struct CheckpointPolicy<'a> {
     pub keep_last: usize,
     /// Whether this process writes checkpoints (false on data-parallel ranks other than 0).
     pub write: bool,
+    /// The data-parallel run, when the optimizer state is sharded over its ranks: then every rank
+    /// writes its shard into rank 0's checkpoint.
+    pub sharded: Option<Arc<DataParallel>>,
 }
 
 /// What every loop does after its optimizer step: record the loss in the report, the log and the
@@ -183,24 +236,44 @@ where
     log.push(step, loss)?;
     bar.set_position(step);
     bar.set_message(format!("loss {loss:.5}"));
-    if policy.write
-        && policy.every > 0
-        && (step.is_multiple_of(policy.every) || step == policy.final_step)
-    {
-        let state = TrainState {
-            step,
-            seed: policy.seed,
-            config_hash: policy.config_hash.clone(),
-            losses: log.tail().to_vec(),
+    let due = policy.every > 0 && (step.is_multiple_of(policy.every) || step == policy.final_step);
+    let state = || TrainState {
+        step,
+        seed: policy.seed,
+        config_hash: policy.config_hash.clone(),
+        losses: log.tail().to_vec(),
+        optimizer_shards: policy.sharded.as_ref().map_or(0, |p| p.world()),
+    };
+    if due && !policy.write {
+        // A rank other than 0 adds its optimizer shard to rank 0's checkpoint, if sharded.
+        if let Some(p) = &policy.sharded {
+            save_optimizer_shard::<B, M, O>(p, policy.run_dir, step, optimizer, model, false)?;
+        }
+    } else if due {
+        let path = match &policy.sharded {
+            None => save_checkpoint::<B, _, _>(
+                policy.run_dir,
+                policy.model_name,
+                model,
+                optimizer,
+                &state(),
+                policy.keep_last,
+            )?,
+            Some(p) => {
+                let writer = save_optimizer_shard::<B, M, O>(
+                    p,
+                    policy.run_dir,
+                    step,
+                    optimizer,
+                    model,
+                    true,
+                )?
+                .ok_or_else(|| TrainError::parallel("rank 0 began no checkpoint"))?;
+                writer.save_module::<B, M>(policy.model_name, model)?;
+                writer.save_state(&state())?;
+                writer.commit(policy.keep_last)?.path
+            }
         };
-        let path = save_checkpoint::<B, _, _>(
-            policy.run_dir,
-            policy.model_name,
-            model,
-            optimizer,
-            &state,
-            policy.keep_last,
-        )?;
         // One plain line per checkpoint, so logs of runs without a terminal (where the bar is
         // hidden) still show progress.
         let tail = log.tail();
@@ -542,10 +615,18 @@ where
         resumed.report,
         resumed.log,
     );
+    // With a sharded optimizer: who owns which parameter, and this rank's part of a resumed state.
+    let mut ownership = None;
     if let Some(p) = &parallel {
         model = p.sync_module::<B, M>(model)?;
         if !writer {
             log.detach();
+        }
+        if optimizer_sharding() {
+            let own = Ownership::of::<B, M>(&model, p.world());
+            let mine = own.keep_owned_state(p.rank(), optimizer.to_record());
+            optimizer = optimizer.load_record(mine);
+            ownership = Some(own);
         }
     }
     let bar = progress_bar(s.progress && writer, s.steps, report.start_step);
@@ -558,17 +639,29 @@ where
         final_step: s.steps,
         keep_last: s.keep_last,
         write: writer,
+        sharded: parallel.clone().filter(|_| ownership.is_some()),
     };
     for step in report.start_step + 1..=s.steps {
         let (mut value, mut grads) = accumulated_step::<B, M, F>(&model, step, &mut step_fn)?;
+        let mut updated = None;
         if let Some(p) = &parallel {
             // Every rank sees the global batch's loss, so all stop together on a non-finite one.
             value = p.mean_scalar::<B>(value, &device)?;
-            grads = p.mean_grads::<B, M>(&model, grads)?;
+            grads = match &ownership {
+                None => p.mean_grads::<B, M>(&model, grads)?,
+                Some(own) => {
+                    let (mine, all) = p.mean_grads_owned::<B, M>(&model, grads, own)?;
+                    updated = Some(all);
+                    mine
+                }
+            };
         }
         super::guard::check_finite(step, "loss", value)?;
         let lr = scheduled_lr(s.lr, s.warmup_steps, s.decay_start, s.steps, step);
         model = optimizer.step(lr, model, grads);
+        if let (Some(p), Some(own), Some(updated)) = (&parallel, &ownership, &updated) {
+            model = p.broadcast_updated::<B, M>(model, own, updated)?;
+        }
         after_step::<B, _, _>(
             &policy,
             step,
