@@ -6,7 +6,10 @@
 //! - so do two ranks with the optimizer state sharded over them (`--shard-optimizer`), whose
 //!   checkpoints hold one shard per rank and resume on one rank unsharded, and vice versa;
 //! - a two-rank run killed mid-run resumes from its newest checkpoint on one rank and continues
-//!   the one-rank trajectory.
+//!   the one-rank trajectory;
+//! - a rank that fails mid-run (`TMD_INJECT_FAULT=1:6:fail`) ends the run with its error, and one
+//!   that stops answering (`1:6:hang`) ends it with exit status 75 once `--peer-timeout` passes;
+//!   both keep the checkpoint before the fault, and the rerun continues the one-rank trajectory.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -183,5 +186,53 @@ fn two_ranks_follow_one_rank_and_a_killed_run_resumes_on_another_count() {
         &resumed,
         &reference[..until as usize],
         "killed on 2 ranks, resumed on 1, vs 1",
+    );
+}
+
+#[test]
+fn a_failed_or_lost_rank_stops_the_run_which_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| -> PathBuf { dir.path().join(name) };
+    run_ok(pretrain(&path("one"), 8), "one-rank run");
+    let reference = losses(&path("one"));
+
+    // Rank 1 fails at step 6: the run ends with its error; step 4's checkpoint holds the run.
+    let mut fail = pretrain(&path("fail"), 12);
+    fail.args(["--world", "2"])
+        .env("TMD_INJECT_FAULT", "1:6:fail");
+    let out = fail.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rank 1 of 2 failed") && stderr.contains("injected failure at step 6"),
+        "{stderr}"
+    );
+    assert_eq!(checkpoints(&path("fail")), vec![4]);
+    let mut again = pretrain(&path("fail"), 8);
+    again.args(["--world", "2"]);
+    run_ok(again, "rerun after a failed rank");
+    assert_same_losses(
+        &losses(&path("fail")),
+        &reference,
+        "rank 1 failed, rerun on 2, vs 1",
+    );
+
+    // Rank 1 stops answering at step 6: rank 0's collective waits past the timeout and the
+    // process exits with 75; rerun on one rank.
+    let mut hang = pretrain(&path("hang"), 12);
+    hang.args(["--world", "2", "--peer-timeout", "2"])
+        .env("TMD_INJECT_FAULT", "1:6:hang");
+    let start = Instant::now();
+    let out = hang.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("waited more than 2 s"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(120));
+    assert_eq!(checkpoints(&path("hang")), vec![4]);
+    run_ok(pretrain(&path("hang"), 8), "rerun after a lost rank");
+    assert_same_losses(
+        &losses(&path("hang")),
+        &reference,
+        "rank 1 lost, rerun on 1, vs 1",
     );
 }

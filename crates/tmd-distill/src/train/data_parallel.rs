@@ -56,6 +56,12 @@ use super::sharded_optimizer::{Owned, Ownership};
 /// Exit status of a process whose collective waited past the timeout (a rank is gone).
 pub const EXIT_PEER_LOST: i32 = 75;
 
+/// Environment variable of the fault tests' hook ([`DataParallel::inject_fault`], called at the
+/// start of every step of [`train_loop`](super::run::train_loop) in a data-parallel run):
+/// `RANK:STEP:fail` makes rank RANK fail step STEP with an error (a crashed device), and
+/// `RANK:STEP:hang` makes it stop answering there (a lost host). Unset in normal runs.
+pub const FAULT_ENV: &str = "TMD_INJECT_FAULT";
+
 /// Membership of this thread in a data-parallel run (see the module docs).
 #[derive(Debug)]
 pub struct DataParallel {
@@ -174,6 +180,42 @@ impl DataParallel {
                 std::process::exit(EXIT_PEER_LOST);
             }
         });
+    }
+
+    /// The fault-injection hook of the fault tests (see [`FAULT_ENV`]): fails or hangs this rank
+    /// at `step` when the variable names it, and does nothing otherwise.
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] for an injected failure, or a malformed [`FAULT_ENV`].
+    pub fn inject_fault(&self, step: u64) -> Result<(), TrainError> {
+        let Ok(spec) = std::env::var(FAULT_ENV) else {
+            return Ok(());
+        };
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (rank, at, kind) = match parts.as_slice() {
+            [r, s, k] => match (r.parse::<u32>(), s.parse::<u64>()) {
+                (Ok(r), Ok(s)) => (r, s, *k),
+                _ => (u32::MAX, 0, ""),
+            },
+            _ => (u32::MAX, 0, ""),
+        };
+        if rank == u32::MAX || !matches!(kind, "fail" | "hang") {
+            return Err(TrainError::parallel(format!(
+                "{FAULT_ENV}={spec:?}: expected RANK:STEP:fail or RANK:STEP:hang"
+            )));
+        }
+        if rank != self.rank || at != step {
+            return Ok(());
+        }
+        if kind == "hang" {
+            eprintln!("rank {rank}: {FAULT_ENV}: stops answering at step {step}");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        Err(TrainError::parallel(format!(
+            "rank {rank}: {FAULT_ENV}: injected failure at step {step}"
+        )))
     }
 
     /// Runs the blocking collective `f` under the watchdog.

@@ -642,6 +642,9 @@ where
         sharded: parallel.clone().filter(|_| ownership.is_some()),
     };
     for step in report.start_step + 1..=s.steps {
+        if let Some(p) = &parallel {
+            p.inject_fault(step)?;
+        }
         let (mut value, mut grads) = accumulated_step::<B, M, F>(&model, step, &mut step_fn)?;
         let mut updated = None;
         if let Some(p) = &parallel {
