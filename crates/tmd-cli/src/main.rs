@@ -42,6 +42,12 @@ enum Device {
     Cpu,
     /// NVIDIA GPU (burn CUDA backend; needs a build with `--features cuda`).
     Cuda,
+    /// CPU through LibTorch (burn's `tch` backend; needs a build with `--features tch`, linked
+    /// against PyTorch as the README's LibTorch section describes).
+    TorchCpu,
+    /// NVIDIA GPU through LibTorch: PyTorch's fused attention and cuBLAS, the fast path on GPUs
+    /// (README, "GPU speed against PyTorch"; needs a build with `--features tch`).
+    TorchCuda,
 }
 
 /// DiT precision policy.
@@ -151,7 +157,33 @@ fn main() -> Result<()> {
         Command::Generate(args) => match args.device {
             Device::Cpu => generate::<burn::backend::NdArray>(&args, &Default::default()),
             Device::Cuda => generate_cuda(&args),
+            Device::TorchCpu | Device::TorchCuda => generate_libtorch(&args),
         },
+    }
+}
+
+fn generate_libtorch(args: &GenerateArgs) -> Result<()> {
+    #[cfg(feature = "tch")]
+    {
+        use burn::backend::libtorch::LibTorchDevice;
+        // (LibTorch finds CUDA itself; `check_cuda` is the burn CUDA backend's check.)
+        let device = if args.device == Device::TorchCuda {
+            LibTorchDevice::Cuda(0)
+        } else {
+            LibTorchDevice::Cpu
+        };
+        // LibTorch's own 3D convolutions (cuDNN / oneDNN) for the VAE, not the per-tap products.
+        if std::env::var_os("TMD_CONV").is_none() {
+            std::env::set_var("TMD_CONV", "native");
+        }
+        generate::<burn::backend::LibTorch>(args, &device)
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = args;
+        anyhow::bail!(
+            "this tmd-cli was built without LibTorch: rebuild with `--features tch` (see the README's LibTorch section)"
+        )
     }
 }
 
