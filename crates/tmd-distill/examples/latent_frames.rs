@@ -54,11 +54,10 @@ fn main() {
             let tt = Tensor::<B, 1>::from_floats([t * 1000.0], &device);
             let v = pipe.dit.forward(x_t, tt, ctx.clone()).unwrap();
             let sq = (v - (noise.clone() - x0.clone())).powi_scalar(2);
-            let frames = sq.dims()[2];
-            errors[k].resize(frames, 0.0);
-            for f in 0..frames {
+            errors[k].resize(sq.dims()[2], 0.0);
+            for (f, sum) in errors[k].iter_mut().enumerate() {
                 let e: f32 = sq.clone().narrow(2, f, 1).mean().into_scalar();
-                errors[k][f] += f64::from(e) / clips as f64;
+                *sum += f64::from(e) / clips as f64;
             }
         }
         if i == 0 {

@@ -503,6 +503,7 @@ fn checkpoint_round_trip_restores_weights_and_parameter_ids() {
         seed: 9,
         config_hash: "abc".into(),
         losses: vec![(3, 0.5)],
+        optimizer_shards: 0,
     };
     writer.save_state(&state).expect("state");
     let ckpt = writer.commit(0).expect("commit");

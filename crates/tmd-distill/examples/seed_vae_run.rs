@@ -1,0 +1,42 @@
+//! Starts a teacher run directory from a model directory's VAE, so the later `pretrain` stages
+//! (latent statistics, text encoder, DiT) can run without the VAE run that made it (run
+//! directories are local and not kept): writes `RUN/vae/step-STEP/` as a finished VAE checkpoint
+//! holding the model directory's VAE weights (no optimizer state: it is only read, never resumed).
+//!
+//! `cargo run --release -p tmd-distill --example seed_vae_run -- MODEL_DIR RUN STEP`, e.g.
+//! `assets/world runs/world-teacher 8700` (then `pretrain --stage dit` with
+//! `--set vae_train.steps=8700` and the other overrides of the bundled run, benches/NOTES.md).
+
+use burn::backend::NdArray;
+use tmd_distill::pretrain::vae::MODEL_NAME;
+use tmd_distill::train::{CheckpointWriter, TrainState};
+use tmd_model::model_dir::ModelDir;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [model, run, step] = args.as_slice() else {
+        eprintln!("usage: seed_vae_run MODEL_DIR RUN STEP");
+        std::process::exit(2);
+    };
+    let step: u64 = step.parse().expect("STEP: a number");
+    let device = Default::default();
+    let vae = ModelDir::open(model)
+        .and_then(|dir| dir.load_vae::<NdArray>(&device))
+        .unwrap_or_else(|e| panic!("loading the VAE of {model}: {e}"));
+    let root = std::path::Path::new(run).join("vae");
+    let writer = CheckpointWriter::begin(&root, step).expect("begin");
+    writer
+        .save_module::<NdArray, _>(MODEL_NAME, &vae)
+        .expect("save");
+    writer
+        .save_state(&TrainState {
+            step,
+            seed: 0,
+            config_hash: format!("seeded from {model}"),
+            losses: Vec::new(),
+            optimizer_shards: 0,
+        })
+        .expect("state");
+    let ckpt = writer.commit(0).expect("commit");
+    println!("wrote {}", ckpt.path.display());
+}
