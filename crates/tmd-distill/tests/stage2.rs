@@ -17,6 +17,16 @@ use tmd_sampler::TmdGrids;
 type A = Autodiff<NdArray>;
 type Dev = burn::backend::ndarray::NdArrayDevice;
 
+/// The tests of this file run one at a time: they seed and draw from the backend's process-wide
+/// generator (`teacher`, the models' initialisation), and a test drawing while another seeds
+/// made the straight and the resumed run of `stage2_resumes_exactly_and_runs_the_dmd_baseline`
+/// start from different models (seen once in CI: 2.448 vs 2.435 after 3 steps).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn teacher(device: &Dev) -> WanModel<A> {
     A::seed(device, 9);
     let mut config = WanConfig::tiny();
@@ -59,6 +69,7 @@ fn first_value(t: Tensor<A, 2>) -> f32 {
 
 #[test]
 fn the_schedule_updates_one_side_per_iteration() {
+    let _serial = serial();
     assert_eq!(update_of(5, 5), Stage2Update::Student);
     assert_eq!(update_of(4, 5), Stage2Update::Critics);
     let device = Dev::default();
@@ -114,6 +125,7 @@ fn the_schedule_updates_one_side_per_iteration() {
 /// it: the fake score and the student (TMD backbone and head, or the DMD2-v DiT) must still train.
 #[test]
 fn copies_of_a_frozen_teacher_train() {
+    let _serial = serial();
     let device = Dev::default();
     let frozen = teacher(&device).no_grad();
     let negative = gaussian::<A, 3>([1, 16, 32], 7, &device);
@@ -151,6 +163,7 @@ fn copies_of_a_frozen_teacher_train() {
 
 #[test]
 fn stage2_resumes_exactly_and_runs_the_dmd_baseline() {
+    let _serial = serial();
     let device = Dev::default();
     let teacher = teacher(&device);
     let negative = gaussian::<A, 3>([1, 16, 32], 7, &device);
