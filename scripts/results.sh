@@ -5,7 +5,7 @@
 #   bash scripts/results.sh                    # the real run (hours on the CPU machine)
 #   SMOKE=1 bash scripts/results.sh            # every command at a few steps (minutes), for checking
 #
-# Environment: TEACHER (default assets/world-teacher), RUN (runs/results), DEVICE (cpu, cuda,
+# Environment: TEACHER (default assets/world, the bundled teacher), RUN (runs/results), DEVICE (cpu, cuda,
 # torch-cpu, torch-cuda), SEEDS (3), XTASK (the xtask command, default `cargo xtask`), OUT
 # (docs/results/bundled-world.json; with SMOKE=1 $RUN/report.json), JOBS (1: training runs of one
 # stage that do not depend on each other run JOBS at a time, each logging to <out>.log; a small
@@ -20,7 +20,7 @@
 #   (stage 2 trained with N = 1, sampled with N = 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TEACHER=${TEACHER:-assets/world-teacher}
+TEACHER=${TEACHER:-assets/world}
 RUN=${RUN:-runs/results}
 DEVICE=${DEVICE:-cpu}
 SEEDS=${SEEDS:-3}

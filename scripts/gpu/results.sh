@@ -8,7 +8,7 @@
 #                                                     # gpu-bin/xtask-tch.xz and TEACHER
 #   DEVICE=torch-cpu CLIPS=8 S1=2 S2=2 KD=2 PROMPTS=2 bash scripts/gpu/results.sh   # smoke test
 #
-# Env: TEACHER (model directory, default assets/world-teacher), DEVICE (torch-cuda), CLIPS
+# Env: TEACHER (model directory, default assets/world, the bundled teacher), DEVICE (torch-cuda), CLIPS
 # (teacher-data clips, 1024), S1 / S2 / KD (stage-1 / stage-2 / KD warm-up steps: 1000 / 1000 /
 # 300), S1_SECS / S2_SECS (time limits of the stage-1 / stage-2 runs: a run stopped by its limit
 # is written out from its newest checkpoint, every CKPT steps, default 50; the step reached is in
@@ -22,10 +22,16 @@
 # on the GPU. The tiny-random model cannot be evaluated (its 9-frame clips are not the world's).
 set -uo pipefail
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-TEACHER=${TEACHER:-assets/world-teacher}; DEVICE=${DEVICE:-torch-cuda}
+TEACHER=${TEACHER:-assets/world}; DEVICE=${DEVICE:-torch-cuda}
 CLIPS=${CLIPS:-1024}; S1=${S1:-1000}; S2=${S2:-1000}; KD=${KD:-300}; PROMPTS=${PROMPTS:-0}; SEEDS=${SEEDS:-2}
 S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-100000}; CKPT=${CKPT:-50}
 KEEP=${KEEP:-tmd-m2-h1}
+# PHASES: which of "data s1 s2 eval" to run (default all four): a device call is limited to 10 min,
+# so a longer run splits into back-to-back calls on the same warm machine, where runs/results stays.
+# STORE_DTYPE (f32, or f16 / bf16): the students are re-stored at that dtype (`convert-weights
+# --dtype`) before the eval, so the table scores the weights as bundled.
+PHASES=${PHASES:-data s1 s2 eval}; STORE_DTYPE=${STORE_DTYPE:-f32}
+phase() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 # MAIN_ONLY=1: only the runs of the headline comparison (TMD M = 1 and 2 at H = 1 against DMD2-v at
 # 1 and 2 steps), each with a larger share of the card and the cores in the same time.
 MAIN_ONLY=${MAIN_ONLY:-0}
@@ -51,10 +57,13 @@ guarded() { # secs steps run_dir log command...: the command with train.steps, s
   echo "== stopped after $secs s; written out from step $last of $steps" >> "$log"
   "$@" --set train.steps="$last" --set train.checkpoint_every="$CKPT" >> "$log" 2>&1; }
 
+if phase data; then
 stamp "teacher data: $CLIPS clips"; threads 1
 $x teacher-data --device $DEVICE --teacher $TEACHER --out $r/teacher-data --set clips=$CLIPS \
   > $out/teacher-data.log 2>&1; quiet < $out/teacher-data.log
+fi
 
+if phase s1; then
 stamp "stage 1 (TM-MeanFlow, $S1 steps): H = 1, 2 at M = 2, H = 1 at M = 1, the pure TM ablation"; threads $n1
 s1() { # name, args
   # shellcheck disable=SC2086
@@ -65,7 +74,9 @@ s1 s1-h1 "--set head.head_blocks=1" &
 s1 s1-h1-m1 "--set head.head_blocks=1 --set train.outer_steps=1" &
 main || { s1 s1-h2 "--set head.head_blocks=2" & s1 s1-h1-tm "--set head.head_blocks=1 --set train.variant=tm" & }
 wait
+fi
 
+if phase s2; then
 stamp "stage 2 ($S2 iterations): TMD and DMD2-v, side by side"; threads $n2
 s2() { # name, input, args
   # shellcheck disable=SC2086
@@ -83,7 +94,18 @@ main || {
   s2 dmd2v-m4 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=4" &
 }
 wait
+fi
 
+if phase eval; then
+if [ "$STORE_DTYPE" != f32 ]; then
+  stamp "re-storing the students as $STORE_DTYPE"
+  for d in $r/tmd-* $r/dmd2v-*; do
+    # (always: the manifest's dtype is the teacher's, and student/model.bpk is written as f32)
+    [ -f "$d/manifest.json" ] || continue
+    rm -rf "$d.recast" && $x convert-weights --src "$d" --out "$d.recast" --dtype "$STORE_DTYPE" \
+      > $out/recast.log 2>&1 && rm -rf "$d" && mv "$d.recast" "$d" || echo "recasting $d failed" >&2
+  done
+fi
 stamp "eval"; threads 1
 row() { # model [label] [outer inner]: a student row, when that student was written
   [ -f "$1/manifest.json" ] || { echo "no student at $1: its row is left out" >&2; return; }
@@ -101,4 +123,5 @@ timeout "$EVAL_SECS" $x eval --device $DEVICE --model $TEACHER --rows $r/rows.to
 echo "eval: exit $?"; cat $out/bundled-world.md 2>/dev/null
 stamp done
 for n in $KEEP; do [ -d $r/$n ] && tar czf - $r/$n | split -b 15M - $out/$n.tar.gz.; done
+fi
 (cd "$out" && tar czf results.tar.gz ./*.log ./bundled-world.* 2>/dev/null && rm -f ./*.log ./bundled-world.*)

@@ -28,7 +28,7 @@ use tmd_distill::pretrain::teacher::{
 use tmd_distill::teacher_data::{generate_teacher_data, TeacherDataConfig};
 use tmd_distill::train::load_stage_config;
 use tmd_distill::world::{ClipSpec, Split, WorldDataset};
-use tmd_model::convert::{convert, ConvertEvent, ConvertOptions};
+use tmd_model::convert::{convert, recast_model_dir, ConvertEvent, ConvertOptions};
 use tmd_model::random::{make_random_model_dir, RandomModelSpec};
 use tmd_sampler::TeacherPipeline;
 
@@ -46,6 +46,18 @@ enum Dtype {
     F32,
     /// bfloat16 (half the size; what the GPU runs in).
     Bf16,
+    /// IEEE half (half the size, 3 more mantissa bits than bf16; how the bundled model is stored).
+    F16,
+}
+
+impl Dtype {
+    fn burn(self) -> DType {
+        match self {
+            Dtype::F32 => DType::F32,
+            Dtype::Bf16 => DType::BF16,
+            Dtype::F16 => DType::F16,
+        }
+    }
 }
 
 /// Stages of `pretrain`.
@@ -160,7 +172,8 @@ enum Command {
     ConvertWeights {
         /// Source folder: the official Wan2.1 release (diffusion_pytorch_model*.safetensors,
         /// config.json, Wan2.1_VAE.pth, models_t5_umt5-xxl-enc-bf16.pth, google/umt5-xxl/) or a
-        /// diffusers folder (transformer/, vae/, text_encoder/, tokenizer/).
+        /// diffusers folder (transformer/, vae/, text_encoder/, tokenizer/). A model directory this
+        /// program wrote (manifest.json; a distilled student/ included) is re-stored as `--dtype`.
         #[arg(long)]
         src: PathBuf,
         /// Output model directory (created; an existing conversion there is replaced).
@@ -232,8 +245,9 @@ enum Command {
     /// the clips of a latent cache, and write it into --out/student/. `generate` then samples the
     /// student by default.
     AdaptHead {
-        /// Teacher model directory (converted, diffusers, or the bundled world teacher).
-        #[arg(long, default_value = "assets/world-teacher")]
+        /// Teacher model directory (converted, diffusers, or the bundled world model, whose
+        /// teacher is used and whose student/ is ignored).
+        #[arg(long, default_value = "assets/world")]
         teacher: PathBuf,
         /// Latent cache of training clips (`index.json` + chunks; `cargo xtask pretrain` writes
         /// one to <run-dir>/latents).
@@ -261,8 +275,8 @@ enum Command {
     /// pairs): clip i is the teacher's sample for prompt i (cycled) from a noise seeded by
     /// (seed, i). Written in chunks; run again to resume.
     TeacherData {
-        /// Teacher model directory.
-        #[arg(long, default_value = "assets/world-teacher")]
+        /// Teacher model directory (the bundled world model's student/ is ignored).
+        #[arg(long, default_value = "assets/world")]
         teacher: PathBuf,
         /// Prompt file, one prompt per line; default: the captions of the world's training clips.
         #[arg(long)]
@@ -650,11 +664,15 @@ fn invocation() -> String {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::ConvertWeights { src, out, dtype } => {
+            if src.join("manifest.json").is_file() {
+                let manifest = recast_model_dir(&src, &out, dtype.burn()).with_context(|| {
+                    format!("re-storing {} as {dtype:?} into {}", src.display(), out.display())
+                })?;
+                println!("wrote {} ({}, from {})", out.display(), manifest.dtype, src.display());
+                return Ok(());
+            }
             let opts = ConvertOptions {
-                dtype: match dtype {
-                    Dtype::F32 => DType::F32,
-                    Dtype::Bf16 => DType::BF16,
-                },
+                dtype: dtype.burn(),
                 ..Default::default()
             };
             let bar = ProgressBar::new(3);

@@ -353,6 +353,106 @@ pub fn save_model_dir<B: burn::prelude::Backend>(
     Ok(manifest)
 }
 
+/// Rewrites the converted model directory `src` into `out` with every weight file stored as
+/// `dtype` (e.g. f16 to halve a bundled model). Every `*.bpk` under `src`, subfolders included (a
+/// distilled `student/`), is re-stored tensor by tensor; every other file is copied as is; the
+/// manifest comes last with its `dtype` updated. Loading converts back to the backend's float type,
+/// so the result loads wherever `src` did.
+///
+/// # Errors
+/// `src` is not a converted model directory (no readable `manifest.json`), `out` is `src`, a
+/// weight file is corrupt or holds a non-float tensor (named), or an I/O error (path named).
+pub fn recast_model_dir(src: &Path, out: &Path, dtype: DType) -> Result<Manifest> {
+    let mut manifest = Manifest::read(src)?;
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(src, out) {
+        return Err(ModelError::config(
+            out,
+            "the output directory is the source directory; write the recast copy elsewhere",
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
+    let stale = out.join("manifest.json");
+    if stale.exists() {
+        std::fs::remove_file(&stale).map_err(|e| ModelError::io(&stale, e))?;
+    }
+    fn walk(src: &Path, out: &Path, dtype: DType) -> Result<()> {
+        let mut items: Vec<_> = std::fs::read_dir(src)
+            .map_err(|e| ModelError::io(src, e))?
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| ModelError::io(src, e))?;
+        items.sort_by_key(|i| i.file_name());
+        for item in items {
+            let (from, to) = (item.path(), out.join(item.file_name()));
+            if from.is_dir() {
+                std::fs::create_dir_all(&to).map_err(|e| ModelError::io(&to, e))?;
+                walk(&from, &to, dtype)?;
+            } else if from.extension().is_some_and(|e| e == "bpk") {
+                recast_burnpack(&from, &to, dtype)?;
+            } else if from.file_name().is_some_and(|n| n != "manifest.json") {
+                std::fs::copy(&from, &to).map_err(|e| ModelError::io(&from, e))?;
+            }
+        }
+        Ok(())
+    }
+    walk(src, out, dtype)?;
+    manifest.dtype = dtype_name(dtype).into();
+    manifest.source = format!("{}; re-stored as {}", manifest.source, manifest.dtype);
+    manifest.write(out)?;
+    Ok(manifest)
+}
+
+/// Re-stores one Burnpack file as `dtype`, one tensor in memory at a time, atomically.
+fn recast_burnpack(src: &Path, out: &Path, dtype: DType) -> Result<()> {
+    use burn::module::ParamId;
+    use burn_store::{ModuleStore, TensorSnapshot, TensorSnapshotError};
+    use std::rc::Rc;
+    let corrupt = |reason: String| ModelError::CorruptWeights {
+        path: src.to_path_buf(),
+        reason,
+    };
+    let mut store = burn_store::BurnpackStore::from_file(src);
+    let snapshots = store
+        .get_all_snapshots()
+        .map_err(|e| corrupt(format!("{e:?}")))?
+        .clone();
+    let mut recast = Vec::with_capacity(snapshots.len());
+    for (key, snap) in snapshots {
+        if !matches!(
+            snap.dtype,
+            DType::F32 | DType::F16 | DType::BF16 | DType::F64
+        ) {
+            return Err(ModelError::UnsupportedDtype {
+                path: src.to_path_buf(),
+                key,
+                dtype: format!("{:?}", snap.dtype),
+            });
+        }
+        let path_stack = snap
+            .path_stack
+            .clone()
+            .unwrap_or_else(|| key.split('.').map(str::to_string).collect());
+        let container_stack = snap.container_stack.clone().unwrap_or_default();
+        let id = snap.tensor_id.unwrap_or_else(ParamId::new);
+        let shape = snap.shape.clone();
+        let data_fn = Rc::new(move || -> std::result::Result<_, TensorSnapshotError> {
+            Ok(snap.to_data()?.convert_dtype(dtype))
+        });
+        recast.push(TensorSnapshot::from_closure(
+            data_fn,
+            dtype,
+            shape,
+            path_stack,
+            container_stack,
+            id,
+        ));
+    }
+    crate::weights::write_snapshots_atomically(recast, out)
+}
+
 fn num_params<B: burn::prelude::Backend, M: burn::module::Module<B>>(m: &M) -> usize {
     crate::weights::param_slots(m)
         .iter()

@@ -93,7 +93,7 @@ pub struct Manifest {
     pub version: u32,
     /// Where the weights came from (free text: layout and path, or the command that made them).
     pub source: String,
-    /// Storage dtype of the weights (`"f32"`, `"bf16"`).
+    /// Storage dtype of the weights (`"f32"`, `"f16"`, `"bf16"`).
     pub dtype: String,
     /// The DiT.
     pub transformer: ComponentEntry,

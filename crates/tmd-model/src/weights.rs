@@ -731,7 +731,7 @@ pub fn save_burnpack<B: Backend, M: Module<B>>(module: &M, out: &Path) -> Result
     write_snapshots_atomically(snapshots, out)
 }
 
-fn write_snapshots_atomically(snapshots: Vec<TensorSnapshot>, out: &Path) -> Result<()> {
+pub(crate) fn write_snapshots_atomically(snapshots: Vec<TensorSnapshot>, out: &Path) -> Result<()> {
     let tmp = tmp_path(out);
     let writer = burn_store::BurnpackWriter::new(snapshots);
     if let Err(e) = writer.write_to_file(&tmp) {

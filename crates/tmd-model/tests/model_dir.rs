@@ -91,3 +91,65 @@ fn damaged_directories_are_named() {
     let e = open_err(&d);
     assert!(e.contains("DiT") && e.contains("missing keys"), "{e}");
 }
+
+/// `convert-weights --dtype f16` on a model directory: every weight file, a `student/` subfolder
+/// included, is re-stored as f16 (about half the bytes), other files are copied, the manifest says
+/// f16, and the loaded weights are the f32 ones rounded to f16 — not the originals, not garbage.
+#[test]
+fn a_model_directory_recasts_to_f16() {
+    use burn::tensor::DType;
+    use tmd_model::convert::recast_model_dir;
+
+    let src = copy_of_bundled("recast-src");
+    // A subfolder with its own weights, as a distilled student directory has.
+    std::fs::create_dir_all(src.join("student")).unwrap();
+    std::fs::copy(
+        src.join("transformer/model.bpk"),
+        src.join("student/model.bpk"),
+    )
+    .unwrap();
+    std::fs::write(src.join("student/config.json"), "{\"method\": \"x\"}").unwrap();
+    let out = src.with_file_name(format!("tmd-modeldir-recast-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+
+    let manifest = recast_model_dir(&src, &out, DType::F16).unwrap();
+    assert_eq!(manifest.dtype, "f16");
+    let size = |p: PathBuf| std::fs::metadata(p).unwrap().len() as f64;
+    for f in ["transformer/model.bpk", "vae/model.bpk", "student/model.bpk"] {
+        let ratio = size(out.join(f)) / size(src.join(f));
+        assert!((0.45..0.6).contains(&ratio), "{f}: {ratio}");
+    }
+    assert_eq!(
+        std::fs::read(out.join("student/config.json")).unwrap(),
+        std::fs::read(src.join("student/config.json")).unwrap()
+    );
+
+    let device = Default::default();
+    let weights = |dir: &Path| -> Vec<f32> {
+        let m = ModelDir::open(dir).unwrap();
+        m.check_consistency().unwrap();
+        m.load_transformer::<TB>(&device)
+            .unwrap()
+            .time_projection
+            .weight
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap()
+    };
+    let (a, b) = (weights(&src), weights(&out));
+    assert_eq!(a.len(), b.len());
+    let mut changed = 0;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(half::f16::from_f32(*x).to_f32(), *y);
+        changed += usize::from(x != y);
+    }
+    assert!(changed > a.len() / 2, "{changed} of {} values rounded", a.len());
+
+    let e = recast_model_dir(&src, &src, DType::F16).unwrap_err().to_string();
+    assert!(e.contains("source directory"), "{e}");
+    let e = recast_model_dir(&src.join("vae"), &out, DType::F16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("manifest.json"), "{e}");
+}
