@@ -115,7 +115,11 @@ fn a_model_directory_recasts_to_f16() {
     let manifest = recast_model_dir(&src, &out, DType::F16).unwrap();
     assert_eq!(manifest.dtype, "f16");
     let size = |p: PathBuf| std::fs::metadata(p).unwrap().len() as f64;
-    for f in ["transformer/model.bpk", "vae/model.bpk", "student/model.bpk"] {
+    for f in [
+        "transformer/model.bpk",
+        "vae/model.bpk",
+        "student/model.bpk",
+    ] {
         let ratio = size(out.join(f)) / size(src.join(f));
         assert!((0.45..0.6).contains(&ratio), "{f}: {ratio}");
     }
@@ -144,9 +148,15 @@ fn a_model_directory_recasts_to_f16() {
         assert_eq!(half::f16::from_f32(*x).to_f32(), *y);
         changed += usize::from(x != y);
     }
-    assert!(changed > a.len() / 2, "{changed} of {} values rounded", a.len());
+    assert!(
+        changed > a.len() / 2,
+        "{changed} of {} values rounded",
+        a.len()
+    );
 
-    let e = recast_model_dir(&src, &src, DType::F16).unwrap_err().to_string();
+    let e = recast_model_dir(&src, &src, DType::F16)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("source directory"), "{e}");
     let e = recast_model_dir(&src.join("vae"), &out, DType::F16)
         .unwrap_err()
