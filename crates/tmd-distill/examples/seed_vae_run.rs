@@ -4,8 +4,9 @@
 //! holding the model directory's VAE weights (no optimizer state: it is only read, never resumed).
 //!
 //! `cargo run --release -p tmd-distill --example seed_vae_run -- MODEL_DIR RUN STEP`, e.g.
-//! `assets/world runs/world-teacher 8700` (then `pretrain --stage dit` with
-//! `--set vae_train.steps=8700` and the other overrides of the bundled run, benches/NOTES.md).
+//! `assets/world runs/world-teacher 8700` (then `pretrain --stage dit`: configs/world-teacher.toml
+//! holds the bundled run's settings). `assets/world` stores its weights as f16, so the seeded VAE
+//! is the trained one rounded to f16.
 
 use burn::backend::NdArray;
 use tmd_distill::pretrain::vae::MODEL_NAME;
