@@ -666,9 +666,18 @@ fn main() -> Result<()> {
         Command::ConvertWeights { src, out, dtype } => {
             if src.join("manifest.json").is_file() {
                 let manifest = recast_model_dir(&src, &out, dtype.burn()).with_context(|| {
-                    format!("re-storing {} as {dtype:?} into {}", src.display(), out.display())
+                    format!(
+                        "re-storing {} as {dtype:?} into {}",
+                        src.display(),
+                        out.display()
+                    )
                 })?;
-                println!("wrote {} ({}, from {})", out.display(), manifest.dtype, src.display());
+                println!(
+                    "wrote {} ({}, from {})",
+                    out.display(),
+                    manifest.dtype,
+                    src.display()
+                );
                 return Ok(());
             }
             let opts = ConvertOptions {
