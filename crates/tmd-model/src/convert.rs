@@ -360,21 +360,20 @@ pub fn save_model_dir<B: burn::prelude::Backend>(
 /// so the result loads wherever `src` did.
 ///
 /// # Errors
-/// `src` is not a converted model directory (no readable `manifest.json`), `out` is `src`, a
-/// weight file is corrupt or holds a non-float tensor (named), or an I/O error (path named).
+/// `src` is not a converted model directory (no readable `manifest.json`), `out` is `src` or
+/// inside it, a weight file is corrupt or holds a non-float tensor (named), or an I/O error (path
+/// named).
 pub fn recast_model_dir(src: &Path, out: &Path, dtype: DType) -> Result<Manifest> {
     let mut manifest = Manifest::read(src)?;
-    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same(src, out) {
+    std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
+    let canonical = |p: &Path| p.canonicalize().map_err(|e| ModelError::io(p, e));
+    if canonical(out)?.starts_with(canonical(src)?) {
         return Err(ModelError::config(
             out,
-            "the output directory is the source directory; write the recast copy elsewhere",
+            "the output directory is the source directory or inside it; write the recast copy \
+             elsewhere",
         ));
     }
-    std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
     let stale = out.join("manifest.json");
     if stale.exists() {
         std::fs::remove_file(&stale).map_err(|e| ModelError::io(&stale, e))?;

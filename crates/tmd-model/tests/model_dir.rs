@@ -154,10 +154,12 @@ fn a_model_directory_recasts_to_f16() {
         a.len()
     );
 
-    let e = recast_model_dir(&src, &src, DType::F16)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("source directory"), "{e}");
+    for inside in [src.clone(), src.join("f16")] {
+        let e = recast_model_dir(&src, &inside, DType::F16)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source directory"), "{e}");
+    }
     let e = recast_model_dir(&src.join("vae"), &out, DType::F16)
         .unwrap_err()
         .to_string();
