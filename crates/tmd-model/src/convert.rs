@@ -420,10 +420,7 @@ fn recast_burnpack(src: &Path, out: &Path, dtype: DType) -> Result<()> {
         .clone();
     let mut recast = Vec::with_capacity(snapshots.len());
     for (key, snap) in snapshots {
-        if !matches!(
-            snap.dtype,
-            DType::F32 | DType::F16 | DType::BF16 | DType::F64
-        ) {
+        if !crate::weights::is_float_storage(snap.dtype) {
             return Err(ModelError::UnsupportedDtype {
                 path: src.to_path_buf(),
                 key,

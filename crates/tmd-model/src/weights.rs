@@ -350,10 +350,7 @@ impl WeightSource {
     ) -> Result<()> {
         for (name, snap) in snapshots {
             let dtype = format!("{:?}", snap.dtype);
-            if !matches!(
-                snap.dtype,
-                DType::F32 | DType::F16 | DType::BF16 | DType::F64
-            ) {
+            if !is_float_storage(snap.dtype) {
                 return Err(ModelError::UnsupportedDtype {
                     path: path.to_path_buf(),
                     key: name,
@@ -406,6 +403,11 @@ impl WeightSource {
         })?;
         self.add_snapshots(path, reader.into_tensors(), Layout::PyTorch)
     }
+}
+
+/// Whether weights stored as `dtype` can be read (and converted to the backend's float type).
+pub(crate) fn is_float_storage(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
 }
 
 /// A float parameter of a module as seen without initialising it.
