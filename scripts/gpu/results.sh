@@ -17,9 +17,9 @@
 # distill-dmd2v.toml). Writes $OUT/bundled-world.json (+ .md), and every log with both reports in
 # $OUT/results.tar.gz (the device tool brings back at most 8 files), with the students named in
 # KEEP (default tmd-m2-h1) as $OUT/NAME.tar.gz; the students stay under runs/results/.
-# Smoke-tested on the CPU machine (2026-11-27, TEACHER = the 12,500-step world teacher, CLIPS=4,
-# S1=S2=KD=2, PROMPTS=1: every stage exits 0 and the table has its 12 rows, in 75 s); not yet run
-# on the GPU. The tiny-random model cannot be evaluated (its 9-frame clips are not the world's).
+# Smoke-tested on the CPU machine (2026-11-27: every stage exits 0 and the table has its rows).
+# The tables in docs/results were made with it on an H100, commands there. The tiny-random model
+# cannot be evaluated (its 9-frame clips are not the world's).
 set -uo pipefail
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 TEACHER=${TEACHER:-assets/world}; DEVICE=${DEVICE:-torch-cuda}
@@ -103,7 +103,7 @@ if [ "$STORE_DTYPE" != f32 ]; then
     # (always: the manifest's dtype is the teacher's, and student/model.bpk is written as f32)
     [ -f "$d/manifest.json" ] || continue
     rm -rf "$d.recast" && $x convert-weights --src "$d" --out "$d.recast" --dtype "$STORE_DTYPE" \
-      > $out/recast.log 2>&1 && rm -rf "$d" && mv "$d.recast" "$d" || echo "recasting $d failed" >&2
+      >> $out/recast.log 2>&1 && rm -rf "$d" && mv "$d.recast" "$d" || echo "recasting $d failed" >&2
   done
 fi
 stamp "eval"; threads 1

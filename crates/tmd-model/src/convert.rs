@@ -196,10 +196,7 @@ pub fn convert(
     let plan = plan(src, &layout, opts)?;
     let device = Default::default();
     std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
-    let stale = out.join("manifest.json");
-    if stale.exists() {
-        std::fs::remove_file(&stale).map_err(|e| ModelError::io(&stale, e))?;
-    }
+    remove_stale_manifest(out)?;
 
     let mut component = |name: &'static str,
                          config_json: String,
@@ -302,10 +299,7 @@ pub fn save_model_dir<B: burn::prelude::Backend>(
 ) -> Result<Manifest> {
     use crate::weights::save_burnpack;
     std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
-    let stale = out.join("manifest.json");
-    if stale.exists() {
-        std::fs::remove_file(&stale).map_err(|e| ModelError::io(&stale, e))?;
-    }
+    remove_stale_manifest(out)?;
     fn entry(out: &Path, name: &str, tensors: usize, params: usize) -> Result<ComponentEntry> {
         std::fs::create_dir_all(out.join(name)).map_err(|e| ModelError::io(out.join(name), e))?;
         Ok(ComponentEntry {
@@ -365,19 +359,20 @@ pub fn save_model_dir<B: burn::prelude::Backend>(
 /// named).
 pub fn recast_model_dir(src: &Path, out: &Path, dtype: DType) -> Result<Manifest> {
     let mut manifest = Manifest::read(src)?;
+    let existed = out.exists();
     std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
     let canonical = |p: &Path| p.canonicalize().map_err(|e| ModelError::io(p, e));
     if canonical(out)?.starts_with(canonical(src)?) {
+        if !existed {
+            let _ = std::fs::remove_dir(out); // leave no empty folder behind in `src`
+        }
         return Err(ModelError::config(
             out,
             "the output directory is the source directory or inside it; write the recast copy \
              elsewhere",
         ));
     }
-    let stale = out.join("manifest.json");
-    if stale.exists() {
-        std::fs::remove_file(&stale).map_err(|e| ModelError::io(&stale, e))?;
-    }
+    remove_stale_manifest(out)?;
     fn walk(src: &Path, out: &Path, dtype: DType) -> Result<()> {
         let mut items: Vec<_> = std::fs::read_dir(src)
             .map_err(|e| ModelError::io(src, e))?
@@ -447,6 +442,16 @@ fn recast_burnpack(src: &Path, out: &Path, dtype: DType) -> Result<()> {
         ));
     }
     crate::weights::write_snapshots_atomically(recast, out)
+}
+
+/// Removes the manifest of an earlier conversion in `out`, so that a directory being rewritten
+/// never looks complete until its new manifest is written last.
+fn remove_stale_manifest(out: &Path) -> Result<()> {
+    let stale = out.join("manifest.json");
+    if stale.exists() {
+        std::fs::remove_file(&stale).map_err(|e| ModelError::io(&stale, e))?;
+    }
+    Ok(())
 }
 
 fn num_params<B: burn::prelude::Backend, M: burn::module::Module<B>>(m: &M) -> usize {
