@@ -25,7 +25,11 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 TEACHER=${TEACHER:-assets/world}; DEVICE=${DEVICE:-torch-cuda}
 CLIPS=${CLIPS:-1024}; S1=${S1:-1000}; S2=${S2:-1000}; KD=${KD:-300}; PROMPTS=${PROMPTS:-0}; SEEDS=${SEEDS:-2}
 S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-100000}; CKPT=${CKPT:-50}
-KEEP=${KEEP:-tmd-m2-h1}
+# H: the head size of the headline pair (TMD M = 2 and M = 1; default 1); the full set adds the
+# other size at M = 2. BATCH: the batch of stage 1, stage 2 and the KD warm-up (default: the configs').
+H=${H:-1}; Ho=$(( 3 - H )); BATCH=${BATCH:-}
+bs() { [ -n "$BATCH" ] && echo "--set train.batch=$BATCH $*"; }
+KEEP=${KEEP:-tmd-m2-h$H}
 # PHASES: which of "data s1 s2 eval" to run (default all four): a device call is limited to 10 min,
 # so a longer run splits into back-to-back calls on the same warm machine, where runs/results stays.
 # STORE_DTYPE (f32, or f16 / bf16): the students are re-stored at that dtype (`convert-weights
@@ -64,15 +68,15 @@ $x teacher-data --device $DEVICE --teacher $TEACHER --out $r/teacher-data --set 
 fi
 
 if phase s1; then
-stamp "stage 1 (TM-MeanFlow, $S1 steps): H = 1, 2 at M = 2, H = 1 at M = 1, the pure TM ablation"; threads $n1
+stamp "stage 1 (TM-MeanFlow, $S1 steps): H = $H at M = 2 and M = 1; H = $Ho at M = 2 and the pure TM ablation unless MAIN_ONLY"; threads $n1
 s1() { # name, args
   # shellcheck disable=SC2086
   guarded "$S1_SECS" "$S1" $r/run-$1 $out/$1.log $x adapt-head --device $DEVICE --teacher $TEACHER \
-    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $2
+    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $2 $(bs)
   echo "$1: exit $?"; }
-s1 s1-h1 "--set head.head_blocks=1" &
-s1 s1-h1-m1 "--set head.head_blocks=1 --set train.outer_steps=1" &
-main || { s1 s1-h2 "--set head.head_blocks=2" & s1 s1-h1-tm "--set head.head_blocks=1 --set train.variant=tm" & }
+s1 s1-h$H "--set head.head_blocks=$H" &
+s1 s1-h$H-m1 "--set head.head_blocks=$H --set train.outer_steps=1" &
+main || { s1 s1-h$Ho "--set head.head_blocks=$Ho" & s1 s1-h1-tm "--set head.head_blocks=1 --set train.variant=tm" & }
 wait
 fi
 
@@ -81,14 +85,14 @@ stamp "stage 2 ($S2 iterations): TMD and DMD2-v, side by side"; threads $n2
 s2() { # name, input, args
   # shellcheck disable=SC2086
   guarded "$S2_SECS" "$S2" $r/run-$1 $out/$1.log $x distill --device $DEVICE --input $2 \
-    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $3
+    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $3 $(bs)
   echo "$1: exit $?"; }
-s2 tmd-m2-h1 $r/s1-h1 "--set train.outer_steps=2 --set train.inner_steps=2" &
-s2 tmd-m1-h1 $r/s1-h1-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
-s2 dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD" &
+s2 tmd-m2-h$H $r/s1-h$H "--set train.outer_steps=2 --set train.inner_steps=2" &
+s2 tmd-m1-h$H $r/s1-h$H-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
+s2 dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD $(bs | sed 's/train.batch/kd.batch/')" &
 s2 dmd2v-m2 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=2" &
 main || {
-  s2 tmd-m2-h2 $r/s1-h2 "--set train.outer_steps=2 --set train.inner_steps=2" &
+  s2 tmd-m2-h$Ho $r/s1-h$Ho "--set train.outer_steps=2 --set train.inner_steps=2" &
   s2 tmd-m2-h1-nogan $r/s1-h1 "--set train.outer_steps=2 --set train.inner_steps=2 --set train.gan_weight=0" &
   s2 tmd-m2-h1-tm $r/s1-h1-tm "--set train.outer_steps=2 --set train.inner_steps=2" &
   s2 dmd2v-m4 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=4" &
@@ -114,8 +118,7 @@ row() { # model [label] [outer inner]: a student row, when that student was writ
   [ -n "${3:-}" ] && printf 'outer_steps = %d\ninner_steps = %d\n' "$3" "$4"
   return 0; }
 { printf '[[teacher]]\nsolver = "unipc"\nsteps = 50\n'
-  for m in 1 2; do for n in 2 4; do row $r/tmd-m$m-h1 "" $m $n; done; done
-  for n in 2 4; do row $r/tmd-m2-h2 "" 2 $n; done
+  for h in 1 2; do for m in 1 2; do for n in 2 4; do row $r/tmd-m$m-h$h "" $m $n; done; done; done
   row $r/tmd-m2-h1-nogan "tmd (no GAN)"; row $r/tmd-m2-h1-tm "tmd (TM, r = s)"
   for m in 1 2 4; do row $r/dmd2v-m$m; done; } > $r/rows.toml 2> $out/rows.log
 timeout "$EVAL_SECS" $x eval --device $DEVICE --model $TEACHER --rows $r/rows.toml --limit $PROMPTS \
