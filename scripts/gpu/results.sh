@@ -28,7 +28,7 @@ S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-1
 # H: the head size of the headline pair (TMD M = 2 and M = 1; default 1); the full set adds the
 # other size at M = 2. BATCH: the batch of stage 1, stage 2 and the KD warm-up (default: the configs').
 H=${H:-1}; Ho=$(( 3 - H )); BATCH=${BATCH:-}
-bs() { [ -n "$BATCH" ] && echo "--set train.batch=$BATCH $*"; }
+bs() { [ -n "$BATCH" ] && echo "--set train.batch=$BATCH"; }
 KEEP=${KEEP:-tmd-m2-h$H}
 # PHASES: which of "data s1 s2 eval" to run (default all four): a device call is limited to 10 min,
 # so a longer run splits into back-to-back calls on the same warm machine, where runs/results stays.
@@ -89,7 +89,7 @@ s2() { # name, input, args
   echo "$1: exit $?"; }
 s2 tmd-m2-h$H $r/s1-h$H "--set train.outer_steps=2 --set train.inner_steps=2" &
 s2 tmd-m1-h$H $r/s1-h$H-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
-s2 dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD $(bs | sed 's/train.batch/kd.batch/')" &
+s2 dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD ${BATCH:+--set kd.batch=$BATCH}" &
 s2 dmd2v-m2 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=2" &
 main || {
   s2 tmd-m2-h$Ho $r/s1-h$Ho "--set train.outer_steps=2 --set train.inner_steps=2" &
