@@ -193,8 +193,8 @@ mod tests {
     #[test]
     fn a_sparse_rank_one_covariance_gives_the_closed_form() {
         // nalgebra 0.34's `SymmetricEigen` returns NaN eigenvalues for this p p^T (16 channels,
-        // 4 of them varying: what two clips with dead feature channels give), which made the
-        // distance 0. Closed form for S_a = p p^T, S_b = q q^T, equal means: |p|^2 + |q|^2 - 2 |p . q|.
+        // 4 of them varying: what two clips with dead feature channels give); the NaN left the
+        // old trace term at 0 (the distance too large) or inf (a distance of 0). Closed form for S_a = p p^T, S_b = q q^T, equal means: |p|^2 + |q|^2 - 2 |p . q|.
         let mut p = DVector::<f64>::zeros(16);
         (p[0], p[1], p[11], p[13]) = (0.017, 0.0199, 0.0283, -0.039);
         let mut q = DVector::<f64>::zeros(16);
