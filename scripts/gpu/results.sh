@@ -16,7 +16,7 @@
 # Everything else is the configs' (configs/teacher-data.toml, adapt-head.toml, distill.toml,
 # distill-dmd2v.toml). Writes $OUT/bundled-world.json (+ .md), and every log with both reports in
 # $OUT/results.tar.gz (the device tool brings back at most 8 files), with the students named in
-# KEEP (default tmd-m2-h1) as $OUT/NAME.tar.gz; the students stay under runs/results/.
+# KEEP (default tmd-m2-h$H) as $OUT/NAME.tar.gz; the students stay under runs/results/.
 # Smoke-tested on the CPU machine (2026-11-27: every stage exits 0 and the table has its rows).
 # The tables in docs/results were made with it on an H100, commands there. The tiny-random model
 # cannot be evaluated (its 9-frame clips are not the world's).
@@ -28,7 +28,6 @@ S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-1
 # H: the head size of the headline pair (TMD M = 2 and M = 1; default 1); the full set adds the
 # other size at M = 2. BATCH: the batch of stage 1, stage 2 and the KD warm-up (default: the configs').
 H=${H:-1}; Ho=$(( 3 - H )); BATCH=${BATCH:-}
-bs() { [ -n "$BATCH" ] && echo "--set train.batch=$BATCH"; }
 KEEP=${KEEP:-tmd-m2-h$H}
 # PHASES: which of "data s1 s2 eval" to run (default all four): a device call is limited to 10 min,
 # so a longer run splits into back-to-back calls on the same warm machine, where runs/results stays.
@@ -72,7 +71,7 @@ stamp "stage 1 (TM-MeanFlow, $S1 steps): H = $H at M = 2 and M = 1; H = $Ho at M
 s1() { # name, args
   # shellcheck disable=SC2086
   guarded "$S1_SECS" "$S1" $r/run-$1 $out/$1.log $x adapt-head --device $DEVICE --teacher $TEACHER \
-    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $2 $(bs)
+    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $2 ${BATCH:+--set train.batch=$BATCH}
   echo "$1: exit $?"; }
 s1 s1-h$H "--set head.head_blocks=$H" &
 s1 s1-h$H-m1 "--set head.head_blocks=$H --set train.outer_steps=1" &
@@ -85,7 +84,7 @@ stamp "stage 2 ($S2 iterations): TMD and DMD2-v, side by side"; threads $n2
 s2() { # name, input, args
   # shellcheck disable=SC2086
   guarded "$S2_SECS" "$S2" $r/run-$1 $out/$1.log $x distill --device $DEVICE --input $2 \
-    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $3 $(bs)
+    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $3 ${BATCH:+--set train.batch=$BATCH}
   echo "$1: exit $?"; }
 s2 tmd-m2-h$H $r/s1-h$H "--set train.outer_steps=2 --set train.inner_steps=2" &
 s2 tmd-m1-h$H $r/s1-h$H-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &

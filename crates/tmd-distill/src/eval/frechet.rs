@@ -72,8 +72,9 @@ fn psd_eigen(m: &DMatrix<f64>) -> Option<(DVector<f64>, DMatrix<f64>)> {
     let values = DVector::from_iterator(
         svd.singular_values.len(),
         svd.singular_values.iter().enumerate().map(|(i, &s)| {
-            let same_sign = u.column(i).dot(&v_t.row(i).transpose()) > 0.0;
-            if same_sign {
+            // u_i = -v_i: a (rounding-level) negative eigenvalue, clamped to 0
+            let positive = u.column(i).dot(&v_t.row(i).transpose()) > 0.0;
+            if positive {
                 s
             } else {
                 0.0
@@ -194,7 +195,8 @@ mod tests {
     fn a_sparse_rank_one_covariance_gives_the_closed_form() {
         // nalgebra 0.34's `SymmetricEigen` returns NaN eigenvalues for this p p^T (16 channels,
         // 4 of them varying: what two clips with dead feature channels give); the NaN left the
-        // old trace term at 0 (the distance too large) or inf (a distance of 0). Closed form for S_a = p p^T, S_b = q q^T, equal means: |p|^2 + |q|^2 - 2 |p . q|.
+        // old trace term at 0 (the distance too large) or inf (a distance of 0). Closed form
+        // for S_a = p p^T, S_b = q q^T and equal means: |p|^2 + |q|^2 - 2 |p . q|.
         let mut p = DVector::<f64>::zeros(16);
         (p[0], p[1], p[11], p[13]) = (0.017, 0.0199, 0.0283, -0.039);
         let mut q = DVector::<f64>::zeros(16);
