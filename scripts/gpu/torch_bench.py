@@ -110,32 +110,42 @@ def item(name, latent, warm, rep):
             block = m.blocks[0]
             ms = median_ms(lambda: block(tokens, context, temb, rope), warm, rep)
             return {"item": name, "tokens": n, "precision": "bf16", "ms": ms, "forward_estimate_ms": ms * 30}
-        if name == "vae-decode":
+        if name in ("vae-decode", "vae-decode-f32"):
             try:
                 from diffusers import AutoencoderKLWan
             except ImportError as e:
                 return {"item": name, "skipped": f"diffusers: {e}"}
+            dtype = torch.float32 if name.endswith("-f32") else torch.bfloat16
             torch.manual_seed(0)
             with torch.device(DEV):
-                vae = AutoencoderKLWan().to(torch.bfloat16).eval()
-            z = randn(1, 16, f, h, w)
-            ms = median_ms(lambda: vae.decode(z, return_dict=False), min(warm, 1), min(rep, 3))
-            return {"item": name, "latent": [1, 16, f, h, w], "precision": "bf16", "ms": ms,
-                    "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-        if name == "t5":
+                vae = AutoencoderKLWan().to(dtype).eval()
+            z = randn(1, 16, f, h, w, dtype=dtype)
+            torch.cuda.reset_peak_memory_stats()
+            with torch.no_grad():
+                ms = median_ms(lambda: vae.decode(z, return_dict=False), min(warm, 1), min(rep, 3))
+            return {"item": name, "latent": [1, 16, f, h, w],
+                    "precision": "f32" if dtype == torch.float32 else "bf16", "ms": ms,
+                    "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+                    "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30}
+        if name in ("t5", "t5-f32"):
             try:
                 from transformers import UMT5Config, UMT5EncoderModel
             except ImportError as e:
                 return {"item": name, "skipped": f"transformers: {e}"}
+            dtype = torch.float32 if name.endswith("-f32") else torch.bfloat16
             cfg = UMT5Config(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
                              num_heads=64, relative_attention_num_buckets=32,
                              feed_forward_proj="gated-gelu")
             with torch.device(DEV):
-                enc = UMT5EncoderModel(cfg).to(torch.bfloat16).eval()
+                enc = UMT5EncoderModel(cfg).to(dtype).eval()
             ids = (torch.arange(512, device=DEV) * 7919 % 32000).unsqueeze(0)
             mask = torch.ones_like(ids)
-            ms = median_ms(lambda: enc(input_ids=ids, attention_mask=mask), warm, rep)
-            return {"item": name, "tokens": 512, "precision": "bf16", "ms": ms}
+            with torch.no_grad():
+                ms = median_ms(lambda: enc(input_ids=ids, attention_mask=mask), warm, rep)
+            return {"item": name, "tokens": 512,
+                    "precision": "f32" if dtype == torch.float32 else "bf16", "ms": ms}
+        if name in ("vae-bf16-error", "t5-bf16-error"):
+            return {"item": name, "skipped": "a property of the Rust side (bf16 vs f32)"}
         if name == "bf16-error":
             return {"item": name, "skipped": "a property of the Rust side (bf16 policy vs f32)"}
         if name == "tmd-step":

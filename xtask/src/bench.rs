@@ -83,6 +83,49 @@ fn dit_flops(c: &WanConfig, n: usize, text: usize) -> f64 {
         * (8.0 * n * d * d + 4.0 * n * n * d + 4.0 * n * d * d + 4.0 * n * t * d + 4.0 * n * d * f)
 }
 
+/// Tokens of the umT5 items (Wan2.1's `text_len`).
+const T5_TOKENS: usize = 512;
+
+/// A fixed token batch of `T5_TOKENS` ids, no padding (as torch_bench.py).
+fn t5_tokens<B: Backend>(device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let ids = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(
+            (0..T5_TOKENS as i64).map(|i| (i * 7919) % 32000).collect(),
+            [1, T5_TOKENS],
+        ),
+        device,
+    );
+    (ids, Tensor::<B, 2, Int>::ones([1, T5_TOKENS], device))
+}
+
+/// bf16 where the backend has it, else f32.
+fn bf16_or_f32<B: Backend>(device: &B::Device) -> burn::tensor::DType {
+    use burn::tensor::DType;
+    if tmd_model::dtype::supports::<B>(device, DType::BF16) {
+        DType::BF16
+    } else {
+        DType::F32
+    }
+}
+
+/// The dtype an item runs in: f32 for `*-f32` items, else [`bf16_or_f32`].
+fn item_dtype<B: Backend>(item: &str, device: &B::Device) -> burn::tensor::DType {
+    if item.ends_with("-f32") {
+        burn::tensor::DType::F32
+    } else {
+        bf16_or_f32::<B>(device)
+    }
+}
+
+fn dtype_name(dtype: burn::tensor::DType) -> &'static str {
+    match dtype {
+        burn::tensor::DType::BF16 => "bf16",
+        burn::tensor::DType::F16 => "f16",
+        burn::tensor::DType::F64 => "f64",
+        _ => "f32",
+    }
+}
+
 /// Runs one item and returns its JSON record.
 pub fn run_item<B: Backend>(item: &str, args: &BenchArgs, device: &B::Device) -> Result<Value> {
     let (warm, rep) = (args.warm, args.rep);
@@ -187,27 +230,48 @@ pub fn run_item<B: Backend>(item: &str, args: &BenchArgs, device: &B::Device) ->
             json!({"item": "tmd-step", "config": "N2H5", "tokens": n, "precision": "bf16-matmul", "ms": ms,
                    "effective_nfe_per_step": tmd_sampler::effective_nfe::tmd(1, 2, 5, 30)})
         }
-        "vae-decode" => {
-            let c = WanVaeConfig::wan2_1();
-            let vae = c.init::<B>(device);
+        "vae-decode" | "vae-decode-f32" => {
+            // The reference's dtype (bf16, as diffusers' AutoencoderKLWan in torch_bench.py)
+            // where the backend has it; `vae-decode-f32` and backends without bf16: f32.
+            let dtype = item_dtype::<B>(item, device);
+            let vae = WanVaeConfig::wan2_1().init::<B>(device).with_dtype(dtype);
             let z = rand::<B, 5>([1, 16, lf, lh, lw], device);
             let ms = median_ms::<B, _>(device, warm.min(1), rep.min(3), || vae.decode(z.clone()));
-            json!({"item": "vae-decode", "latent": [1, 16, lf, lh, lw], "precision": "f32", "ms": ms})
+            json!({"item": item, "latent": [1, 16, lf, lh, lw], "precision": dtype_name(dtype), "ms": ms})
         }
-        "t5" => {
-            let c = UMT5Config::umt5_xxl();
-            let enc = c.init::<B>(device);
-            let len = 512;
-            let ids = Tensor::<B, 2, Int>::from_data(
-                TensorData::new((0..len as i64).map(|i| (i * 7919) % 32000).collect(), [1, len]),
-                device,
-            );
-            let mask = Tensor::<B, 2, Int>::ones([1, len], device);
+        "vae-bf16-error" => {
+            // The bf16 decode against f32, same weights and latent, at a quarter of the frames
+            // and half the height and width (the error is a per-layer property; this keeps the
+            // f32 reference quick).
+            let vae = WanVaeConfig::wan2_1().init::<B>(device);
+            let (f, h, w) = (lf.div_ceil(4).max(2), lh.div_ceil(2), lw.div_ceil(2));
+            let z = rand::<B, 5>([1, 16, f, h, w], device);
+            let f32_out = vae.decode(z.clone())?;
+            let dtype = bf16_or_f32::<B>(device);
+            let bf16_out = vae.with_dtype(dtype).decode(z)?;
+            json!({"item": item, "latent": [1, 16, f, h, w], "precision": dtype_name(dtype),
+                   "rel_err": rel_err(bf16_out.clone(), f32_out.clone()),
+                   "max_abs_err": (bf16_out - f32_out).abs().max().into_scalar().elem::<f64>()})
+        }
+        "t5" | "t5-f32" => {
+            let dtype = item_dtype::<B>(item, device);
+            let enc = tmd_model::dtype::cast_float_params(UMT5Config::umt5_xxl().init::<B>(device), dtype);
+            let (ids, mask) = t5_tokens::<B>(device);
             let ms = median_ms::<B, _>(device, warm, rep, || enc.forward(ids.clone(), mask.clone()));
-            json!({"item": "t5", "tokens": len, "precision": "f32", "ms": ms})
+            json!({"item": item, "tokens": T5_TOKENS, "precision": dtype_name(dtype), "ms": ms})
+        }
+        "t5-bf16-error" => {
+            let enc = UMT5Config::umt5_xxl().init::<B>(device);
+            let (ids, mask) = t5_tokens::<B>(device);
+            let f32_out = enc.forward(ids.clone(), mask.clone());
+            let dtype = bf16_or_f32::<B>(device);
+            let enc = tmd_model::dtype::cast_float_params(enc, dtype);
+            let bf16_out = enc.forward(ids, mask).cast(burn::tensor::DType::F32);
+            json!({"item": item, "tokens": T5_TOKENS, "precision": dtype_name(dtype),
+                   "rel_err": rel_err(bf16_out, f32_out)})
         }
         other => anyhow::bail!(
-            "unknown bench item '{other}' (gemm, attention, dit-1.3b, dit-1.3b-block, dit-14b, bf16-error, tmd-step, vae-decode, t5)"
+            "unknown bench item '{other}' (gemm, attention, dit-1.3b, dit-1.3b-block, dit-14b, bf16-error, tmd-step, vae-decode, vae-decode-f32, vae-bf16-error, t5, t5-f32, t5-bf16-error)"
         ),
     })
 }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_distill;
+mod make_random;
 mod parallel;
 
 use std::path::{Path, PathBuf};
@@ -388,7 +389,8 @@ enum Command {
     /// reference on the GPU machine.
     Bench {
         /// Items, comma-separated: gemm, attention, dit-1.3b, dit-1.3b-block, dit-14b, bf16-error,
-        /// tmd-step, vae-decode, t5.
+        /// tmd-step, vae-decode (bf16 where the backend has it), vae-decode-f32, vae-bf16-error,
+        /// t5 (bf16 likewise), t5-f32, t5-bf16-error.
         #[arg(
             long,
             value_delimiter = ',',
@@ -443,6 +445,16 @@ enum Command {
         device: DeviceKind,
         #[command(flatten)]
         parallel: parallel::ParallelArgs,
+    },
+    /// Write a model directory with random weights at a preset's shapes (default: Wan2.1 T2V
+    /// 1.3B, stored as bf16) and, by default, a random TMD student (H = 5): what
+    /// `scripts/gpu/clip_bench.sh` times `tmd-cli generate` on.
+    MakeRandomModel {
+        #[command(flatten)]
+        args: make_random::MakeRandomArgs,
+        /// Backend that initialises the weights (a GPU makes a Wan-sized model in seconds).
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
     },
     /// Write a model directory with random weights at tiny sizes (for tests and the README's first
     /// command until a trained model is bundled).
@@ -987,6 +999,9 @@ fn main() -> Result<()> {
             }
             print!("{table}");
             println!("wrote {}", out.display());
+        }
+        Command::MakeRandomModel { args, device } => {
+            on_backend!(device, B, dev => make_random::run::<B>(&args, &dev))?;
         }
         Command::MakeTinyModel {
             out,

@@ -238,3 +238,72 @@ fn the_fused_libtorch_dit_matches_ndarray() {
         );
     }
 }
+
+/// The VAE decode and the umT5 encoder on LibTorch (PyTorch's convolutions, the fused channel
+/// norm, SiLU and GELU) against NdArray, in f32; and in bf16 (LibTorch only: NdArray has none),
+/// which must stay within bf16's rounding of the f32 result and keep the output's dtype.
+#[test]
+fn libtorch_vae_and_umt5_match_ndarray_in_f32_and_bf16() {
+    use burn::prelude::*;
+    use burn::tensor::DType;
+    use tmd_model::model_dir::ModelDir;
+
+    let dir = ModelDir::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../assets/tiny-random"
+    ))
+    .unwrap();
+    let values = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect()
+    };
+    fn decode<B: Backend>(dir: &ModelDir, device: &B::Device, dtype: DType, z: &[f32]) -> Vec<f32> {
+        let vae = dir.load_vae::<B>(device).unwrap().with_dtype(dtype);
+        let z = Tensor::<B, 5>::from_data(TensorData::new(z.to_vec(), [1, 4, 3, 4, 4]), device);
+        let out = vae.decode(z).unwrap();
+        assert_eq!(out.dtype(), DType::F32, "decode returns its input's dtype");
+        out.into_data().convert::<f32>().to_vec().unwrap()
+    }
+    fn encode<B: Backend>(dir: &ModelDir, device: &B::Device, dtype: DType) -> Vec<f32> {
+        let text = dir
+            .load_text_encoder::<B>(device)
+            .unwrap()
+            .with_dtype(dtype);
+        let out = text.encode(&["a red circle moves to the left"]).unwrap();
+        assert_eq!(
+            out.dtype(),
+            DType::F32,
+            "the context is f32 whatever the encoder's dtype"
+        );
+        out.into_data().convert::<f32>().to_vec().unwrap()
+    }
+    let rel = |a: &[f32], b: &[f32]| -> f32 {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale
+    };
+    let z = values(4 * 3 * 4 * 4);
+    let reference = decode::<NdArray>(&dir, &Default::default(), DType::F32, &z);
+    let f32_torch = decode::<LibTorch>(&dir, &LibTorchDevice::Cpu, DType::F32, &z);
+    let bf16_torch = decode::<LibTorch>(&dir, &LibTorchDevice::Cpu, DType::BF16, &z);
+    println!(
+        "VAE: f32 rel {:.3e}, bf16 rel {:.3e}",
+        rel(&f32_torch, &reference),
+        rel(&bf16_torch, &reference)
+    );
+    assert!(rel(&f32_torch, &reference) < 1e-4);
+    assert!(rel(&bf16_torch, &reference) < 5e-2);
+    assert!(rel(&bf16_torch, &reference) > 0.0, "bf16 ran in f32");
+
+    let reference = encode::<NdArray>(&dir, &Default::default(), DType::F32);
+    let f32_torch = encode::<LibTorch>(&dir, &LibTorchDevice::Cpu, DType::F32);
+    let bf16_torch = encode::<LibTorch>(&dir, &LibTorchDevice::Cpu, DType::BF16);
+    println!(
+        "umT5: f32 rel {:.3e}, bf16 rel {:.3e}",
+        rel(&f32_torch, &reference),
+        rel(&bf16_torch, &reference)
+    );
+    assert!(rel(&f32_torch, &reference) < 1e-4);
+    assert!(rel(&bf16_torch, &reference) < 5e-2);
+    assert!(rel(&bf16_torch, &reference) > 0.0, "bf16 ran in f32");
+}

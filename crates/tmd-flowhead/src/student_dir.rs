@@ -85,6 +85,20 @@ pub enum Student<B: Backend> {
     Dmd2V(WanModel<B>),
 }
 
+impl<B: Backend> Student<B> {
+    /// Sets the precision policy of the student's DiT (all its blocks, backbone and flow head):
+    /// f32, or bf16 matrix products with an f32 stream as the teacher runs under autocast.
+    pub fn with_precision(self, precision: tmd_model::dit::Precision) -> Self {
+        match self {
+            Student::Tmd(mut s) => {
+                s.dit = s.dit.with_precision(precision);
+                Student::Tmd(s)
+            }
+            Student::Dmd2V(dit) => Student::Dmd2V(dit.with_precision(precision)),
+        }
+    }
+}
+
 /// Whether `dir` holds a student.
 pub fn has_student(dir: &Path) -> bool {
     dir.join(STUDENT_DIR).join("config.json").is_file()

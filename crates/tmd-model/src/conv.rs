@@ -30,7 +30,7 @@ fn window<B: Backend>(
     let need = start + count * stride;
     if need > len {
         let pad_shape = dims_with(&x.dims(), dim, need - len);
-        let zeros = Tensor::zeros(pad_shape, &x.device());
+        let zeros = Tensor::zeros(pad_shape, (&x.device(), x.dtype()));
         x = Tensor::cat(vec![x, zeros], dim);
     }
     let x = x.narrow(dim, start, count * stride);
@@ -51,22 +51,40 @@ fn dims_with<const D: usize>(dims: &[usize; D], dim: usize, value: usize) -> [us
     d
 }
 
-/// Whether `TMD_CONV=native` asks for burn's own convolution kernels instead of the per-tap
-/// matmuls (read once per process). The per-tap path is the default because it is the fast one on
-/// NdArray; on CUDA, burn's implicit-GEMM convolution compiles once per shape but then runs one
-/// kernel per layer instead of one per tap. On LibTorch (oneDNN / cuDNN) native is the fast one,
-/// and `xtask` sets it for its `torch-*` devices.
-pub fn native_requested() -> bool {
-    static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *NATIVE.get_or_init(|| {
-        std::env::var("TMD_CONV")
-            .map(|v| v.eq_ignore_ascii_case("native"))
-            .unwrap_or(false)
+/// What `TMD_CONV` asks for (read once per process): `Some(true)` for `native` (burn's own
+/// convolution kernels), `Some(false)` for `taps` (the per-tap matmuls), `None` when unset.
+fn requested() -> Option<bool> {
+    static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| {
+        let v = std::env::var("TMD_CONV").ok()?;
+        if v.eq_ignore_ascii_case("native") {
+            Some(true)
+        } else if v.eq_ignore_ascii_case("taps") {
+            Some(false)
+        } else {
+            None
+        }
     })
 }
 
-/// 3D convolution (no dilation, no groups): [`conv3d_taps`], or burn's `conv3d` when
-/// [`native_requested`].
+/// Whether `TMD_CONV=native` asks for burn's own convolution kernels on every backend.
+pub fn native_requested() -> bool {
+    requested() == Some(true)
+}
+
+/// Whether convolutions on `B` go through the backend's own kernel rather than the per-tap
+/// matmuls. Per-tap is the fast path on NdArray (measured: burn 0.21's direct convolution loop)
+/// and under autodiff (its backward); burn's CUDA convolution compiles and autotunes per shape.
+/// LibTorch's own convolution (oneDNN on the CPU, cuDNN on GPUs, in bf16 where the weights are)
+/// is the fast one there (measured: 0.30 against 1.44 s per VAE step on 2 CPU cores;
+/// benches/NOTES.md for the GPU), so it is the default on that backend. `TMD_CONV=native|taps`
+/// overrides the choice for every backend.
+pub fn use_native<B: Backend>() -> bool {
+    requested().unwrap_or_else(crate::fused::is_libtorch::<B>)
+}
+
+/// 3D convolution (no dilation, no groups): [`conv3d_taps`], or burn's `conv3d` where
+/// [`use_native`].
 ///
 /// # Shapes
 /// As [`conv3d_taps`].
@@ -77,7 +95,7 @@ pub fn conv3d<B: Backend>(
     stride: [usize; 3],
     padding: [usize; 3],
 ) -> Tensor<B, 5> {
-    if native_requested() {
+    if use_native::<B>() {
         burn::tensor::module::conv3d(
             x,
             weight,
@@ -104,18 +122,17 @@ pub fn conv3d_taps<B: Backend>(
     padding: [usize; 3],
 ) -> Tensor<B, 5> {
     let [out_c, in_c, kt, kh, kw] = weight.dims();
-    let x = if padding.iter().any(|&p| p > 0) {
-        x.pad(
-            [
-                (padding[0], padding[0]),
-                (padding[1], padding[1]),
-                (padding[2], padding[2]),
-            ],
-            burn::tensor::ops::PadMode::Constant(0.0),
-        )
-    } else {
-        x
-    };
+    // Zeros of x's own dtype (burn's `pad` would make them in the default float dtype).
+    let x = crate::dtype::pad_zeros(
+        x,
+        [
+            (0, 0),
+            (0, 0),
+            (padding[0], padding[0]),
+            (padding[1], padding[1]),
+            (padding[2], padding[2]),
+        ],
+    );
     let [b, c, t, h, w] = x.dims();
     assert_eq!(
         c, in_c,
@@ -181,13 +198,13 @@ pub fn conv2d_taps<B: Backend>(
 }
 
 /// Runs a burn [`Conv2d`](burn::nn::conv::Conv2d) module (explicit symmetric padding or none,
-/// no dilation, no groups) through [`conv2d_taps`], or through the module itself when
-/// [`native_requested`].
+/// no dilation, no groups) through [`conv2d_taps`], or through the module itself where
+/// [`use_native`].
 pub fn conv2d_module<B: Backend>(
     conv: &burn::nn::conv::Conv2d<B>,
     x: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    if native_requested() {
+    if use_native::<B>() {
         return conv.forward(x);
     }
     let [ph, pw] = match &conv.padding {

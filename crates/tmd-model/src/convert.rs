@@ -461,7 +461,7 @@ fn num_params<B: burn::prelude::Backend, M: burn::module::Module<B>>(m: &M) -> u
         .sum()
 }
 
-fn dtype_name(d: DType) -> &'static str {
+pub(crate) fn dtype_name(d: DType) -> &'static str {
     match d {
         DType::BF16 => "bf16",
         DType::F16 => "f16",

@@ -14,6 +14,60 @@ use burn::nn::RmsNorm;
 use burn::prelude::*;
 use burn::tensor::activation::gelu_approximate;
 
+/// Whether `B` is burn's LibTorch backend itself (not an autodiff wrapper): where the fused paths
+/// of this module, and PyTorch's own convolutions ([`crate::conv`]), are taken.
+pub fn is_libtorch<B: Backend>() -> bool {
+    #[cfg(feature = "tch")]
+    {
+        std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::LibTorch>()
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        false
+    }
+}
+
+/// SiLU, `x * sigmoid(x)` (the VAE's activation): one PyTorch kernel on LibTorch.
+///
+/// # Shapes
+/// - `x`: any; output: the same
+pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "tch")]
+    let x = match libtorch::unary(x, |t| t.silu()) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::activation::silu(x)
+}
+
+/// `x * gamma * scale / max(||x||_2 over dim 1, eps)`: the Wan VAE's channel RMS norm
+/// (`F.normalize(x, dim=1) * sqrt(C) * gamma`) as three kernels, in `x`'s dtype (the norm's
+/// reduction accumulates in f32 inside PyTorch). `Err(x)` where the backend has no fused path.
+///
+/// # Shapes
+/// - `x`: `[batch, C, ...]`; `gamma`: broadcastable to `x` (`[1, C, 1, ...]`); output: as `x`
+pub fn channel_l2_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: &Tensor<B, D>,
+    scale: f64,
+    eps: f64,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    #[cfg(feature = "tch")]
+    {
+        libtorch::binary(x, gamma.clone(), |x, g| {
+            let norm = x
+                .norm_scalaropt_dim(2.0, [1i64].as_slice(), true)
+                .clamp_min(eps);
+            (x * (g * scale)) / norm
+        })
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = (gamma, scale, eps);
+        Err(x)
+    }
+}
+
 /// Tanh-approximated GELU (Wan's FFN activation).
 ///
 /// # Shapes

@@ -5,6 +5,7 @@
 //! * [`dit`]: the diffusion transformer `WanModel` (diffusers: `WanTransformer3DModel`).
 //! * [`vae`]: the causal 3D Wan VAE with chunked, feature-cached encode/decode.
 //! * [`t5`]: the umT5 encoder and the Wan text pipeline (tokenizer, cleaning, padding, cache).
+//! * [`dtype`]: whole-module casts (bf16 VAE and umT5 on GPUs) and dtype-keeping padding.
 //! * [`conv`]: convolutions as per-tap matrix products (what the VAE runs on every backend).
 //! * [`weights`]: the one place where checkpoint keys are read, remapped and checked.
 //!
@@ -15,6 +16,7 @@ pub mod attention;
 pub mod conv;
 pub mod convert;
 pub mod dit;
+pub mod dtype;
 pub mod error;
 pub mod fused;
 pub mod model_dir;

@@ -25,6 +25,9 @@ pub struct RandomModelSpec {
     pub defaults: SamplingDefaults,
     /// Seed of the backend RNG used for initialisation.
     pub seed: u64,
+    /// How the weight files store floats (f32; bf16 halves a Wan-sized directory, as the
+    /// official release ships umT5).
+    pub storage: burn::tensor::DType,
 }
 
 impl RandomModelSpec {
@@ -50,6 +53,33 @@ impl RandomModelSpec {
                 ..SamplingDefaults::default()
             },
             seed,
+            storage: burn::tensor::DType::F32,
+        }
+    }
+
+    /// Wan2.1 T2V 1.3B's shapes (DiT 1.3B, the Wan2.1 VAE, umT5-XXL with its 256,384-row
+    /// embedding) and sampling defaults (480x832, 81 frames), stored as bf16: a stand-in for the
+    /// official weights when measuring speed and memory (`cargo xtask make-random-model`).
+    pub fn wan2_1_t2v_1_3b(seed: u64) -> Self {
+        Self {
+            dit: WanConfig::t2v_1_3b(),
+            vae: WanVaeConfig::wan2_1(),
+            t5: UMT5Config::umt5_xxl(),
+            defaults: SamplingDefaults::default(),
+            seed,
+            storage: burn::tensor::DType::BF16,
+        }
+    }
+
+    /// A preset by name: `"tiny"` or `"wan2.1-t2v-1.3b"`.
+    pub fn preset(name: &str, seed: u64) -> Result<Self> {
+        match name {
+            "tiny" => Ok(Self::tiny(seed)),
+            "wan2.1-t2v-1.3b" => Ok(Self::wan2_1_t2v_1_3b(seed)),
+            _ => Err(ModelError::UnknownPreset {
+                name: name.to_string(),
+                known: "tiny, wan2.1-t2v-1.3b".into(),
+            }),
         }
     }
 }
@@ -66,12 +96,16 @@ pub fn make_random_model_dir<B: Backend>(
         reason: e.to_string(),
     })?;
     let mut t5_config = spec.t5.clone();
-    t5_config.vocab_size = tok.get_vocab_size(true);
+    // As many embedding rows as the tokenizer has ids; a preset with more (umT5-XXL's 256,384,
+    // beside a small test tokenizer) keeps its own, so the weights have the real size.
+    if t5_config.vocab_size <= tok.get_vocab_size(true) {
+        t5_config.vocab_size = tok.get_vocab_size(true);
+    }
     B::seed(device, spec.seed);
-    let dit = spec.dit.init::<B>(device);
-    let vae = spec.vae.init::<B>(device);
-    let t5 = t5_config.init::<B>(device);
-    save_model_dir(
+    let dit = crate::dtype::cast_float_params(spec.dit.init::<B>(device), spec.storage);
+    let vae = crate::dtype::cast_float_params(spec.vae.init::<B>(device), spec.storage);
+    let t5 = crate::dtype::cast_float_params(t5_config.init::<B>(device), spec.storage);
+    let mut manifest = save_model_dir(
         out,
         &spec.dit,
         &dit,
@@ -85,5 +119,10 @@ pub fn make_random_model_dir<B: Backend>(
             spec.seed
         ),
         spec.defaults.clone(),
-    )
+    )?;
+    if spec.storage != burn::tensor::DType::F32 {
+        manifest.dtype = crate::convert::dtype_name(spec.storage).into();
+        manifest.write(out)?;
+    }
+    Ok(manifest)
 }

@@ -139,6 +139,26 @@ impl std::fmt::Display for Timings {
     }
 }
 
+/// The text encoder and VAE in the dtype of `precision`: bf16 under the bf16 policy where the
+/// backend has bf16, else unchanged.
+fn cast_text_and_vae<B: Backend>(
+    text: TextEncoder<B>,
+    vae: WanVae<B>,
+    precision: tmd_model::dit::Precision,
+    device: &B::Device,
+) -> (TextEncoder<B>, WanVae<B>) {
+    use burn::tensor::DType;
+    let dtype = match precision {
+        tmd_model::dit::Precision::Bf16Matmul
+            if tmd_model::dtype::supports::<B>(device, DType::BF16) =>
+        {
+            DType::BF16
+        }
+        _ => DType::F32,
+    };
+    (text.with_dtype(dtype), vae.with_dtype(dtype))
+}
+
 /// The loaded teacher: text encoder, DiT and VAE of one model directory.
 pub struct TeacherPipeline<B: Backend> {
     /// The model directory it was loaded from.
@@ -166,10 +186,14 @@ impl<B: Backend> TeacherPipeline<B> {
         })
     }
 
-    /// Sets the DiT's precision policy (f32, or bf16 matrix products with f32 norms, modulation
-    /// and residual stream, as the original runs under autocast).
+    /// Sets the precision of the whole pipeline, as the reference runs it: with
+    /// [`Precision::Bf16Matmul`](tmd_model::dit::Precision::Bf16Matmul) the DiT does bf16 matrix
+    /// products with f32 norms, modulation and residual stream (the original's autocast), and the
+    /// VAE and umT5 compute in bf16 (diffusers loads them with `torch_dtype=bfloat16`) where the
+    /// backend has bf16 (LibTorch, CUDA; NdArray keeps them f32).
     pub fn with_precision(mut self, precision: tmd_model::dit::Precision) -> Self {
         self.dit = self.dit.with_precision(precision);
+        (self.text, self.vae) = cast_text_and_vae(self.text, self.vae, precision, &self.device);
         self
     }
 
@@ -405,6 +429,14 @@ impl<B: Backend> StudentPipeline<B> {
             dir,
             device: device.clone(),
         })
+    }
+
+    /// Sets the precision of the whole pipeline: the student's DiT, the VAE and umT5, as
+    /// [`TeacherPipeline::with_precision`] does for the teacher.
+    pub fn with_precision(mut self, precision: tmd_model::dit::Precision) -> Self {
+        self.student = self.student.with_precision(precision);
+        (self.text, self.vae) = cast_text_and_vae(self.text, self.vae, precision, &self.device);
+        self
     }
 
     /// Default options for `prompt` (the student's `M`, `N` and the directory's clip size).

@@ -169,6 +169,10 @@ impl<B: Backend> UMT5FeedForward<B> {
 /// # Shapes
 /// - `x`: any; output: same
 pub fn gelu_tanh<const D: usize, B: Backend>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if crate::fused::is_libtorch::<B>() {
+        // One PyTorch kernel (f32 inside, rounded once to x's dtype).
+        return crate::fused::gelu_tanh(x);
+    }
     const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
     let cube = x.clone() * x.clone() * x.clone();
     let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
@@ -286,5 +290,44 @@ impl<B: Backend> UMT5Encoder<B> {
     /// Width of the output.
     pub fn d_model(&self) -> usize {
         self.token_embedding.weight.dims()[1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    type B = NdArray<f32>;
+
+    /// The encoder computes in its weights' dtype (f64 standing in for bf16, which NdArray lacks):
+    /// the same values as f32, in the weights' dtype.
+    #[test]
+    fn runs_in_the_weights_dtype() {
+        let device = Default::default();
+        B::seed(&device, 5);
+        let enc = UMT5Config::tiny().init::<B>(&device);
+        let len = 7;
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(
+                (0..len as i64).map(|i| (i * 5) % 30 + 1).collect(),
+                [1, len],
+            ),
+            &device,
+        );
+        let mask = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(vec![1i64, 1, 1, 1, 1, 0, 0], [1, len]),
+            &device,
+        );
+        let want = enc.forward(ids.clone(), mask.clone());
+        let enc64 = crate::dtype::cast_float_params(enc, DType::F64);
+        let got = enc64.forward(ids, mask);
+        assert_eq!(got.dtype(), DType::F64);
+        let err = (got.cast(DType::F32) - want.clone())
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(err < 1e-4, "f64 encoder differs from f32 by {err}");
+        assert!(want.abs().max().into_scalar() > 1e-3);
     }
 }

@@ -189,6 +189,15 @@ impl<B: Backend> TextEncoder<B> {
         })
     }
 
+    /// The same pipeline with the encoder's weights cast to `dtype` (bf16 on GPUs, as the
+    /// reference loads umT5); the encoder then computes in `dtype` (RMS norms and softmax in f32)
+    /// and [`encode_tokens`](Self::encode_tokens) still returns f32. Empties the cache.
+    pub fn with_dtype(mut self, dtype: burn::tensor::DType) -> Self {
+        self.encoder = crate::dtype::cast_float_params(self.encoder, dtype);
+        self.cache.clear();
+        self
+    }
+
     /// The same pipeline with another number of text positions (Wan2.1 uses 512); empties the cache.
     pub fn with_text_len(mut self, text_len: usize) -> Result<Self> {
         set_length(&mut self.tokenizer, text_len).map_err(|reason| ModelError::Tokenizer {
@@ -293,7 +302,9 @@ impl<B: Backend> TextEncoder<B> {
         self.encoder_calls.fetch_add(1, Ordering::Relaxed);
         let hidden = self.encoder.forward(ids, mask.clone());
         // Wan trims to the real length and the DiT pads back with zeros: same as zeroing here.
-        hidden * mask.float().unsqueeze_dim::<3>(2)
+        // In the default float dtype whatever the encoder's (a bf16 encoder's output is cast up).
+        let mask = mask.float();
+        hidden.cast(mask.dtype()) * mask.unsqueeze_dim::<3>(2)
     }
 
     /// Encodes prompts into the DiT context.

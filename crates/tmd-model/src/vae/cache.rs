@@ -93,7 +93,10 @@ pub(crate) fn trailing_frames<B: Backend>(
 ) -> Tensor<B, 5> {
     let t = x.dims()[2];
     if t >= CACHE_FRAMES {
-        return x.clone().narrow(2, t - CACHE_FRAMES, CACHE_FRAMES);
+        // A copy, not a view: on LibTorch a narrowed tensor shares (and keeps alive) the storage
+        // of the whole chunk, one full-resolution activation per cached layer (diffusers
+        // `.clone()`s here for the same reason). `cat` of one tensor always allocates.
+        return Tensor::cat(vec![x.clone().narrow(2, t - CACHE_FRAMES, CACHE_FRAMES)], 2);
     }
     match previous {
         Some(prev) => {

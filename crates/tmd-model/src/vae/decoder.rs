@@ -1,7 +1,7 @@
 //! The causal 3D decoder (`WanDecoder3d`, original `Decoder3d`).
 
+use crate::fused::silu;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::cache::FeatCache;
 use super::config::WanVaeConfig;

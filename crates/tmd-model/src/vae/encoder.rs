@@ -1,7 +1,7 @@
 //! The causal 3D encoder (`WanEncoder3d`, original `Encoder3d`).
 
+use crate::fused::silu;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::cache::FeatCache;
 use super::config::WanVaeConfig;

@@ -1,16 +1,17 @@
 //! Building blocks of the Wan VAE: causal 3D convolution, channel RMS norm, residual block,
 //! per-frame attention and the four resamplers, each with its cached (chunked) forward pass.
 
+use crate::fused::silu;
 use burn::config::Config;
 use burn::module::{Initializer, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
-use burn::tensor::ops::{AttentionModuleOptions, PadMode};
+use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::conv::{conv2d_module, conv3d};
+use crate::dtype::pad_zeros;
 use serde::{Deserialize, Serialize};
 
 use super::cache::{trailing_frames, CacheSlot, FeatCache, CACHE_FRAMES};
@@ -95,7 +96,7 @@ impl<B: Backend> CausalConv3d<B> {
             }
         }
         if front > 0 {
-            x = x.pad([(front, 0), (0, 0), (0, 0)], PadMode::Constant(0.0));
+            x = pad_zeros(x, [(0, 0), (0, 0), (front, 0), (0, 0), (0, 0)]);
         }
         conv3d(
             x,
@@ -128,6 +129,19 @@ impl<B: Backend> CausalConv3d<B> {
 // ---------------------------------------------------------------------------------------------
 
 /// `x / max(||x||_2 over dim 1, 1e-12) * sqrt(C)`, the reference's `F.normalize(x, dim=1) * C^0.5`.
+/// On LibTorch, `x * (gamma * sqrt(C)) / max(||x||, eps)` as three PyTorch kernels
+/// ([`crate::fused::channel_l2_norm`]) instead of burn's seven elementwise passes.
+fn normalize_channels_scaled<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let c = x.dims()[1] as f64;
+    match crate::fused::channel_l2_norm(x, &gamma, c.sqrt(), NORMALIZE_EPS) {
+        Ok(y) => y,
+        Err(x) => normalize_channels(x) * gamma,
+    }
+}
+
 fn normalize_channels<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let c = x.dims()[1] as f64;
     let norm = x
@@ -175,7 +189,7 @@ impl<B: Backend> VideoRmsNorm<B> {
     /// - `x`: `[batch, C, frames, height, width]` -> same shape
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         let gamma: Tensor<B, 5> = self.gamma.val().unsqueeze_dim(0);
-        normalize_channels(x) * gamma
+        normalize_channels_scaled(x, gamma)
     }
 }
 
@@ -191,7 +205,7 @@ impl<B: Backend> ImageRmsNorm<B> {
     /// - `x`: `[batch, C, height, width]` -> same shape
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let gamma: Tensor<B, 4> = self.gamma.val().unsqueeze_dim(0);
-        normalize_channels(x) * gamma
+        normalize_channels_scaled(x, gamma)
     }
 
     /// The same norm applied to every frame of a video.
@@ -200,7 +214,7 @@ impl<B: Backend> ImageRmsNorm<B> {
     /// - `x`: `[batch, C, frames, height, width]` -> same shape
     pub fn forward_video(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         let gamma: Tensor<B, 5> = self.gamma.val().unsqueeze_dims(&[0, 2]);
-        normalize_channels(x) * gamma
+        normalize_channels_scaled(x, gamma)
     }
 }
 
@@ -476,7 +490,7 @@ impl<B: Backend> Resample<B> {
             }
             ResampleMode::Downsample2d | ResampleMode::Downsample3d => conv2d_module(
                 &self.resample,
-                frames.pad((0, 1, 0, 1), PadMode::Constant(0.0)),
+                pad_zeros(frames, [(0, 0), (0, 0), (0, 1), (0, 1)]),
             ),
         };
         let [_, c2, h2, w2] = frames.dims();
@@ -484,7 +498,8 @@ impl<B: Backend> Resample<B> {
 
         if let (ResampleMode::Downsample3d, Some(time_conv)) = (self.mode, &self.time_conv) {
             let slot = cache.next_slot();
-            let last = x.clone().narrow(2, t - 1, 1);
+            // A copy, not a view of the whole chunk (see `trailing_frames`).
+            let last = Tensor::cat(vec![x.clone().narrow(2, t - 1, 1)], 2);
             if let CacheSlot::Frames(previous) = std::mem::take(slot) {
                 let pt = previous.dims()[2];
                 let input = Tensor::cat(vec![previous.narrow(2, pt - 1, 1), x], 2);

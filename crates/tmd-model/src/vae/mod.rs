@@ -127,6 +127,20 @@ impl<B: Backend> WanVae<B> {
         load_module::<B, _>(config.init(device), source, map, &[], "Wan VAE")
     }
 
+    /// The VAE with its weights cast to `dtype`; encode and decode then compute in that dtype
+    /// (as diffusers' `AutoencoderKLWan` loaded with `torch_dtype=torch.bfloat16` does) and
+    /// return their result in the dtype of their input. Use it with a backend that has `dtype`
+    /// ([`crate::dtype::supports`]): on LibTorch CUDA, bf16 runs the convolutions on cuDNN's
+    /// bf16 tensor-core kernels.
+    pub fn with_dtype(self, dtype: burn::tensor::DType) -> Self {
+        crate::dtype::cast_float_params(self, dtype)
+    }
+
+    /// The dtype of the weights (what encode and decode compute in).
+    pub fn dtype(&self) -> burn::tensor::DType {
+        self.post_quant_conv.weight.val().dtype()
+    }
+
     /// Encodes a video to the posterior mean (unnormalised, as diffusers `latent_dist.mean`).
     ///
     /// # Shapes
@@ -154,6 +168,8 @@ impl<B: Backend> WanVae<B> {
                 found: video.dims().to_vec(),
             });
         }
+        let out_dtype = video.dtype();
+        let video = video.cast(self.dtype());
         let mut cache = FeatCache::new();
         let mut outs = Vec::with_capacity(1 + (f - 1) / ENCODE_CHUNK_FRAMES);
         let mut start = 0;
@@ -165,7 +181,7 @@ impl<B: Backend> WanVae<B> {
         }
         let moments = self.quant_conv.forward(Tensor::cat(outs, 2), None);
         // Diagonal Gaussian: the first z_dim channels are the mean, the rest the log-variance.
-        Ok(moments.narrow(1, 0, self.z_dim))
+        Ok(moments.narrow(1, 0, self.z_dim).cast(out_dtype))
     }
 
     /// Decodes latents (unnormalised) to a video clamped to `[-1, 1]`.
@@ -182,7 +198,8 @@ impl<B: Backend> WanVae<B> {
                 found: z.dims().to_vec(),
             });
         }
-        let x = self.post_quant_conv.forward(z, None);
+        let out_dtype = z.dtype();
+        let x = self.post_quant_conv.forward(z.cast(self.dtype()), None);
         let mut cache = FeatCache::new();
         let outs: Vec<Tensor<B, 5>> = (0..t)
             .map(|i| {
@@ -190,7 +207,7 @@ impl<B: Backend> WanVae<B> {
                     .forward_chunk(x.clone().narrow(2, i, 1), &mut cache)
             })
             .collect();
-        Ok(Tensor::cat(outs, 2).clamp(-1.0, 1.0))
+        Ok(Tensor::cat(outs, 2).clamp(-1.0, 1.0).cast(out_dtype))
     }
 
     /// Number of video frames [`decode`](Self::decode) makes from `latent_frames`:
@@ -213,12 +230,16 @@ impl<B: Backend> WanVae<B> {
         }
     }
 
-    fn stats(&self, device: &B::Device) -> (Tensor<B, 5>, Tensor<B, 5>) {
+    fn stats(
+        &self,
+        device: &B::Device,
+        dtype: burn::tensor::DType,
+    ) -> (Tensor<B, 5>, Tensor<B, 5>) {
         let n = self.latents_mean.len();
         let shape = [1, n, 1, 1, 1];
         let mean = Tensor::<B, 1>::from_floats(self.latents_mean.as_slice(), device).reshape(shape);
         let std = Tensor::<B, 1>::from_floats(self.latents_std.as_slice(), device).reshape(shape);
-        (mean, std)
+        (mean.cast(dtype), std.cast(dtype))
     }
 
     fn check_latent_channels(&self, z: &Tensor<B, 5>, what: &str) -> Result<()> {
@@ -238,7 +259,7 @@ impl<B: Backend> WanVae<B> {
     /// - `z`: `[batch, z_dim, frames, h, w]` -> same shape
     pub fn normalize_latents(&self, z: Tensor<B, 5>) -> Result<Tensor<B, 5>> {
         self.check_latent_channels(&z, "latents to normalise")?;
-        let (mean, std) = self.stats(&z.device());
+        let (mean, std) = self.stats(&z.device(), z.dtype());
         Ok((z - mean) / std)
     }
 
@@ -248,7 +269,7 @@ impl<B: Backend> WanVae<B> {
     /// - `z`: `[batch, z_dim, frames, h, w]` -> same shape
     pub fn denormalize_latents(&self, z: Tensor<B, 5>) -> Result<Tensor<B, 5>> {
         self.check_latent_channels(&z, "latents to denormalise")?;
-        let (mean, std) = self.stats(&z.device());
+        let (mean, std) = self.stats(&z.device(), z.dtype());
         Ok(z * std + mean)
     }
 
@@ -340,6 +361,40 @@ mod tests {
         let out = vae.decode(z).unwrap();
         assert_eq!(out.dims(), [1, 3, 5, 8, 16]);
         assert_eq!(vae.decoded_frames(21), 81);
+    }
+
+    /// The VAE computes in its weights' dtype: every tensor its layers make follows the input's
+    /// dtype (burn's `pad` made f32 zeros, which on LibTorch turned a bf16 decode into f32). NdArray
+    /// has no bf16, so f64 stands in for "a dtype other than the default": a decode and an encode
+    /// in f64 agree with f32 and hand back the input's dtype.
+    #[test]
+    fn runs_in_the_weights_dtype() {
+        use burn::tensor::DType;
+        let device = Default::default();
+        B::seed(&device, 3);
+        let vae = WanVaeConfig::tiny().init::<B>(&device);
+        let z = Tensor::<B, 5>::random([1, 4, 3, 2, 3], Distribution::Normal(0.0, 1.0), &device);
+        let want = vae.decode(z.clone()).unwrap();
+        let video =
+            Tensor::<B, 5>::random([1, 3, 5, 8, 16], Distribution::Uniform(-1.0, 1.0), &device);
+        let want_z = vae.encode(video.clone()).unwrap();
+        // (Cast after both passes: a fresh module's parameters are initialised lazily, on first
+        // use, and a clone made before that would draw its own.)
+        let vae64 = vae.with_dtype(DType::F64);
+        assert_eq!(vae64.dtype(), DType::F64);
+        let got = vae64.decode(z).unwrap();
+        assert_eq!(got.dtype(), DType::F32);
+        let err = (got.clone() - want.clone()).abs().max().into_scalar();
+        assert!(err < 1e-4, "f64 decode differs from f32 by {err}");
+        assert!(
+            want.abs().max().into_scalar() > 1e-3,
+            "decode output is all zeros"
+        );
+
+        let got = vae64.encode(video).unwrap();
+        assert_eq!(got.dtype(), DType::F32);
+        let err = (got - want_z).abs().max().into_scalar();
+        assert!(err < 1e-4, "f64 encode differs from f32 by {err}");
     }
 
     #[test]
