@@ -40,6 +40,8 @@ items=${1:-pieces,clips}
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 work=${WORK:-/tmp/clip-bench}; mkdir -p "$work"
 log() { echo "$@" >&2; }
+# clip.json is rewritten after every record, so a call stopped at its time limit keeps what ran.
+flush() { python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in open(sys.argv[1]) if l.strip()], indent=1))' "$records" > "$out/clip.json"; }
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 for b in xtask tmd-cli; do
@@ -82,7 +84,7 @@ if rec.get("rust_ms") and rec.get("torch_ms"):
     rec["ratio"] = rec["rust_ms"] / rec["torch_ms"]
 print(json.dumps(rec))
 EOF
-    log "== $item: $(tail -1 "$records")"
+    flush; log "== $item: $(tail -1 "$records")"
   done
 fi
 
@@ -156,8 +158,8 @@ if same == "yes":
         pass
 print(json.dumps(rec))
 EOF
-    log "== $name: $(tail -1 "$records")"
+    flush; log "== $name: $(tail -1 "$records")"
   done
 fi
-python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in open(sys.argv[1]) if l.strip()], indent=1))' "$records" > "$out/clip.json"
+flush
 log "wrote $out/clip.json"
