@@ -366,7 +366,8 @@ enum Command {
         /// Seeds per prompt.
         #[arg(long, default_value_t = 1)]
         seeds: u64,
-        /// Rows to evaluate (TOML, keys of `EvalPlan`); default: issue 3's teacher rows.
+        /// Rows to evaluate (TOML `[[teacher]]` / `[[student]]` tables): exactly the rows it lists;
+        /// default: issue 3's seven teacher rows.
         #[arg(long)]
         rows: Option<PathBuf>,
         /// Override a rows key (repeatable).
@@ -969,7 +970,7 @@ fn main() -> Result<()> {
             markdown,
             device,
         } => {
-            let plan: EvalPlan = load_stage_config(rows.as_deref(), &overrides)?;
+            let plan = EvalPlan::load(rows.as_deref(), &overrides)?;
             let args = EvalArgs {
                 model: &model,
                 evaluator: &evaluator,
