@@ -7,6 +7,7 @@
 //! * [`t5`]: the umT5 encoder and the Wan text pipeline (tokenizer, cleaning, padding, cache).
 //! * [`conv`]: convolutions as per-tap matrix products (what the VAE runs on every backend).
 //! * [`weights`]: the one place where checkpoint keys are read, remapped and checked.
+//! * [`export`]: the reverse, modules written as safetensors / diffusers folders for other tools.
 //!
 //! Every module is generic over `B: Backend` and loads straight from a diffusers-format folder
 //! (`transformer/`, `vae/`, `text_encoder/`) or from a converted model directory.
@@ -16,6 +17,7 @@ pub mod conv;
 pub mod convert;
 pub mod dit;
 pub mod error;
+pub mod export;
 pub mod fused;
 pub mod model_dir;
 pub mod random;
