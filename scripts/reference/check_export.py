@@ -10,10 +10,10 @@ peft. From the workspace root, with such a Python (e.g. a venv where
     python scripts/reference/check_export.py --transformer /tmp/export/teacher \
         --io /tmp/export/io.safetensors
 
-    # A LoRA of a student against its teacher (both exported as diffusers folders first):
-    cargo xtask export --model STUDENT_DIR --format diffusers --teacher --out /tmp/export/teacher
-    cargo xtask export --model STUDENT_DIR --format diffusers --out /tmp/export/student  # DMD2-v
-    cargo xtask export --model STUDENT_DIR --format lora --rank 8 --out /tmp/export/lora.safetensors
+    # A LoRA of a student against its teacher; the student exported as a diffusers folder (DMD2-v)
+    # or with --format safetensors (TMD: its DiT part is compared):
+    cargo xtask export --model assets/world --format safetensors --out /tmp/export/student
+    cargo xtask export --model assets/world --format lora --rank 8 --out /tmp/export/lora.safetensors
     python scripts/reference/check_export.py --transformer /tmp/export/teacher \
         --lora /tmp/export/lora.safetensors --student /tmp/export/student
 
@@ -61,6 +61,18 @@ def check_forward(model, io_path, tol):
     return ok
 
 
+def student_state_dict(student_dir):
+    """The DiT weights of a student exported as a diffusers folder or with --format safetensors."""
+    from diffusers import WanTransformer3DModel
+
+    with open(os.path.join(student_dir, "config.json")) as f:
+        config = json.load(f)
+    if config.get("format") == "tmd-student":
+        weights = load_file(os.path.join(student_dir, config["weights"]))
+        return {k: v.float() for k, v in weights.items() if not k.startswith("flow_head.")}
+    return WanTransformer3DModel.from_pretrained(student_dir, torch_dtype=torch.float32).state_dict()
+
+
 def check_lora(teacher_dir, lora_path, student_dir, tol):
     from diffusers import WanPipeline, WanTransformer3DModel
 
@@ -73,7 +85,7 @@ def check_lora(teacher_dir, lora_path, student_dir, tol):
     model.load_lora_adapter(state_dict, prefix="transformer")
     model.fuse_lora()
     fused = {k.replace(".base_layer", ""): v for k, v in model.state_dict().items() if "lora_" not in k}
-    student = WanTransformer3DModel.from_pretrained(student_dir, torch_dtype=torch.float32).state_dict()
+    student = student_state_dict(student_dir)
     ok, worst = True, 0.0
     kept = set()
     for layer in report["layers"]:
@@ -102,7 +114,7 @@ def main():
     ap.add_argument("--transformer", required=True, help="exported diffusers folder (config.json + weights)")
     ap.add_argument("--io", help="forward pass written by `xtask export --io`")
     ap.add_argument("--lora", help="LoRA written by `xtask export --format lora` (report beside it)")
-    ap.add_argument("--student", help="the student exported as a diffusers folder (for --lora)")
+    ap.add_argument("--student", help="the student exported as a diffusers folder or with --format safetensors (for --lora)")
     ap.add_argument("--tol", type=float, default=1e-4)
     args = ap.parse_args()
     if not args.io and not args.lora:
