@@ -359,7 +359,7 @@ mod tests {
         );
         let path = dir.join("toy.safetensors");
         write_safetensors(&tensors, DType::F32, None, &path).unwrap();
-        let source = WeightSource::open_files(&[path.clone()]).unwrap();
+        let source = WeightSource::open_files(std::slice::from_ref(&path)).unwrap();
         assert_eq!(source.shape("fc.weight"), Some(&[2, 3][..]));
         let from_file = KeyMap::new(&[(r"^fc\.", "proj."), (r"^ln\.", "norm.")]);
         let back = load_module::<B, _>(toy(&device), &source, &from_file, &[], "toy").unwrap();
