@@ -5,6 +5,7 @@
 mod bench;
 mod bench_distill;
 mod make_random;
+mod export;
 mod parallel;
 
 use std::path::{Path, PathBuf};
@@ -367,7 +368,8 @@ enum Command {
         /// Seeds per prompt.
         #[arg(long, default_value_t = 1)]
         seeds: u64,
-        /// Rows to evaluate (TOML, keys of `EvalPlan`); default: issue 3's teacher rows.
+        /// Rows to evaluate (TOML `[[teacher]]` / `[[student]]` tables): exactly the rows it lists;
+        /// default: issue 3's seven teacher rows.
         #[arg(long)]
         rows: Option<PathBuf>,
         /// Override a rows key (repeatable).
@@ -455,6 +457,43 @@ enum Command {
         /// Backend that initialises the weights (a GPU makes a Wan-sized model in seconds).
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
+    },
+    /// Write a model for other tools (docs/export.md): the teacher or a DMD2-v student as a
+    /// diffusers `WanTransformer3DModel` folder; a student (TMD with its flow head, or DMD2-v) as
+    /// safetensors + config.json; or a student's DiT as a LoRA against its teacher (SVD of the
+    /// weight deltas, diffusers key names) with the reconstruction error per module in
+    /// `<out>.report.json`.
+    Export {
+        /// Model directory (converted or diffusers layout; with `student/` for a student).
+        #[arg(long)]
+        model: PathBuf,
+        /// What to write.
+        #[arg(long, value_enum)]
+        format: export::ExportFormat,
+        /// Output: a folder (diffusers, safetensors) or a `.safetensors` file (lora).
+        #[arg(long)]
+        out: PathBuf,
+        /// Export the teacher of a directory that also holds a student (diffusers only).
+        #[arg(long)]
+        teacher: bool,
+        /// LoRA: the model directory whose DiT the LoRA is taken against (default: --model's own
+        /// teacher).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// LoRA rank.
+        #[arg(long, default_value_t = 32)]
+        rank: usize,
+        /// LoRA: kept modules, comma-separated: groups attn, self-attn, cross-attn, ffn, embed,
+        /// proj_out, all; or trailing name parts (to_q, attn2.to_k, ffn.net.2, blocks.3.attn1.to_out.0).
+        #[arg(long, value_delimiter = ',', default_value = "attn,ffn")]
+        modules: Vec<String>,
+        /// Storage dtype of the written weights.
+        #[arg(long, value_enum, default_value_t = Dtype::F32)]
+        dtype: Dtype,
+        /// Diffusers: also write one forward pass (inputs and output) of the DiT to this
+        /// safetensors file, for `scripts/reference/check_export.py`.
+        #[arg(long)]
+        io: Option<PathBuf>,
     },
     /// Write a model directory with random weights at tiny sizes (for tests and the README's first
     /// command until a trained model is bundled).
@@ -981,7 +1020,7 @@ fn main() -> Result<()> {
             markdown,
             device,
         } => {
-            let plan: EvalPlan = load_stage_config(rows.as_deref(), &overrides)?;
+            let plan = EvalPlan::load(rows.as_deref(), &overrides)?;
             let args = EvalArgs {
                 model: &model,
                 evaluator: &evaluator,
@@ -1003,6 +1042,27 @@ fn main() -> Result<()> {
         Command::MakeRandomModel { args, device } => {
             on_backend!(device, B, dev => make_random::run::<B>(&args, &dev))?;
         }
+        Command::Export {
+            model,
+            format,
+            out,
+            teacher,
+            base,
+            rank,
+            modules,
+            dtype,
+            io,
+        } => export::run(&export::ExportArgs {
+            model: &model,
+            format,
+            out: &out,
+            teacher,
+            base: base.as_deref(),
+            rank,
+            modules: &modules,
+            dtype: dtype.burn(),
+            io: io.as_deref(),
+        })?,
         Command::MakeTinyModel {
             out,
             seed,

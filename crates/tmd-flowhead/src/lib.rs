@@ -23,6 +23,7 @@ pub mod fusion;
 pub mod rollout;
 pub mod student;
 pub mod student_dir;
+pub mod student_export;
 
 pub use config::{FlowHeadConfig, Fusion};
 pub use error::{FlowHeadError, Result};
@@ -32,4 +33,7 @@ pub use student::{Backbone, TmdStudent};
 pub use student_dir::{
     has_student, load_student, load_tmd_student, read_manifest, save_student, Student,
     StudentDefaults, StudentManifest, StudentMethod,
+};
+pub use student_export::{
+    export_student, load_exported_student, read_exported_config, ExportedStudentConfig,
 };

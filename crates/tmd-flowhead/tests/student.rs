@@ -244,3 +244,113 @@ fn bad_configs_grids_and_shapes_are_named() {
         "{err}"
     );
 }
+
+/// Every float parameter of `module` moved by seeded noise, so that zero-initialised parts (the
+/// step embedding's last layer, the fusion modulation) hold values a round trip must keep.
+fn perturbed<M: burn::module::Module<B>>(module: M, seed: u64) -> M {
+    struct Noise;
+    impl burn::module::ModuleMapper<B> for Noise {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<B, D>>,
+        ) -> burn::module::Param<Tensor<B, D>> {
+            let (id, t, _) = param.consume();
+            let noise = Tensor::random(t.shape(), Distribution::Normal(0.0, 0.1), &t.device());
+            burn::module::Param::initialized(id, t + noise)
+        }
+    }
+    B::seed(&Default::default(), seed);
+    module.map(&mut Noise)
+}
+
+/// Every parameter of `a` equals the one at the same path in `b`, bit for bit.
+fn assert_same_params<M: burn::module::Module<B>>(a: &M, b: &M) -> usize {
+    use burn_store::ModuleSnapshot;
+    let values = |m: &M| -> std::collections::BTreeMap<String, Vec<f32>> {
+        m.collect(None, None, false)
+            .into_iter()
+            .map(|s| (s.full_path(), s.to_data().unwrap().to_vec().unwrap()))
+            .collect()
+    };
+    let (va, vb) = (values(a), values(b));
+    assert_eq!(va.keys().collect::<Vec<_>>(), vb.keys().collect::<Vec<_>>());
+    for (k, v) in &va {
+        assert_eq!(v, &vb[k], "{k} differs");
+    }
+    va.len()
+}
+
+#[test]
+fn exported_students_load_back_equal() {
+    use tmd_flowhead::{
+        export_student, load_exported_student, Student, StudentDefaults, StudentManifest,
+        StudentMethod,
+    };
+    let device = Default::default();
+    let mut config = WanConfig::tiny();
+    config.num_layers = L;
+    let dir = std::env::temp_dir().join(format!("tmd-student-export-{}", std::process::id()));
+    for (i, fusion) in [Fusion::Gated, Fusion::Concat].into_iter().enumerate() {
+        let head = FlowHeadConfig::paper(2).with_fusion(fusion);
+        let student = perturbed(
+            TmdStudent::from_teacher(teacher::<B>(&device), &head).unwrap(),
+            11,
+        );
+        let manifest = StudentManifest {
+            method: StudentMethod::Tmd { head: head.clone() },
+            defaults: StudentDefaults {
+                outer_steps: 3,
+                ..StudentDefaults::default()
+            },
+            source: "test".into(),
+        };
+        let out = dir.join(format!("tmd-{i}"));
+        let student = Student::Tmd(student);
+        export_student(&student, &config, &manifest, burn::tensor::DType::F32, &out).unwrap();
+        let (back, back_manifest, back_config) = load_exported_student::<B>(&out, &device).unwrap();
+        assert_eq!(back_manifest, manifest);
+        assert_eq!(back_config.num_layers, L);
+        let (Student::Tmd(a), Student::Tmd(b)) = (&student, &back) else {
+            panic!("a TMD student came back as another method");
+        };
+        let n = assert_same_params(a, b);
+        // The DiT's keys are diffusers' names; the flow head's sit under `flow_head.`.
+        let source =
+            tmd_model::weights::WeightSource::open_files(&[out.join("model.safetensors")]).unwrap();
+        assert_eq!(source.len(), n);
+        assert!(source.shape("blocks.3.attn1.to_q.weight").is_some());
+        assert!(source
+            .shape("flow_head.step_embedding.linear_2.weight")
+            .is_some());
+        // Same parameters, same flow map.
+        let x = inputs::<B>(&device);
+        let (s, r) = (
+            times::<B>([0.8, 0.5], &device),
+            times::<B>([0.3, 0.1], &device),
+        );
+        let f = |m: &TmdStudent<B>| {
+            let bb = m
+                .backbone(x.x_t.clone(), s.clone(), x.context.clone())
+                .unwrap();
+            m.flow_map(&bb, x.y1.clone(), s.clone(), r.clone(), x.y1.clone())
+                .unwrap()
+        };
+        assert_eq!(max_abs(f(a), f(b)), 0.0);
+    }
+    // A DMD2-v student is its DiT alone, under diffusers' names.
+    let dit = perturbed(teacher::<B>(&device), 12);
+    let manifest = StudentManifest {
+        method: StudentMethod::Dmd2V,
+        defaults: StudentDefaults::default(),
+        source: "test".into(),
+    };
+    let out = dir.join("dmd2v");
+    let student = Student::Dmd2V(dit);
+    export_student(&student, &config, &manifest, burn::tensor::DType::F32, &out).unwrap();
+    let (back, _, _) = load_exported_student::<B>(&out, &device).unwrap();
+    let (Student::Dmd2V(a), Student::Dmd2V(b)) = (&student, &back) else {
+        panic!("a DMD2-v student came back as another method");
+    };
+    assert_same_params(a, b);
+    let _ = std::fs::remove_dir_all(&dir);
+}

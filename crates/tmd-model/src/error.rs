@@ -80,6 +80,15 @@ pub enum ModelError {
         reason: String,
     },
 
+    /// A model cannot be written in the requested format (the path or parameter is named).
+    #[error("{path}: cannot export: {reason}")]
+    Export {
+        /// The output file, or the parameter at fault.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
     /// An unknown preset name.
     #[error("unknown preset '{name}'; known presets: {known}")]
     UnknownPreset {

@@ -8,6 +8,7 @@
 //! * [`dtype`]: whole-module casts (bf16 VAE and umT5 on GPUs) and dtype-keeping padding.
 //! * [`conv`]: convolutions as per-tap matrix products (what the VAE runs on every backend).
 //! * [`weights`]: the one place where checkpoint keys are read, remapped and checked.
+//! * [`export`]: the reverse, modules written as safetensors / diffusers folders for other tools.
 //!
 //! Every module is generic over `B: Backend` and loads straight from a diffusers-format folder
 //! (`transformer/`, `vae/`, `text_encoder/`) or from a converted model directory.
@@ -18,6 +19,7 @@ pub mod convert;
 pub mod dit;
 pub mod dtype;
 pub mod error;
+pub mod export;
 pub mod fused;
 pub mod model_dir;
 pub mod random;

@@ -32,9 +32,14 @@ use crate::error::{ModelError, Result};
 ///
 /// Each rule is a regex and a replacement (with `$1`-style groups); all rules are applied in order
 /// to every key.
+///
+/// Branches ([`KeyMap::with_branch`]) send the keys under a prefix through another map instead:
+/// a file holding two models' tensors side by side (a student's DiT and its flow head) is read
+/// with one map.
 #[derive(Clone, Debug, Default)]
 pub struct KeyMap {
     rules: Vec<(Regex, String)>,
+    branches: Vec<(String, KeyMap)>,
 }
 
 impl KeyMap {
@@ -53,6 +58,7 @@ impl KeyMap {
                     )
                 })
                 .collect(),
+            branches: Vec::new(),
         }
     }
 
@@ -78,8 +84,20 @@ impl KeyMap {
         self
     }
 
+    /// A map that sends every key starting with `prefix` through `map` with the prefix removed,
+    /// instead of through `self`'s rules; the first matching branch wins.
+    pub fn with_branch(mut self, prefix: &str, map: KeyMap) -> Self {
+        self.branches.push((prefix.to_string(), map));
+        self
+    }
+
     /// Maps one checkpoint key to a module path.
     pub fn map(&self, key: &str) -> String {
+        for (prefix, map) in &self.branches {
+            if let Some(rest) = key.strip_prefix(prefix.as_str()) {
+                return map.map(rest);
+            }
+        }
         let mut out = key.to_string();
         for (re, rep) in &self.rules {
             out = re.replace_all(&out, rep.as_str()).into_owned();
@@ -475,7 +493,7 @@ fn is_norm(container: &str) -> bool {
 }
 
 /// The PyTorch name of a burn parameter path (norm `gamma`/`beta` -> `weight`/`bias`).
-fn pytorch_name(slot: &ParamSlot) -> String {
+pub fn pytorch_name(slot: &ParamSlot) -> String {
     if is_norm(&slot.container) {
         if let Some(stem) = slot.path.strip_suffix(".gamma") {
             return format!("{stem}.weight");
@@ -487,11 +505,14 @@ fn pytorch_name(slot: &ParamSlot) -> String {
     slot.path.clone()
 }
 
-fn needs_transpose(slot: &ParamSlot) -> bool {
+/// Whether a parameter is stored transposed in PyTorch layout (a `Linear` weight: burn `[in, out]`,
+/// PyTorch `[out, in]`).
+pub fn needs_transpose(slot: &ParamSlot) -> bool {
     slot.container == "Struct:Linear" && slot.path.ends_with(".weight") && slot.shape.len() == 2
 }
 
-fn transpose_2d(data: TensorData) -> Result<TensorData> {
+/// The transpose of a 2-D tensor, as f32.
+pub fn transpose_2d(data: TensorData) -> Result<TensorData> {
     let [rows, cols] = [data.shape[0], data.shape[1]];
     let values: Vec<f32> = data.into_vec().map_err(|e| ModelError::CorruptWeights {
         path: PathBuf::new(),

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use burn::module::Module;
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn_store::ModuleSnapshot;
 use tmd_model::convert::{convert, ConvertOptions};
-use tmd_model::dit::WanModel;
+use tmd_model::dit::{WanConfig, WanModel};
+use tmd_model::export::export_diffusers_transformer;
 use tmd_model::model_dir::ModelDir;
 use tmd_model::t5::{UMT5Config, UMT5Encoder};
 use tmd_model::vae::{WanVae, WanVaeConfig};
@@ -123,6 +125,49 @@ fn diffusers_layout_converts_to_an_equal_model() {
     assert_same_params("VAE", &dir.load_vae::<TB>(&device).unwrap(), &vae_ref);
     let t5_ref = UMT5Encoder::<TB>::from_hf_dir(f.join("t5/text_encoder"), &device).unwrap();
     assert_same_params("umT5", &dir.load_umt5::<TB>(&device).unwrap(), &t5_ref);
+}
+
+/// The DiT exported as a diffusers folder is diffusers' own checkpoint again: the fixture
+/// (written by diffusers' `save_pretrained`) is loaded, exported, and compared with diffusers'
+/// file key by key and value by value, and with its config field by field; `convert-weights` of a
+/// diffusers folder holding the export gives the same model, which computes diffusers' output.
+#[test]
+fn a_dit_exported_as_diffusers_is_diffusers_own_checkpoint() {
+    let device = Default::default();
+    let f = fixtures();
+    let reference = f.join("dit/transformer");
+    let dit = WanModel::<TB>::from_diffusers_dir(&reference, &device).unwrap();
+    let config = WanConfig::from_diffusers_config(&reference.join("config.json")).unwrap();
+    let src = diffusers_src("export-src");
+    let transformer = src.join("transformer");
+    std::fs::remove_dir_all(&transformer).unwrap();
+    let n = export_diffusers_transformer(&dit, &config, DType::F32, &transformer).unwrap();
+
+    let ours = WeightSource::open_dir(&transformer).unwrap();
+    let theirs = WeightSource::open_dir(&reference).unwrap();
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(n, theirs.len());
+    for key in theirs.keys() {
+        assert_eq!(ours.shape(key), theirs.shape(key), "{key}");
+        let values = |s: &WeightSource| s.read(key).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(values(&ours), values(&theirs), "{key}");
+    }
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    assert_eq!(
+        json(transformer.join("config.json")),
+        json(reference.join("config.json"))
+    );
+
+    let out = tmp("export-converted");
+    convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let dir = ModelDir::open(&out).unwrap();
+    dit_parity(&dir);
+    assert_same_params("DiT", &dir.load_transformer::<TB>(&device).unwrap(), &dit);
 }
 
 fn official_opts() -> ConvertOptions {

@@ -519,9 +519,13 @@ pub struct StudentRow {
     pub inner_steps: Option<usize>,
 }
 
-/// The rows of an evaluation (read with [`load_stage_config`](crate::train::load_stage_config)
-/// from e.g. `configs/eval-teacher.toml`).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+/// The rows of an evaluation (read with [`EvalPlan::load`] from a rows file such as the one
+/// `scripts/results.sh` writes).
+///
+/// A rows file means exactly the rows it lists: a file of `[[student]]` tables only scores those
+/// students, with no teacher row. Without a file the plan is [`EvalPlan::standard`]. `Default` is
+/// the empty plan (what a file's absent table stands for).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(default)]
 pub struct EvalPlan {
     /// Teacher rows (sampled from the evaluated model directory).
@@ -530,9 +534,10 @@ pub struct EvalPlan {
     pub student: Vec<StudentRow>,
 }
 
-impl Default for EvalPlan {
-    /// Issue 3's rows: UniPC 50 steps with CFG; Euler at 1, 2, 4 steps without and with CFG.
-    fn default() -> Self {
+impl EvalPlan {
+    /// Issue 3's rows, used when no rows file is given: UniPC 50 steps with CFG; Euler at 1, 2, 4
+    /// steps without and with CFG.
+    pub fn standard() -> Self {
         let mut teacher = vec![TeacherRow {
             solver: "unipc".into(),
             steps: 50,
@@ -551,6 +556,31 @@ impl Default for EvalPlan {
             teacher,
             student: Vec::new(),
         }
+    }
+
+    /// The plan of an evaluation: exactly the rows of the TOML `file` (`[[teacher]]` and
+    /// `[[student]]` tables), or [`EvalPlan::standard`] without a file; `overrides` (`key=value`)
+    /// apply on top.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the file: unreadable, an unknown key, a value of the wrong
+    /// type, or a file that lists no row at all.
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, TrainError> {
+        let base = match file {
+            Some(_) => Self::default(),
+            None => Self::standard(),
+        };
+        let plan = crate::train::load_stage_config_over(&base, file, overrides)?;
+        if plan.teacher.is_empty() && plan.student.is_empty() {
+            return Err(TrainError::Config {
+                file: file.map(Path::to_path_buf),
+                key: None,
+                message: "no rows to evaluate: list [[teacher]] (solver, steps, guidance) and/or \
+                          [[student]] (model, label, outer_steps, inner_steps) tables"
+                    .into(),
+            });
+        }
+        Ok(plan)
     }
 }
 
@@ -687,4 +717,67 @@ pub fn evaluate_teacher<B: Backend>(
         )?);
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows_file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tmd-eval-rows-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_rows_file_means_exactly_its_rows() {
+        // No file: the standard teacher rows.
+        let standard = EvalPlan::load(None, &[]).unwrap();
+        assert_eq!(standard, EvalPlan::standard());
+        assert_eq!(standard.teacher.len(), 7);
+        assert!(standard.student.is_empty());
+
+        // Students only: no teacher row comes with them.
+        let path = rows_file(
+            "students.toml",
+            "[[student]]\nmodel = \"runs/a\"\n\n[[student]]\nmodel = \"runs/b\"\nlabel = \"b\"\nouter_steps = 2\n",
+        );
+        let plan = EvalPlan::load(Some(&path), &[]).unwrap();
+        assert!(plan.teacher.is_empty(), "{plan:?}");
+        assert_eq!(plan.student.len(), 2);
+        assert_eq!(plan.student[0].model, std::path::PathBuf::from("runs/a"));
+        assert_eq!(plan.student[1].label.as_deref(), Some("b"));
+        assert_eq!(plan.student[1].outer_steps, Some(2));
+
+        // One teacher row: that row only.
+        let path = rows_file(
+            "teacher.toml",
+            "[[teacher]]\nsolver = \"euler\"\nsteps = 4\n",
+        );
+        let plan = EvalPlan::load(Some(&path), &[]).unwrap();
+        assert_eq!(
+            plan.teacher,
+            vec![TeacherRow {
+                solver: "euler".into(),
+                steps: 4,
+                guidance: None
+            }]
+        );
+        assert!(plan.student.is_empty());
+    }
+
+    #[test]
+    fn a_rows_file_without_rows_or_with_unknown_keys_is_refused() {
+        let path = rows_file("empty.toml", "# nothing\n");
+        let err = EvalPlan::load(Some(&path), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("no rows") && err.contains("empty.toml"),
+            "{err}"
+        );
+        let path = rows_file("typo.toml", "[[studnet]]\nmodel = \"runs/a\"\n");
+        let err = EvalPlan::load(Some(&path), &[]).unwrap_err().to_string();
+        assert!(err.contains("studnet"), "{err}");
+    }
 }

@@ -97,12 +97,30 @@ pub fn load_stage_config<T>(file: Option<&Path>, overrides: &[String]) -> Result
 where
     T: Serialize + DeserializeOwned + Default,
 {
-    let defaults = serde_json::to_value(T::default())
+    load_stage_config_over(&T::default(), file, overrides)
+}
+
+/// As [`load_stage_config`], with `base` as the bottom layer instead of `T::default()` (the keys
+/// `T` knows are still those of `base`). Fields the file and the overrides leave out take their
+/// value from `base`, or, for a field `base` serialises to nothing (an empty list the config
+/// reader drops), from `T`'s serde default.
+///
+/// # Errors
+/// As [`load_stage_config`].
+pub fn load_stage_config_over<T>(
+    base: &T,
+    file: Option<&Path>,
+    overrides: &[String],
+) -> Result<T, TrainError>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let defaults = serde_json::to_value(base)
         .map_err(|e| config_err(None, None, format!("serialising the defaults: {e}")))?;
     let mut keys = BTreeSet::new();
     key_paths(&defaults, "", &mut keys);
 
-    let base = Config::try_from(&T::default())
+    let base = Config::try_from(base)
         .map_err(|e| config_err(None, None, format!("serialising the defaults: {e}")))?;
     let mut builder = Config::builder().add_source(base);
 

@@ -21,7 +21,7 @@ pub mod sharded_optimizer;
 pub use checkpoint::{
     latest_valid, list_checkpoints, Checkpoint, CheckpointWriter, LatestValid, TrainState,
 };
-pub use config::load_stage_config;
+pub use config::{load_stage_config, load_stage_config_over};
 pub use error::TrainError;
 pub use guard::{check_finite, check_module_finite};
 pub use run::{resume, save_checkpoint, LossLog, PretrainReport, Resumed};

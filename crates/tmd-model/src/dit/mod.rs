@@ -36,7 +36,7 @@ use burn::tensor::activation::silu;
 
 pub use block::{layer_norm, modulate, WanAttention, WanBlock, WanFfn};
 pub use config::{Precision, WanConfig, PRESETS};
-pub use keys::{diffusers_key_map, original_key_map, IGNORED_KEYS};
+pub use keys::{diffusers_export_key_map, diffusers_key_map, original_key_map, IGNORED_KEYS};
 pub use precision::{attention_with, linear_with, matmul_bias_with, to_bf16};
 pub use rope::{rope_angles_3d, rope_axis_dims, sinusoidal_time_embedding, RopeTables};
 
