@@ -122,14 +122,14 @@ go() {
 short=${SHORT_LATENT:-1,60,104}
 full=${FULL_LATENT:-21,60,104}
 ss=${SHORT_SECS:-75}
-ls=${LONG_SECS:-300}
+long_secs=${LONG_SECS:-300}
 if [ "${SKIP_SHORT:-0}" != 1 ]; then
   go s1-short-plain "$ss" --phase stage1 --latent "$short" --steps 3
   go s1-short-ckpt "$ss" --phase stage1 --latent "$short" --steps 3 --checkpoint-activations
   go s2-short-plain "$ss" --phase stage2 --latent "$short" --steps 6
   go s2-short-ckpt "$ss" --phase stage2 --latent "$short" --steps 6 --checkpoint-activations
 fi
-go s2-full-ckpt "$ls" --phase stage2 --latent "$full" --steps "${FULL_STAGE2_STEPS:-2}" \
+go s2-full-ckpt "$long_secs" --phase stage2 --latent "$full" --steps "${FULL_STAGE2_STEPS:-2}" \
   --student-every "${FULL_STUDENT_EVERY:-2}" --checkpoint-activations
-go s1-full-ckpt "$ls" --phase stage1 --latent "$full" --steps "${FULL_STAGE1_STEPS:-2}" --checkpoint-activations
+go s1-full-ckpt "$long_secs" --phase stage1 --latent "$full" --steps "${FULL_STAGE1_STEPS:-2}" --checkpoint-activations
 echo "total $(( $(date +%s) - t_start )) s; records in $out/checkpointing.jsonl"

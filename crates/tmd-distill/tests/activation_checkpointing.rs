@@ -81,6 +81,10 @@ fn assert_same_grads<M: Module<A>>(module: &M, plain: &GradientsParams, ckpt: &G
         mismatch: Vec::new(),
     };
     module.visit(&mut cmp);
+    eprintln!(
+        "{} gradients, largest relative difference {:e}",
+        cmp.count, cmp.worst
+    );
     assert!(cmp.mismatch.is_empty(), "{:?}", cmp.mismatch);
     assert!(
         cmp.count > 10,
