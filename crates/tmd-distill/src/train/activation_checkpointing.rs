@@ -457,11 +457,11 @@ fn run_segment<C: Backend>(
 enum Net<'a, B: AutodiffBackend> {
     Dit {
         tracked: &'a WanModel<B>,
-        inner: WanModel<B::InnerBackend>,
+        inner: Box<WanModel<B::InnerBackend>>,
     },
     Student {
         tracked: &'a TmdStudent<B>,
-        inner: TmdStudent<B::InnerBackend>,
+        inner: Box<TmdStudent<B::InnerBackend>>,
     },
 }
 
@@ -482,7 +482,7 @@ impl<'a, B: AutodiffBackend> WanChain<'a, B> {
         Self {
             net: Net::Dit {
                 tracked: dit,
-                inner: dit.valid(),
+                inner: Box::new(dit.valid()),
             },
             consts,
             segments,
@@ -498,7 +498,7 @@ impl<'a, B: AutodiffBackend> WanChain<'a, B> {
         Self {
             net: Net::Student {
                 tracked: student,
-                inner: student.valid(),
+                inner: Box::new(student.valid()),
             },
             consts,
             segments,
@@ -532,7 +532,7 @@ impl<'a, B: AutodiffBackend> WanChain<'a, B> {
     /// The untracked student, if the chain runs one.
     pub fn inner_student(&self) -> Option<&TmdStudent<B::InnerBackend>> {
         match &self.net {
-            Net::Student { inner, .. } => Some(inner),
+            Net::Student { inner, .. } => Some(inner.as_ref()),
             Net::Dit { .. } => None,
         }
     }
@@ -550,9 +550,13 @@ impl<B: AutodiffBackend> Segments<B> for WanChain<'_, B> {
     ) -> Result<Slots<B::InnerBackend>, TrainError> {
         match &self.net {
             Net::Dit { inner, .. } => run_segment(self.segments[k], inner, None, &self.consts, x),
-            Net::Student { inner, .. } => {
-                run_segment(self.segments[k], &inner.dit, Some(inner), &self.consts, x)
-            }
+            Net::Student { inner, .. } => run_segment(
+                self.segments[k],
+                &inner.dit,
+                Some(inner.as_ref()),
+                &self.consts,
+                x,
+            ),
         }
     }
 
@@ -627,6 +631,9 @@ pub fn head_pass_segments<B: Backend>(
     s
 }
 
+/// The loss value and the gradient of the network's input latent (`None`: it does not reach it).
+pub type LossAndInputGrad<B> = (f64, Option<Tensor<<B as AutodiffBackend>::InnerBackend, 5>>);
+
 /// A DiT's loss `loss(v)` of its velocity `v = dit(x, timestep, context)`, with the DiT forward
 /// checkpointed block by block: returns the loss value and the gradient of the DiT's input `x`
 /// (`None` if it does not reach it); parameter gradients go to `sink`.
@@ -644,7 +651,7 @@ pub fn dit_loss<B: AutodiffBackend>(
     context: Tensor<B::InnerBackend, 3>,
     loss: impl FnOnce(Tensor<B, 5>) -> Result<Tensor<B, 1>, TrainError>,
     sink: &mut dyn GradSink<B>,
-) -> Result<(f64, Option<Tensor<B::InnerBackend, 5>>), TrainError> {
+) -> Result<LossAndInputGrad<B>, TrainError> {
     let latent = x.dims();
     let consts = chain_consts(dit, latent, timestep, Vec::new());
     let chain = WanChain::dit(dit, consts, dit_segments(dit.blocks.len(), &[]));
