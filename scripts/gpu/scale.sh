@@ -50,7 +50,8 @@ for line in open(f"/tmp/mem-{name}.csv"):
     if len(parts) == 2 and parts[1].isdigit():
         peak[int(parts[0])] = max(peak[int(parts[0])], int(parts[1]))
 try:
-    rec = json.loads(open(f"/tmp/run-{name}.json").read().strip().splitlines()[-1])
+    lines = [json.loads(l) for l in open(f"/tmp/run-{name}.json").read().strip().splitlines()]
+    rec = next(r for r in lines if r.get("item") == "distill-step")
 except Exception:
     rec = {"item": "distill-step", "failed": True}
 rec.update(name=name, args=args, peak_mib={str(k): v for k, v in sorted(peak.items())})

@@ -414,9 +414,12 @@ enum Command {
     },
     /// Time stage-2 iterations (TMD: DMD2-v with flow-head rollout, H head blocks) of a
     /// Wan2.1-shaped student with random weights through the `distill` loop, on `--world N`
-    /// devices at the same global batch, and print one JSON line: milliseconds per iteration,
-    /// means per update kind, clips per second, and the losses (equal for any N). Writes no
-    /// checkpoint; `scripts/gpu/scale.sh` runs it on the GPU machine with memory sampling.
+    /// devices at the same global batch, and print JSON lines: the run's (milliseconds per
+    /// iteration, means per update kind, clips per second, the losses, equal for any N), then one
+    /// per phase (`stage`, `tokens`, `checkpoint_activations`, `ms_per_iteration`, the computed
+    /// memory of weights, gradients and optimizer state). `--phase stage1` times stage-1 steps
+    /// instead. Writes no checkpoint; `scripts/gpu/scale.sh` and `scripts/gpu/checkpointing.sh`
+    /// run it on the GPU machine with memory sampling.
     BenchDistill {
         /// Wan2.1 shape: 1.3b or 14b.
         #[arg(long, default_value = "1.3b")]
@@ -442,6 +445,18 @@ enum Command {
         /// Run directory (loss log only; emptied first).
         #[arg(long, default_value = "runs/bench-distill")]
         run_dir: PathBuf,
+        /// Which iterations: stage-1 steps, the stage-2 cycle (4 critic + 1 student), or one
+        /// stage-2 update kind alone (its process peak is that phase's).
+        #[arg(long, value_enum, default_value_t = bench_distill::Phase::Stage2)]
+        phase: bench_distill::Phase,
+        /// Activation checkpointing (`train.checkpoint_activations`): recompute each block's
+        /// forward in the backward.
+        #[arg(long)]
+        checkpoint_activations: bool,
+        /// Phase stage2: the student updates on every this-many-th iteration (the paper's 5; 2
+        /// runs one critic and one student iteration in `--steps 2`).
+        #[arg(long, default_value_t = 5)]
+        student_every: u64,
         /// Backend.
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
@@ -880,6 +895,9 @@ fn main() -> Result<()> {
             batch,
             steps,
             run_dir,
+            phase,
+            checkpoint_activations,
+            student_every,
             device,
             parallel,
         } => {
@@ -891,6 +909,9 @@ fn main() -> Result<()> {
                     .with_context(|| format!("emptying {}", run_dir.display()))?;
             }
             let args = bench_distill::DistillBenchArgs {
+                phase,
+                checkpoint_activations,
+                student_every,
                 model,
                 blocks,
                 head_blocks,
@@ -901,14 +922,17 @@ fn main() -> Result<()> {
                 run_dir,
             };
             let t0 = Instant::now();
-            let mut record =
+            let records =
                 on_backend!(device, B, ranks device_of => parallel.run::<B, _>(device_of, |dev| {
                     bench_distill::run::<Autodiff<B>>(&args, dev)
                 }))
                 .context("bench-distill")?;
-            record["device"] = serde_json::json!(device.name());
-            record["wall_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
-            println!("{record}");
+            // The run's record, then one per phase (JSON lines).
+            for mut record in records {
+                record["device"] = serde_json::json!(device.name());
+                record["wall_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
+                println!("{record}");
+            }
         }
         Command::TeacherData {
             teacher,

@@ -108,6 +108,11 @@ pub struct AdaptHeadConfig {
     pub loss_tail: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Activation checkpointing ([`crate::train::activation_checkpointing`]): recompute each
+    /// block's forward in the backward instead of keeping its activations (about one more forward
+    /// pass of compute; needed for Wan-scale clips on one GPU). Not part of the resume hash: the
+    /// gradients are the same up to floating-point order.
+    pub checkpoint_activations: bool,
 }
 
 impl Default for AdaptHeadConfig {
@@ -137,6 +142,7 @@ impl Default for AdaptHeadConfig {
             keep_last: 3,
             loss_tail: 100,
             progress: true,
+            checkpoint_activations: false,
         }
     }
 }
@@ -271,18 +277,31 @@ fn per_sample<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 5> {
     times::<B>(values, device).reshape([values.len(), 1, 1, 1, 1])
 }
 
-/// The TM-MeanFlow loss of one step (see the module docs). `negative` is the negative prompt's
-/// context `[1, text_len, text_dim]`.
-///
-/// # Errors
-/// Student shape errors.
-pub fn tm_meanflow_loss<B: AutodiffBackend>(
-    student: &TmdStudent<B>,
+/// What one stage-1 step draws (this rank's rows), and the unguided head velocity `v`, before
+/// any network runs.
+struct Stage1Draws<B: AutodiffBackend> {
+    /// Latent shape of this rank's rows.
+    dims: [usize; 5],
+    x_t: Tensor<B, 5>,
+    t: Vec<f64>,
+    /// Text contexts after condition dropout.
+    context: Tensor<B, 3>,
+    /// The negative prompt's context for every row.
+    negatives: Tensor<B, 3>,
+    drop: Vec<f64>,
+    y_s: Tensor<B, 5>,
+    y1: Tensor<B, 5>,
+    v: Tensor<B::InnerBackend, 5>,
+    s: Vec<f64>,
+    r: Vec<f64>,
+}
+
+fn stage1_draws<B: AutodiffBackend>(
     batch: &AdaptHeadBatch<B>,
     negative: &Tensor<B, 3>,
     config: &AdaptHeadConfig,
     step: u64,
-) -> Result<AdaptHeadLoss<B>, TrainError> {
+) -> Result<Stage1Draws<B>, TrainError> {
     // In a data-parallel run, this rank's rows of the global batch and of its draws.
     let global = batch.latents.dims();
     let rows = Rows::of(global[0])?;
@@ -328,9 +347,6 @@ pub fn tm_meanflow_loss<B: AutodiffBackend>(
     let negatives = negative.clone().expand([b, l, d]);
     let drop3 = times::<B>(&drop, &device).reshape([b, 1, 1]);
     let context = context * (drop3.clone().neg() + 1.0) + negatives.clone() * drop3;
-    let backbone = student
-        .backbone(x_t.clone(), times::<B>(&t, &device), context)
-        .map_err(student_err)?;
 
     // Head variable.
     let y = x1 - x;
@@ -340,38 +356,62 @@ pub fn tm_meanflow_loss<B: AutodiffBackend>(
     let s5 = per_sample::<B>(&s, &device);
     let y_s = y.clone() * (s5.clone().neg() + 1.0) + y1.clone() * s5;
     let v = (y1.clone() - y).inner();
+    Ok(Stage1Draws {
+        dims,
+        x_t,
+        t,
+        context,
+        negatives,
+        drop,
+        y_s,
+        y1,
+        v,
+        s,
+        r,
+    })
+}
 
-    // Targets, without gradients.
-    let inner = student.valid();
+/// The regression target `u_tgt` of a step, without gradients: the CFG velocity (with the
+/// student on the negative prompt) minus `(s - r) du/ds` by finite differences at the
+/// (untracked) backbone features `bb`.
+fn stage1_target<B: AutodiffBackend>(
+    inner: &TmdStudent<B::InnerBackend>,
+    d: &Stage1Draws<B>,
+    bb: &tmd_flowhead::Backbone<B::InnerBackend>,
+    config: &AdaptHeadConfig,
+) -> Result<Tensor<B::InnerBackend, 5>, TrainError> {
+    let (s, r) = (&d.s, &d.r);
+    let v = d.v.clone();
     let idev = v.device();
-    let y_s_i = y_s.clone().inner();
-    let y1_i = y1.clone().inner();
-    let v = if config.guidance != 1.0 && drop.contains(&0.0) {
+    let y_s_i = d.y_s.clone().inner();
+    let y1_i = d.y1.clone().inner();
+    let v = if config.guidance != 1.0 && d.drop.contains(&0.0) {
         let bb_neg = inner
             .backbone(
-                x_t.inner(),
-                times::<B::InnerBackend>(&t, &idev),
-                negatives.inner(),
+                d.x_t.clone().inner(),
+                times::<B::InnerBackend>(&d.t, &idev),
+                d.negatives.clone().inner(),
             )
             .map_err(student_err)?;
-        let st = times::<B::InnerBackend>(&s, &idev);
+        let st = times::<B::InnerBackend>(s, &idev);
         let v_unc = inner
             .average_velocity(&bb_neg, y_s_i.clone(), st.clone(), st, y1_i.clone())
             .map_err(student_err)?;
         let guided = v_unc.clone() + (v.clone() - v_unc) * config.guidance;
-        let keep =
-            per_sample::<B::InnerBackend>(&drop.iter().map(|d| 1.0 - d).collect::<Vec<_>>(), &idev);
+        let keep = per_sample::<B::InnerBackend>(
+            &d.drop.iter().map(|d| 1.0 - d).collect::<Vec<_>>(),
+            &idev,
+        );
         guided * keep.clone() + v * (keep.neg() + 1.0)
     } else {
         v
     };
-    let bb_i = backbone.inner();
-    let target = if s.iter().zip(&r).any(|(s, r)| r < s) {
-        let r_t = times::<B::InnerBackend>(&r, &idev);
+    Ok(if s.iter().zip(r).any(|(s, r)| r < s) {
+        let r_t = times::<B::InnerBackend>(r, &idev);
         let du_ds = finite_difference_du_ds(
             |y, s_at: &[f64]| {
                 inner.average_velocity(
-                    &bb_i,
+                    bb,
                     y,
                     times::<B::InnerBackend>(s_at, &idev),
                     r_t.clone(),
@@ -380,28 +420,27 @@ pub fn tm_meanflow_loss<B: AutodiffBackend>(
             },
             y_s_i,
             v.clone(),
-            &s,
-            &r,
+            s,
+            r,
             config.fd_delta,
             S_RANGE,
         )
         .map_err(student_err)?;
-        let gap: Vec<f64> = s.iter().zip(&r).map(|(s, r)| s - r).collect();
+        let gap: Vec<f64> = s.iter().zip(r).map(|(s, r)| s - r).collect();
         v - du_ds * per_sample::<B::InnerBackend>(&gap, &idev)
     } else {
         v
-    };
-    let target = Tensor::<B, 5>::from_inner(target);
+    })
+}
 
-    let u = student
-        .average_velocity(
-            &backbone,
-            y_s,
-            times::<B>(&s, &device),
-            times::<B>(&r, &device),
-            y1,
-        )
-        .map_err(student_err)?;
+/// `l = sum (u - u_tgt)^2` per sample and the normalised loss `mean(l / sg(l + c))`.
+fn stage1_loss_parts<B: Backend>(
+    u: Tensor<B, 5>,
+    target: Tensor<B, 5>,
+    config: &AdaptHeadConfig,
+) -> AdaptHeadLoss<B> {
+    let dims = u.dims();
+    let b = dims[0];
     let numel: usize = dims[1..].iter().product();
     let l = (u - target)
         .powi_scalar(2)
@@ -410,10 +449,114 @@ pub fn tm_meanflow_loss<B: AutodiffBackend>(
         .reshape([b]);
     let c = config.norm_c.unwrap_or(numel as f64);
     let weight = (l.clone().detach() + c).recip();
-    Ok(AdaptHeadLoss {
+    AdaptHeadLoss {
         loss: (l.clone() * weight).mean(),
         raw: l.mean(),
-    })
+    }
+}
+
+/// The TM-MeanFlow loss of one step (see the module docs). `negative` is the negative prompt's
+/// context `[1, text_len, text_dim]`.
+///
+/// # Errors
+/// Student shape errors.
+pub fn tm_meanflow_loss<B: AutodiffBackend>(
+    student: &TmdStudent<B>,
+    batch: &AdaptHeadBatch<B>,
+    negative: &Tensor<B, 3>,
+    config: &AdaptHeadConfig,
+    step: u64,
+) -> Result<AdaptHeadLoss<B>, TrainError> {
+    let d = stage1_draws(batch, negative, config, step)?;
+    let device = d.x_t.device();
+    let backbone = student
+        .backbone(d.x_t.clone(), times::<B>(&d.t, &device), d.context.clone())
+        .map_err(student_err)?;
+    // Targets, without gradients.
+    let target = stage1_target(&student.valid(), &d, &backbone.inner(), config)?;
+    let target = Tensor::<B, 5>::from_inner(target);
+    let u = student
+        .average_velocity(
+            &backbone,
+            d.y_s.clone(),
+            times::<B>(&d.s, &device),
+            times::<B>(&d.r, &device),
+            d.y1.clone(),
+        )
+        .map_err(student_err)?;
+    Ok(stage1_loss_parts(u, target, config))
+}
+
+/// [`tm_meanflow_loss`] and the student's gradients with activation checkpointing
+/// ([`crate::train::activation_checkpointing`]): the backbone and the head pass run block by
+/// block without a graph, and each block is re-run tracked in the backward. Returns the loss
+/// value and the gradients, equal to those of [`tm_meanflow_loss`]'s graph up to the order of
+/// floating-point sums.
+///
+/// # Errors
+/// Student shape errors.
+pub fn tm_meanflow_grads_checkpointed<B: AutodiffBackend>(
+    student: &TmdStudent<B>,
+    batch: &AdaptHeadBatch<B>,
+    negative: &Tensor<B, 3>,
+    config: &AdaptHeadConfig,
+    step: u64,
+) -> Result<(f64, GradientsParams), TrainError> {
+    use crate::train::activation_checkpointing::{
+        backbone_segments, backward, chain_consts, forward, head_pass_segments, latent_slot,
+        slot_latent, vjp, ParamGrads, WanChain,
+    };
+    let d = stage1_draws(batch, negative, config, step)?;
+    let idev = d.v.device();
+    let latent = d.dims;
+    let t_i = times::<B::InnerBackend>(&d.t, &idev) * tmd_model::dit::NUM_TRAIN_TIMESTEPS;
+    let passes = vec![(
+        times::<B::InnerBackend>(&d.s, &idev),
+        times::<B::InnerBackend>(&d.r, &idev),
+    )];
+    let consts = chain_consts(&student.dit, latent, t_i, passes);
+    let chain_a = WanChain::student(student, consts, backbone_segments(student));
+    let chain_b = chain_a.with_segments(head_pass_segments(student, 0, true));
+    let inner = chain_a.inner_student().expect("a student chain").clone();
+
+    // Backbone without a graph; the targets from its features.
+    let (bb_out, tape_a) = forward(
+        &chain_a,
+        vec![
+            latent_slot(d.x_t.clone().inner()),
+            d.context.clone().inner(),
+            latent_slot(d.y_s.clone().inner()),
+            latent_slot(d.y1.clone().inner()),
+        ],
+    )?;
+    let bb = tmd_flowhead::Backbone {
+        m: bb_out[0].clone(),
+        context: bb_out[2].clone(),
+        rope: chain_a.consts().rope.clone(),
+        grid: chain_a.consts().grid,
+        latent_shape: latent,
+    };
+    let target = stage1_target(&inner, &d, &bb, config)?;
+    drop((bb, inner));
+
+    // Head pass, loss, and back.
+    let (u, tape_b) = forward(&chain_b, bb_out)?;
+    let mut grads = ParamGrads::new(student);
+    let one = Tensor::<B::InnerBackend, 3>::ones([1, 1, 1], &idev);
+    let (values, g_u) = vjp::<B>(
+        u,
+        |u| {
+            let u = slot_latent(u[0].clone(), latent);
+            let parts = stage1_loss_parts(u, Tensor::from_inner(target), config);
+            Ok(vec![parts.loss.reshape([1, 1, 1])])
+        },
+        &[Some(one)],
+        &mut grads,
+    )?;
+    let g_bb = backward(&chain_b, tape_b, g_u, &mut grads)?;
+    backward(&chain_a, tape_a, g_bb, &mut grads)?;
+    let value: f64 = values[0].clone().into_scalar().elem();
+    Ok((value, grads.into_grads()))
 }
 
 fn student_err(e: tmd_flowhead::FlowHeadError) -> TrainError {
@@ -461,6 +604,10 @@ where
                 ],
                 &dims,
             )?;
+            if config.checkpoint_activations {
+                return tm_meanflow_grads_checkpointed(student, &batch, &negative, config, step)
+                    .map_err(|e| with_step(e, step));
+            }
             let parts = tm_meanflow_loss(student, &batch, &negative, config, step)
                 .map_err(|e| with_step(e, step))?;
             let value: f64 = parts.loss.clone().into_scalar().elem();

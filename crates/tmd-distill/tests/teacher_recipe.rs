@@ -297,6 +297,28 @@ fn shipped_recipes_parse_with_every_key_known() {
         (distill.method, distill.train.steps),
         (tmd_distill::distill::run::Method::Tmd, 3)
     );
+    // The Wan-scale recipes turn activation checkpointing on; the small world's leave it off.
+    assert!(!adapt.train.checkpoint_activations && !distill.train.checkpoint_activations);
+    let wan_adapt: AdaptHeadRecipe = tmd_distill::train::load_stage_config(
+        Some(&root.join("configs/adapt-head-wan1.3b.toml")),
+        &[],
+    )
+    .unwrap();
+    assert!(wan_adapt.train.checkpoint_activations);
+    assert_eq!(wan_adapt.head.head_blocks, 5);
+    let wan_distill: tmd_distill::distill::run::DistillRecipe =
+        tmd_distill::train::load_stage_config(
+            Some(&root.join("configs/distill-wan1.3b.toml")),
+            &["train.checkpoint_activations=false".to_string()],
+        )
+        .unwrap();
+    assert!(!wan_distill.train.checkpoint_activations);
+    let on: tmd_distill::distill::run::DistillRecipe = tmd_distill::train::load_stage_config(
+        Some(&root.join("configs/distill.toml")),
+        &["train.checkpoint_activations=true".to_string()],
+    )
+    .unwrap();
+    assert!(on.train.checkpoint_activations);
     let baseline: tmd_distill::distill::run::DistillRecipe = tmd_distill::train::load_stage_config(
         Some(&root.join("configs/distill-dmd2v.toml")),
         &["train.outer_steps=1".to_string(), "kd.steps=10".to_string()],

@@ -56,6 +56,10 @@ pub struct KdConfig {
     pub loss_tail: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Activation checkpointing ([`crate::train::activation_checkpointing`]): recompute each
+    /// block's forward in the backward instead of keeping its activations. Not part of the resume
+    /// hash: the gradients are the same up to floating-point order.
+    pub checkpoint_activations: bool,
 }
 
 impl Default for KdConfig {
@@ -74,6 +78,7 @@ impl Default for KdConfig {
             keep_last: 3,
             loss_tail: 100,
             progress: true,
+            checkpoint_activations: false,
         }
     }
 }
@@ -126,6 +131,36 @@ pub fn kd_loss<B: Backend>(
         .mean())
 }
 
+/// [`kd_loss`] and the student's gradients with activation checkpointing
+/// ([`crate::train::activation_checkpointing::dit_loss`]).
+///
+/// # Errors
+/// Model shape errors.
+pub fn kd_grads_checkpointed<B: AutodiffBackend>(
+    student: &WanModel<B>,
+    batch: &KdBatch<B>,
+    t_top: f64,
+) -> Result<(f64, GradientsParams), TrainError> {
+    let rows = Rows::of(batch.noise.dims()[0])?;
+    let noise = rows.take(batch.noise.clone())?.inner();
+    let target = rows.take(batch.target.clone())?.inner();
+    let context = rows.take(batch.context.clone())?.inner();
+    let t = Tensor::<B::InnerBackend, 1>::full([rows.len()], t_top, &noise.device());
+    let mut params = crate::train::activation_checkpointing::ParamGrads::new(student);
+    let (value, _) = crate::train::activation_checkpointing::dit_loss(
+        student,
+        noise.clone(),
+        t.clone() * tmd_model::dit::NUM_TRAIN_TIMESTEPS,
+        context,
+        |v| {
+            let x0 = super::x0_from_velocity(Tensor::from_inner(noise), v, Tensor::from_inner(t));
+            Ok((x0 - Tensor::from_inner(target)).powi_scalar(2).mean())
+        },
+        &mut params,
+    )?;
+    Ok((value, params.into_grads()))
+}
+
 /// Runs the warm-up, checkpointing under `run_dir` and resuming from the newest valid
 /// checkpoint; `batches(step)` gives the pairs of iteration `step` (a function of `step` only,
 /// for exact resume).
@@ -154,6 +189,11 @@ where
         MODEL_NAME,
         |student, step| {
             let batch = batches(step)?;
+            if config.checkpoint_activations {
+                let (value, grads) = kd_grads_checkpointed(student, &batch, t_top)?;
+                check_finite(step, "KD loss", value)?;
+                return Ok((value, grads));
+            }
             let loss = kd_loss(student, &batch, t_top)?;
             let value: f64 = loss.clone().into_scalar().elem();
             check_finite(step, "KD loss", value)?;

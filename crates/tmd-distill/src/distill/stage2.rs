@@ -90,6 +90,11 @@ pub struct Stage2Config {
     pub loss_tail: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Activation checkpointing ([`crate::train::activation_checkpointing`]): the student's
+    /// generator, the fake score and the teacher's feature pass recompute each block's forward in
+    /// the backward (needed for Wan-scale clips on one GPU). Not part of the resume hash: the
+    /// gradients are the same up to floating-point order.
+    pub checkpoint_activations: bool,
 }
 
 impl Default for Stage2Config {
@@ -116,6 +121,7 @@ impl Default for Stage2Config {
             keep_last: 3,
             loss_tail: 100,
             progress: true,
+            checkpoint_activations: false,
         }
     }
 }
@@ -345,6 +351,18 @@ pub fn stage2_loss<B: AutodiffBackend>(
     let blocks = models.disc.feature_blocks.clone();
 
     match update_of(step, config.student_every) {
+        Stage2Update::Student if config.checkpoint_activations => {
+            let draws = StudentDraws {
+                x_t,
+                t_gen,
+                context,
+                y1,
+                eps2,
+                t,
+                negatives,
+            };
+            student_grads_checkpointed(models, teacher, draws, &blocks, config, grids, step)
+        }
         Stage2Update::Student => {
             let x_hat = models
                 .generate(x_t, t_gen, context.clone(), y1, &grids.inner)?
@@ -392,6 +410,11 @@ pub fn stage2_loss<B: AutodiffBackend>(
                     &grids.inner,
                 )?
                 .ok_or_else(missing)?;
+            if config.checkpoint_activations {
+                return critic_grads_checkpointed(
+                    models, teacher, x, x_hat, eps2, t, context, &blocks, config, step,
+                );
+            }
             let x_hat = Tensor::<B, 5>::from_inner(x_hat);
             let mut loss = fake_score_loss(
                 &models.fake,
@@ -428,6 +451,241 @@ pub fn stage2_loss<B: AutodiffBackend>(
             Ok((value, params))
         }
     }
+}
+
+/// The inputs of a student update (this rank's rows).
+struct StudentDraws<B: AutodiffBackend> {
+    x_t: Tensor<B, 5>,
+    t_gen: Tensor<B, 1>,
+    context: Tensor<B, 3>,
+    y1: Tensor<B, 5>,
+    eps2: Tensor<B, 5>,
+    t: Tensor<B, 1>,
+    negatives: Tensor<B, 3>,
+}
+
+/// The student update with activation checkpointing: the generator (backbone and every head
+/// pass, or the DMD2-v DiT) and the teacher's feature pass run block by block without a graph;
+/// the loss's gradient flows back through the teacher's features (re-run tracked, frozen) into
+/// the sample and through the generator (re-run tracked) into the student's parameters.
+fn student_grads_checkpointed<B: AutodiffBackend>(
+    models: &Stage2Models<B>,
+    teacher: &WanModel<B>,
+    d: StudentDraws<B>,
+    blocks: &[usize],
+    config: &Stage2Config,
+    grids: &TmdGrids,
+    step: u64,
+) -> Result<(f64, GradientsParams), TrainError> {
+    use crate::train::activation_checkpointing::{
+        backbone_segments, backward, chain_consts, dit_segments, forward, head_pass_segments,
+        latent_slot, slot_latent, vjp, NoParams, ParamGrads, Segment, SlotGrads, WanChain,
+    };
+    let data_err = |message: String| TrainError::Data { step, message };
+    let x_t = d.x_t.inner();
+    let latent = x_t.dims();
+    let b = latent[0];
+    let idev = x_t.device();
+    let t_gen = d.t_gen.inner();
+    let context = d.context.inner();
+    let t = d.t.inner();
+    let nt = tmd_model::dit::NUM_TRAIN_TIMESTEPS;
+    let column = |v: Tensor<B::InnerBackend, 1>| v.reshape([b, 1, 1]);
+
+    // The generator's chain and its sample, without a graph.
+    let (chain, input) = match (&models.tmd, &models.dmd) {
+        (Some(student), _) => {
+            tmd_flowhead::check_inner_grid(&grids.inner).map_err(|e| data_err(e.to_string()))?;
+            let passes = grids
+                .inner
+                .windows(2)
+                .map(|w| {
+                    (
+                        Tensor::<B::InnerBackend, 1>::full([b], w[0], &idev),
+                        Tensor::<B::InnerBackend, 1>::full([b], w[1], &idev),
+                    )
+                })
+                .collect::<Vec<_>>();
+            let mut segments = backbone_segments(student);
+            for pass in 0..passes.len() {
+                segments.extend(head_pass_segments(student, pass, false));
+            }
+            let consts = chain_consts(&student.dit, latent, t_gen.clone() * nt, passes);
+            let y1 = latent_slot(d.y1.inner());
+            (
+                WanChain::student(student, consts, segments),
+                vec![latent_slot(x_t.clone()), context.clone(), y1.clone(), y1],
+            )
+        }
+        (None, Some(dit)) => {
+            let consts = chain_consts(dit, latent, t_gen.clone() * nt, Vec::new());
+            let segments = dit_segments(dit.blocks.len(), &[]);
+            (
+                WanChain::dit(dit, consts, segments),
+                vec![latent_slot(x_t.clone()), context.clone()],
+            )
+        }
+        (None, None) => return Err(data_err("stage 2 needs a student (TMD or DMD2-v)".into())),
+    };
+    // The slot holding what the sample is made of: `x_hat = x_t - t_gen * out` (`y_N`, or the
+    // DMD2-v velocity).
+    let out_slot = if models.tmd.is_some() { 4 } else { 0 };
+    let (gen_out, gen_tape) = forward(&chain, input)?;
+    let x_hat = latent_slot(x_t) - gen_out[out_slot].clone() * column(t_gen.clone());
+    drop(gen_out);
+
+    // The two denoisers at the noisy sample (no graph).
+    let x_hat_t = noisy(
+        slot_latent(x_hat.clone(), latent),
+        d.eps2.inner(),
+        t.clone(),
+    );
+    let x0_teacher = model_x0(
+        &teacher.valid(),
+        x_hat_t.clone(),
+        t.clone(),
+        context.clone(),
+        Some((d.negatives.inner(), config.guidance)),
+    )?;
+    let x0_fake = model_x0(
+        &models.fake.valid(),
+        x_hat_t.clone(),
+        t.clone(),
+        context.clone(),
+        None,
+    )?;
+
+    // The teacher's features at the noisy sample, block by block, if the GAN is on.
+    let gan = config.gan_weight > 0.0;
+    let mut taps: Vec<usize> = blocks.to_vec();
+    taps.sort_unstable();
+    taps.dedup();
+    let teacher_chain = gan.then(|| {
+        let last = taps.last().copied().unwrap_or(0);
+        let mut segments = vec![Segment::Embed];
+        segments.extend((0..=last).map(|index| Segment::Block {
+            index,
+            tap: taps.contains(&index),
+        }));
+        let consts = chain_consts(teacher, latent, t.clone() * nt, Vec::new());
+        WanChain::dit(teacher, consts, segments)
+    });
+    let (feats, teacher_tape) = match &teacher_chain {
+        Some(chain) => {
+            let (out, tape) = forward(chain, vec![latent_slot(x_hat_t), context])?;
+            (out[4..].to_vec(), Some(tape))
+        }
+        None => (Vec::new(), None),
+    };
+
+    // The loss from the sample and the features.
+    let grid = crate::train::activation_checkpointing::grid_of(teacher, latent);
+    let n_taps = feats.len();
+    let mut inputs = vec![x_hat];
+    inputs.extend(feats);
+    let one = Tensor::<B::InnerBackend, 3>::ones([1, 1, 1], &idev);
+    let (values, g) = vjp::<B>(
+        inputs,
+        |leaves| {
+            let mut loss = vsd_loss(slot_latent(leaves[0].clone(), latent), x0_teacher, x0_fake);
+            if gan {
+                let feats = blocks
+                    .iter()
+                    .map(|blk| {
+                        let i = taps.iter().position(|t| t == blk).expect("tapped");
+                        unpatchify_features(leaves[1 + i].clone(), grid)
+                    })
+                    .collect();
+                loss = loss + generator_gan_loss(models.disc.forward(feats)) * config.gan_weight;
+            }
+            Ok(vec![loss.reshape([1, 1, 1])])
+        },
+        &[Some(one)],
+        &mut NoParams,
+    )?;
+    let value: f64 = values[0].clone().into_scalar().elem();
+    check_finite(step, "student loss", value)?;
+    let mut g = g.into_iter();
+    let mut g_x_hat = g.next().flatten();
+    if let (Some(chain), Some(tape)) = (&teacher_chain, teacher_tape) {
+        let mut out_grads: SlotGrads<B> = vec![None; 4];
+        out_grads.extend(g.take(n_taps));
+        let g_in = backward(chain, tape, out_grads, &mut NoParams)?;
+        // x_hat_t = (1 - t) x_hat + t eps.
+        let through = g_in
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|g_t| g_t * (column(t).neg() + 1.0));
+        g_x_hat = crate::train::activation_checkpointing::add_grads(g_x_hat, through);
+    }
+    // x_hat = x_t - t_gen * out.
+    let mut out_grads: SlotGrads<B> = vec![None; out_slot + 1];
+    out_grads[out_slot] = g_x_hat.map(|g| (g * column(t_gen)).neg());
+    let mut params = ParamGrads::new(models);
+    backward(&chain, gen_tape, out_grads, &mut params)?;
+    Ok((value, params.into_grads()))
+}
+
+/// The critic update with activation checkpointing: the fake score's denoising loss through its
+/// DiT run block by block (re-run tracked in the backward); the discriminator on the teacher's
+/// features (computed without a graph, as without checkpointing).
+#[allow(clippy::too_many_arguments)]
+fn critic_grads_checkpointed<B: AutodiffBackend>(
+    models: &Stage2Models<B>,
+    teacher: &WanModel<B>,
+    x: Tensor<B, 5>,
+    x_hat: Tensor<B::InnerBackend, 5>,
+    eps2: Tensor<B, 5>,
+    t: Tensor<B, 1>,
+    context: Tensor<B, 3>,
+    blocks: &[usize],
+    config: &Stage2Config,
+    step: u64,
+) -> Result<(f64, GradientsParams), TrainError> {
+    let mut params = crate::train::activation_checkpointing::ParamGrads::new(models);
+    let (eps_i, t_i, ctx_i) = (
+        eps2.clone().inner(),
+        t.clone().inner(),
+        context.clone().inner(),
+    );
+    let x_t = noisy(x_hat.clone(), eps_i, t_i.clone());
+    let (fake_value, _) = crate::train::activation_checkpointing::dit_loss(
+        &models.fake,
+        x_t.clone(),
+        t_i.clone() * tmd_model::dit::NUM_TRAIN_TIMESTEPS,
+        ctx_i.clone(),
+        |v| {
+            let x0 = super::x0_from_velocity(Tensor::from_inner(x_t), v, Tensor::from_inner(t_i));
+            Ok((x0 - Tensor::from_inner(x_hat.clone()))
+                .powi_scalar(2)
+                .mean())
+        },
+        &mut params,
+    )?;
+    let mut value = fake_value as f32;
+    if config.gan_weight > 0.0 {
+        let teacher_i = teacher.valid();
+        let feats = |x: Tensor<B::InnerBackend, 5>| -> Result<Vec<Tensor<B, 5>>, TrainError> {
+            let x_t = noisy(x, eps2.clone().inner(), t.clone().inner());
+            Ok(
+                features(&teacher_i, x_t, t.clone().inner(), ctx_i.clone(), blocks)?
+                    .into_iter()
+                    .map(Tensor::from_inner)
+                    .collect(),
+            )
+        };
+        let d_fake = models.disc.forward(feats(x_hat)?);
+        let d_real = models.disc.forward(feats(x.inner())?);
+        let loss = discriminator_loss(d_fake, d_real);
+        let d_value: f32 = loss.clone().into_scalar().elem();
+        value += d_value;
+        let mut grads = loss.backward();
+        crate::train::activation_checkpointing::GradSink::<B>::absorb(&mut params, &mut grads);
+    }
+    let value = f64::from(value);
+    check_finite(step, "critic loss", value)?;
+    Ok((value, params.into_grads()))
 }
 
 /// Runs stage 2, checkpointing the three models and the optimizer under `run_dir` and resuming

@@ -79,6 +79,10 @@ pub struct DitPretrainConfig {
     pub loss_tail: usize,
     /// Show an indicatif progress bar on stderr.
     pub progress: bool,
+    /// Activation checkpointing ([`crate::train::activation_checkpointing`]): recompute each
+    /// block's forward in the backward instead of keeping its activations. Not part of the resume
+    /// hash: the gradients are the same up to floating-point order.
+    pub checkpoint_activations: bool,
 }
 
 impl Default for DitPretrainConfig {
@@ -101,6 +105,7 @@ impl Default for DitPretrainConfig {
             keep_last: 3,
             loss_tail: 100,
             progress: true,
+            checkpoint_activations: false,
         }
     }
 }
@@ -164,6 +169,39 @@ pub fn flow_matching_loss<B: Backend>(
     let target = noise - x0;
     let prediction = dit.forward(x_t, t * NUM_TRAIN_TIMESTEPS, context)?;
     Ok((prediction - target).powi_scalar(2).mean())
+}
+
+/// [`flow_matching_loss`] and the DiT's gradients with activation checkpointing
+/// ([`crate::train::activation_checkpointing::dit_loss`]).
+///
+/// # Errors
+/// Model shape errors.
+pub fn flow_matching_grads_checkpointed<B: AutodiffBackend>(
+    dit: &WanModel<B>,
+    x0: Tensor<B, 5>,
+    context: Tensor<B, 3>,
+    t: Tensor<B, 1>,
+    noise: Tensor<B, 5>,
+) -> Result<(f64, GradientsParams), TrainError> {
+    let [b, ..] = x0.dims();
+    let (x0, noise, t) = (x0.inner(), noise.inner(), t.inner());
+    let t5 = t.clone().reshape([b, 1, 1, 1, 1]);
+    let x_t = x0.clone() * (t5.clone().neg() + 1.0) + noise.clone() * t5;
+    let target = noise - x0;
+    let mut params = crate::train::activation_checkpointing::ParamGrads::new(dit);
+    let (value, _) = crate::train::activation_checkpointing::dit_loss(
+        dit,
+        x_t,
+        t * NUM_TRAIN_TIMESTEPS,
+        context.inner(),
+        |prediction| {
+            Ok((prediction - Tensor::from_inner(target))
+                .powi_scalar(2)
+                .mean())
+        },
+        &mut params,
+    )?;
+    Ok((value, params.into_grads()))
 }
 
 /// Replaces the context of each sample with `negative` with probability `p` (a pure function of
@@ -269,6 +307,9 @@ where
             // process would have used for those rows.
             let (latents, context) = (shard_batch(latents)?, shard_batch(context)?);
             let (t, noise) = (shard_batch(t)?, shard_batch(noise)?);
+            if config.checkpoint_activations {
+                return flow_matching_grads_checkpointed(model, latents, context, t, noise);
+            }
             let loss = flow_matching_loss(model, latents, context, t, noise)?;
             let value: f64 = loss.clone().into_scalar().elem();
             Ok((value, GradientsParams::from_grads(loss.backward(), model)))

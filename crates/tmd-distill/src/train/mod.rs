@@ -1,6 +1,8 @@
 //! Reusable training infrastructure shared by every stage (`pretrain`, `adapt-head`, `distill`):
 //!
 //! - [`config`]: a stage's settings from defaults, a TOML file and `key=value` overrides;
+//! - [`activation_checkpointing`]: segment-wise activation checkpointing (recompute each block's
+//!   forward in the backward) behind `train.checkpoint_activations`;
 //! - [`checkpoint`]: atomic, checksummed checkpoint directories with exact resume;
 //! - [`guard`]: NaN/Inf detection that stops a run with the last good checkpoint kept;
 //! - [`data_parallel`]: training on several processes (ranks) through burn-collective;
@@ -9,6 +11,7 @@
 //! - [`rng`]: counter-based randomness, a pure function of `(seed, step, stream)`, so a resumed run
 //!   draws exactly what an uninterrupted one would have drawn.
 
+pub mod activation_checkpointing;
 pub mod checkpoint;
 pub mod config;
 pub mod data_parallel;
