@@ -164,6 +164,9 @@ macro_rules! on_backend {
     };
 }
 
+// After `on_backend!`, which it uses.
+mod distill_decoder;
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Convert official Wan2.1 weights or a diffusers folder into a model directory that every
@@ -444,6 +447,13 @@ enum Command {
         #[command(flatten)]
         parallel: parallel::ParallelArgs,
     },
+    /// Train a light decoder (`decoder-light/`) to reproduce a model directory's full VAE
+    /// decoder from the latents of a cache, resumable; write it into --out and, given
+    /// --eval-data, report its PSNR and SSIM against the full decoder on held-out latents.
+    DistillDecoder(distill_decoder::DistillDecoderArgs),
+    /// Encode clips of the synthetic world with a model directory's VAE into a latent cache
+    /// (training or held-out data of `distill-decoder`).
+    EncodeWorld(distill_decoder::EncodeWorldArgs),
     /// Write a model directory with random weights at tiny sizes (for tests and the README's first
     /// command until a trained model is bundled).
     MakeTinyModel {
@@ -988,6 +998,8 @@ fn main() -> Result<()> {
             print!("{table}");
             println!("wrote {}", out.display());
         }
+        Command::DistillDecoder(args) => distill_decoder::distill_decoder(args)?,
+        Command::EncodeWorld(args) => distill_decoder::encode_world(args)?,
         Command::MakeTinyModel {
             out,
             seed,
