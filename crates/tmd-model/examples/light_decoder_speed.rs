@@ -4,8 +4,9 @@
 //! ```text
 //! cargo run --release -p tmd-model --example light_decoder_speed -- \
 //!     [--preset world] [--channels 48,32,16] [--latent-blocks 2] [--frame-blocks 1] \
-//!     [--latent 16,5,16,16] [--reps 5] [--vae assets/world]
+//!     [--latent 16,5,16,16] [--reps 5] [--vae assets/world] [--train 4]
 //! ```
+//! `--train N` also times one training step's forward and backward pass at batch N (autodiff).
 //! `TMD_CONV=native` runs burn's own convolution instead of the per-tap products.
 
 use std::time::Instant;
@@ -73,6 +74,32 @@ fn main() {
         dims,
         times[times.len() / 2]
     );
+    if let Some(n) = get("--train") {
+        type AB = burn::backend::Autodiff<NdArray>;
+        let n: usize = n.parse().expect("a number");
+        let decoder = config.init::<AB>(&dev);
+        let z = Tensor::<AB, 5>::random(
+            [n, latent[0], latent[1], latent[2], latent[3]],
+            Distribution::Normal(0.0, 1.0),
+            &dev,
+        );
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            let loss = decoder.forward_unclamped(z.clone()).powi_scalar(2).mean();
+            let _grads = loss.backward();
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        println!(
+            "training step (forward + backward), batch {n}, conv {}: {:?} s",
+            if tmd_model::conv::native_requested() {
+                "native"
+            } else {
+                "unfold"
+            },
+            times
+        );
+    }
     if let Some(dir) = get("--vae") {
         let vae = ModelDir::open(&dir).unwrap().load_vae::<B>(&dev).unwrap();
         let mut times = Vec::new();

@@ -53,22 +53,57 @@ use burn::tensor::activation::relu;
 
 pub use config::{LightDecoderConfig, PRESETS};
 
-use crate::conv::conv2d_module;
-
 /// Sub-directory of a model directory holding the light decoder (`config.json` with a
 /// [`LightDecoderConfig`], and its weights as Burnpack or safetensors).
 pub const LIGHT_DECODER_DIR: &str = "decoder-light";
 
-/// Runs one convolution: burn's own kernel for inference (on NdArray 7x faster than the per-tap
-/// products at the world's sizes: 0.066 against 0.46 s per clip, module docs), and
-/// [`conv2d_module`] when differentiating (per-tap matmuls unless `TMD_CONV=native`, because
-/// NdArray's native weight gradient is a direct loop; LibTorch runs set `TMD_CONV=native`).
+/// Runs one convolution (stride 1, "same" padding): burn's own kernel for inference (on NdArray
+/// 7x faster than the per-tap products at the world's sizes, see the module docs); when
+/// differentiating, [`conv_unfold`] (one batched matrix product per layer, whose backward is
+/// matrix products too: NdArray's native weight gradient is a direct loop), or burn's kernel
+/// under `TMD_CONV=native` (LibTorch and CUDA runs).
 fn run_conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    if B::ad_enabled(&x.device()) {
-        conv2d_module(conv, x)
+    if B::ad_enabled(&x.device()) && !crate::conv::native_requested() {
+        conv_unfold(conv, x)
     } else {
         conv.forward(x)
     }
+}
+
+/// A stride-1 "same" convolution as unfold + one batched matrix product: the `k x k` shifted
+/// windows of the zero-padded input are stacked along the channels (`[n, k^2 c, h w]`) and
+/// multiplied by the weight read as `[out, k^2 c]`. Equal to `conv.forward` up to float
+/// summation order (tested).
+///
+/// # Shapes
+/// - `x`: `[n, c, h, w]` -> `[n, out, h, w]`
+pub fn conv_unfold<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [o, c, k, _] = conv.weight.dims();
+    let [n, _, h, w] = x.dims();
+    let p = k / 2;
+    let cols = if k == 1 {
+        x.reshape([n, c, h * w])
+    } else {
+        let xp = x.pad([(p, p), (p, p)], burn::tensor::ops::PadMode::Constant(0.0));
+        let mut taps = Vec::with_capacity(k * k);
+        for dy in 0..k {
+            for dx in 0..k {
+                taps.push(xp.clone().narrow(2, dy, h).narrow(3, dx, w));
+            }
+        }
+        Tensor::cat(taps, 1).reshape([n, k * k * c, h * w])
+    };
+    let weight = conv
+        .weight
+        .val()
+        .permute([0, 2, 3, 1])
+        .reshape([1, o, k * k * c])
+        .expand([n, o, k * k * c]);
+    let mut y = weight.matmul(cols);
+    if let Some(bias) = &conv.bias {
+        y = y + bias.val().reshape([1, o, 1]);
+    }
+    y.reshape([n, o, h, w])
 }
 
 fn conv(cin: usize, cout: usize, k: usize) -> Conv2dConfig {
@@ -342,6 +377,20 @@ mod tests {
         assert_eq!(y.dims(), [1, 1, 2, 4]);
         let y = y.into_data().into_vec::<f32>().unwrap();
         assert_eq!(y, vec![0.0, 1.0, 10.0, 11.0, 2.0, 3.0, 12.0, 13.0]);
+    }
+
+    #[test]
+    fn conv_unfold_matches_burn_conv2d() {
+        let dev = Default::default();
+        for (cin, cout, k) in [(3, 5, 3), (4, 6, 1)] {
+            let layer = conv(cin, cout, k).init::<B>(&dev);
+            let x = Tensor::<B, 4>::random([2, cin, 5, 7], Distribution::Normal(0.0, 1.0), &dev);
+            let diff: f32 = (conv_unfold(&layer, x.clone()) - layer.forward(x))
+                .abs()
+                .max()
+                .into_scalar();
+            assert!(diff < 1e-5, "k = {k}: {diff}");
+        }
     }
 
     #[test]
