@@ -20,29 +20,50 @@
 //!
 //! # Architecture
 //!
-//! Per-frame 2D convolutions with cheap causal temporal mixing, in the spirit of TAEHV:
+//! Per-frame 2D convolutions with cheap causal temporal mixing, in the spirit of TAEHV; all but
+//! the last layer run at the *latent* frame rate:
 //!
 //! 1. frames are folded into the batch; `conv_in` (3x3) maps the latent channels to
 //!    `channels[0]`;
-//! 2. `latent_blocks` [`MixBlock`]s at the latent resolution and rate: a residual pair of 3x3
-//!    convolutions whose first one also sees the previous frame's features (zeros before the
-//!    first frame), so time is mixed causally with one frame of memory;
-//! 3. channel-to-time expansion: a 1x1 convolution to `temporal_stride * channels[0]` channels,
-//!    read as `temporal_stride` frames per latent frame; the first `temporal_stride - 1` frames
-//!    are dropped, so `t` latent frames give `1 + temporal_stride (t - 1)` frames exactly as the
-//!    VAE does (its first latent frame encodes one frame);
-//! 4. `frame_blocks` more [`MixBlock`]s at the latent resolution and the video frame rate;
-//! 5. for each further width: nearest-neighbour x2 upsampling, a 3x3 convolution and ReLU;
-//! 6. `conv_out` (3x3) to RGB, clamped to `[-1, 1]` by [`LightDecoder::forward`].
+//! 2. `latent_blocks` [`MixBlock`]s at the latent resolution: a residual pair of 3x3
+//!    convolutions whose first one also sees the previous latent frame's features (zeros before
+//!    the first), so time is mixed causally with one frame of memory;
+//! 3. for each further width: nearest-neighbour x2 upsampling, a 3x3 convolution and ReLU;
+//! 4. channel-to-time expansion: a 1x1 convolution to `temporal_stride * last` channels, read as
+//!    `temporal_stride` frames per latent frame; the first `temporal_stride - 1` frames are
+//!    dropped, so `t` latent frames give `1 + temporal_stride (t - 1)` frames exactly as the VAE
+//!    does (its first latent frame encodes one frame);
+//! 5. `frame_blocks` [`MixBlock`]s at the video frame rate (0 in the world preset);
+//! 6. `conv_out` (3x3) to `4 x RGB` channels and depth-to-space: the last x2 is a sub-pixel
+//!    convolution, so no layer runs at the output resolution; [`LightDecoder::forward`] clamps
+//!    to `[-1, 1]` like the VAE.
 //!
-//! Why this shape, from measurements: the full decoder's cost is its 3D convolutions at full
-//! resolution and full frame rate (every layer after the last upsampling runs 96+ channels over
-//! every pixel of every frame, with a 3-frame causal kernel). Here everything temporal happens
-//! at the latent resolution (64x fewer pixels), the expansion to the frame rate is one 1x1
-//! convolution, and the widths shrink as the resolution grows, so the last stage (the costliest
-//! per channel) is the narrowest. Measured on the 2-core CPU (NdArray, release, README's first
-//! clip: 5 latent frames of 16x16 -> 17 frames of 64x64, the world VAE compressing 4x in space; `cargo run --release -p tmd-model
-//! --example light_decoder_speed`): see the figures in `docs/results/light-decoder.md`.
+//! The decoder is causal in time like the VAE (frames of latent frame `k` depend on latent
+//! frames `0..=k` only; tested), which also makes training on the first latent frames of a clip
+//! exact.
+//!
+//! # Why this shape: measurements
+//!
+//! On the 2-core CPU (NdArray, release, random weights, `cargo run --release -p tmd-model
+//! --example light_decoder_speed`), for the README's first clip (5 latent frames of 16x16 ->
+//! 17 frames of 64x64; the world VAE compresses 4x in space), other engineers' builds running
+//! beside (load ~6, so only ratios are firm):
+//!
+//! | variant | params | decode |
+//! |---|---|---|
+//! | full VAE decoder (`assets/world`; 1.88M parameters with the encoder) | - | 1.55 s |
+//! | first design: expansion at the latent resolution, widths 48/32/16 with a 16-wide 3x3 stage at 64x64, one frame-rate block, burn's conv2d | 222k | 0.276 s |
+//! | the same through the per-tap products of [`crate::conv`] | 222k | 0.369 s |
+//! | this design, widths 48/32, 2 latent blocks, no frame block (the world preset), burn's conv2d | 153k | **0.067 s** |
+//! | the same through the per-tap products | 153k | 0.456 s |
+//! | widths 64/32, 2 latent blocks | 257k | 0.191 s |
+//!
+//! The first design spent 3/4 of its work at the frame rate and full resolution; moving the
+//! channel-to-time expansion after the upsampling (the work at 4x fewer frames) and making the
+//! last x2 a sub-pixel convolution cut it 4x. Inference uses burn's own convolution (7x faster
+//! than the per-tap products here); training uses [`conv_unfold`] (4 s per step of 4 clips,
+//! against 19 s with burn's convolution, whose weight gradient on NdArray is a direct loop).
+//! Quality against the full decoder: `docs/results/light-decoder.md`.
 
 mod config;
 
