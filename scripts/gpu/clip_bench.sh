@@ -93,7 +93,7 @@ if [[ ",$items," == *",clips,"* ]]; then
   if [ ! -f "$model/student/config.json" ]; then
     t0=$(date +%s%N)
     /tmp/xtask-tch make-random-model --device torch-cuda --preset wan2.1-t2v-1.3b --student tmd \
-      --head-blocks 5 --outer-steps 2 --inner-steps 2 --out "$model" >&2 || { log "make-random-model failed"; exit 1; }
+      --head-blocks 5 --outer-steps 2 --inner-steps 2 --light-decoder wan2.1 --out "$model" >&2 || { log "make-random-model failed"; exit 1; }
     log "== random model written in $(( ($(date +%s%N) - t0) / 1000000 )) ms: $(du -sh "$model" | cut -f1)"
   fi
   python3 scripts/gpu/torch_clip_bench.py --rep 3 > "$work/torch-clip.json" 2> "$work/torch-clip.err" || tail -5 "$work/torch-clip.err" >&2
@@ -101,9 +101,9 @@ if [[ ",$items," == *",clips,"* ]]; then
   prompt="A large red circle moves left on a black background."
   # name | generate flags | decoder | outer steps | PyTorch has the same configuration
   runs=(
-    "teacher-2step|--teacher --steps 2 --guidance 1 --solver euler|full|2|yes"
-    "tmd-m2|--outer-steps 2|full|2|no"
-    "tmd-m1|--outer-steps 1|full|1|no"
+    "teacher-2step|--teacher --steps 2 --guidance 1 --solver euler --decoder full|full|2|yes"
+    "tmd-m2|--outer-steps 2 --decoder full|full|2|no"
+    "tmd-m1|--outer-steps 1 --decoder full|full|1|no"
   )
   if [ -d "$model/decoder-light" ]; then
     runs+=("tmd-m2-light|--outer-steps 2 --decoder light|light|2|no" "tmd-m1-light|--outer-steps 1 --decoder light|light|1|no")
@@ -129,7 +129,7 @@ def parse(path):
         text = open(path).read()
     except OSError:
         return None
-    nums = {k: float(v) for k, v in re.findall(r"(text encoder|DiT|VAE|decoder \w+|total|model load) ([0-9.]+) s", text)}
+    nums = {k: float(v) for k, v in re.findall(r"(text encoder|DiT|decode|total|model load) ([0-9.]+) s", text)}
     return nums or None
 cold, warm = parse(cold_f), parse(warm_f)
 def process_s(path):

@@ -4,8 +4,8 @@
 
 mod bench;
 mod bench_distill;
-mod make_random;
 mod export;
+mod make_random;
 mod parallel;
 
 use std::path::{Path, PathBuf};
@@ -165,6 +165,9 @@ macro_rules! on_backend {
         }
     };
 }
+
+// After `on_backend!`, which it uses.
+mod distill_decoder;
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -510,6 +513,13 @@ enum Command {
         #[arg(long)]
         io: Option<PathBuf>,
     },
+    /// Train a light decoder (`decoder-light/`) to reproduce a model directory's full VAE
+    /// decoder from the latents of a cache, resumable; write it into --out and, given
+    /// --eval-data, report its PSNR and SSIM against the full decoder on held-out latents.
+    DistillDecoder(distill_decoder::DistillDecoderArgs),
+    /// Encode clips of the synthetic world with a model directory's VAE into a latent cache
+    /// (training or held-out data of `distill-decoder`).
+    EncodeWorld(distill_decoder::EncodeWorldArgs),
     /// Write a model directory with random weights at tiny sizes (for tests and the README's first
     /// command until a trained model is bundled).
     MakeTinyModel {
@@ -1087,6 +1097,8 @@ fn main() -> Result<()> {
             dtype: dtype.burn(),
             io: io.as_deref(),
         })?,
+        Command::DistillDecoder(args) => distill_decoder::distill_decoder(args)?,
+        Command::EncodeWorld(args) => distill_decoder::encode_world(args)?,
         Command::MakeTinyModel {
             out,
             seed,

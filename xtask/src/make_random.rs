@@ -46,6 +46,10 @@ pub struct MakeRandomArgs {
     /// `N`, a TMD student's default flow-head steps.
     #[arg(long, default_value_t = 2)]
     pub inner_steps: usize,
+    /// Also write a random light decoder (`decoder-light/`) of this preset (`wan2.1`, `world`,
+    /// `tiny`; tmd_model::light_decoder), so that `generate --decoder light` can be timed.
+    #[arg(long)]
+    pub light_decoder: Option<String>,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -75,6 +79,14 @@ pub fn run<B: Backend>(args: &MakeRandomArgs, device: &B::Device) -> Result<()> 
     );
     if args.student != RandomStudent::None {
         write_student::<B>(&args.out, &spec, args, device)?;
+    }
+    if let Some(preset) = &args.light_decoder {
+        let config = tmd_model::light_decoder::LightDecoderConfig::preset(preset)
+            .with_context(|| format!("--light-decoder {preset}"))?;
+        B::seed(device, args.seed.wrapping_add(2));
+        tmd_model::model_dir::save_light_decoder(&args.out, &config.init::<B>(device), &config)
+            .context("writing the light decoder")?;
+        eprintln!("wrote {}/decoder-light ({preset})", args.out.display());
     }
     Ok(())
 }
@@ -140,6 +152,7 @@ mod tests {
             head_blocks: 1,
             outer_steps: 1,
             inner_steps: 2,
+            light_decoder: Some("tiny".into()),
             seed: 3,
             tokenizer: Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../tests/fixtures/t5/tokenizer/tokenizer.json"),
@@ -153,8 +166,9 @@ mod tests {
         let pipe = tmd_sampler::StudentPipeline::<B>::load(&args.out, &Default::default()).unwrap();
         let mut o = pipe.options("a red circle");
         o.frames = 5;
-        let (video, _) = pipe.generate(&o, &mut |_, _| {}).unwrap();
+        let (video, timings) = pipe.generate(&o, &mut |_, _| {}).unwrap();
         assert_eq!(video.num_frames(), 5);
+        assert_eq!(timings.decoder, tmd_sampler::DecoderKind::Light);
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use tmd_sampler::pipeline::{
-    Solver, StudentOptions, StudentPipeline, TeacherOptions, TeacherPipeline, Timings,
+    DecoderKind, Solver, StudentOptions, StudentPipeline, TeacherOptions, TeacherPipeline, Timings,
 };
 use tmd_sampler::{Sampler, Video};
 
@@ -123,7 +123,12 @@ struct GenerateArgs {
     /// of a process.
     #[arg(long, default_value_t = 0)]
     warmup: usize,
-    /// Print the time spent in the text encoder, the DiT and the VAE.
+    /// Decoder from latents to pixels: `light` (the model directory's distilled `decoder-light/`,
+    /// several times faster) or `full` (the VAE's own decoder). Default: light when the model
+    /// directory has a `decoder-light/`, else full.
+    #[arg(long, value_parser = ["light", "full"])]
+    decoder: Option<String>,
+    /// Print the time spent in the text encoder, the DiT and the decoder (and which decoder ran).
     #[arg(long)]
     timings: bool,
     /// Output: `*.gif`, `*.mp4` (build with `--features mp4`) or a folder for PNG frames.
@@ -147,6 +152,7 @@ struct FileOptions {
     solver: Option<String>,
     outer_steps: Option<usize>,
     inner_steps: Option<usize>,
+    decoder: Option<String>,
 }
 
 fn read_config_file(path: &Path) -> Result<FileOptions> {
@@ -353,6 +359,9 @@ fn generate_student<B: burn::prelude::Backend>(
             }
         };
     }
+    if let Some(d) = decoder_choice(file, args)? {
+        o.decoder = d;
+    }
     pick!(outer_steps);
     pick!(inner_steps);
     pick!(frames);
@@ -380,6 +389,16 @@ fn generate_student<B: burn::prelude::Backend>(
     Ok((video, timings, o.seed))
 }
 
+/// `--decoder` (or the config file's `decoder`), if given.
+fn decoder_choice(file: &FileOptions, args: &GenerateArgs) -> Result<Option<DecoderKind>> {
+    args.decoder
+        .clone()
+        .or(file.decoder.clone())
+        .map(|d| d.parse::<DecoderKind>().map_err(anyhow::Error::msg))
+        .transpose()
+        .context("--decoder")
+}
+
 /// Model defaults < config file < command-line flags.
 fn resolve_options(
     base: &TeacherOptions,
@@ -402,6 +421,9 @@ fn resolve_options(
     pick!(height);
     pick!(width);
     pick!(seed);
+    if let Some(d) = decoder_choice(file, args)? {
+        o.decoder = d;
+    }
     if let Some(s) = args.solver.clone().or(file.solver.clone()) {
         o.solver = s.parse::<Solver>().map_err(anyhow::Error::msg)?;
     }

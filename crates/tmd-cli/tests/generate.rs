@@ -54,6 +54,9 @@ fn the_default_is_the_bundled_world_student() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("TMD student"), "{stderr}");
     assert!(stdout.contains("effective NFE 2.50"), "{stdout}");
+    // The bundled model ships without decoder-light/ (its distilled light decoder loses 9
+    // points of accuracy, docs/results/light-decoder.md): the full VAE decodes, and says so.
+    assert!(stdout.contains("(full VAE)"), "{stdout}");
     let frames = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(
         std::fs::File::open(&gif).unwrap(),
     ))
@@ -125,6 +128,55 @@ fn writes_a_gif_and_png_frames_with_timings() {
         .assert()
         .success();
     assert!(frames.join("frame_0008.png").exists());
+}
+
+#[test]
+fn decoder_flag_picks_the_decoder_and_names_a_missing_light_one() {
+    let dir = out_dir("decoder");
+    let gif = dir.join("clip.gif");
+    let out = generate_default()
+        .args([
+            "--prompt",
+            "A small blue square moves up.",
+            "--decoder",
+            "full",
+        ])
+        .args(["--timings", "--out"])
+        .arg(&gif)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("(full VAE)"), "{stdout}");
+
+    // tiny-random has no decoder-light/: asking for it names the folder and the channels.
+    let err = stderr_of(
+        generate()
+            .args([
+                "--prompt",
+                "a red circle",
+                "--steps",
+                "1",
+                "--decoder",
+                "light",
+                "--out",
+            ])
+            .arg(&gif),
+    );
+    assert!(
+        err.contains("decoder-light") && err.contains("4 latent channels"),
+        "{err}"
+    );
+    let err = stderr_of(
+        generate()
+            .args(["--prompt", "a red circle", "--decoder", "fast", "--out"])
+            .arg(&gif),
+    );
+    assert!(err.contains("--decoder") && err.contains("fast"), "{err}");
 }
 
 #[test]

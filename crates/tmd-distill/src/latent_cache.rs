@@ -44,6 +44,21 @@ pub enum LatentSource {
     },
     /// Samples of a teacher ([`crate::teacher_data`]).
     Teacher(crate::teacher_data::TeacherSampling),
+    /// Pixels, not latents: the full VAE decoder's output for the latents of another cache, the
+    /// targets of `distill-decoder` ([`crate::distill_decoder`]; `latent_shape` is then
+    /// `[channels, frames, height, width]` of a clip).
+    Decoded {
+        /// The latent cache decoded.
+        latents: String,
+        /// The model directory whose VAE decoded them.
+        model: String,
+        /// Latent frames kept (0: all).
+        max_latent_frames: usize,
+        /// Side of the latent window cut (0: none).
+        latent_crop: usize,
+        /// Seed of the window placement.
+        seed: u64,
+    },
 }
 
 /// What a cache directory holds; two caches are interchangeable iff their indexes are equal.

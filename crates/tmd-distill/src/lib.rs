@@ -15,6 +15,7 @@
 
 pub mod adapt_head;
 pub mod distill;
+pub mod distill_decoder;
 pub mod eval;
 pub mod latent_cache;
 pub mod pretrain;

@@ -184,11 +184,13 @@ fn evaluator_trains_and_scores_teacher_rows() {
                 solver: "euler".into(),
                 steps: 1,
                 guidance: Some(1.0),
+                decoder: None,
             },
             TeacherRow {
                 solver: "unipc".into(),
                 steps: 2,
                 guidance: None,
+                decoder: None,
             },
         ],
         student: vec![],
@@ -704,12 +706,14 @@ fn the_pipeline_distills_tmd_and_dmd2v_students_that_generate() {
                 label: None,
                 outer_steps: Some(1),
                 inner_steps: Some(4),
+                decoder: None,
             },
             tmd_distill::eval::StudentRow {
                 model: dmd_out.clone(),
                 label: Some("dmd2-v (KD)".into()),
                 outer_steps: None,
                 inner_steps: None,
+                decoder: None,
             },
         ],
     };

@@ -4,6 +4,8 @@
 //! * [`fused`]: one-kernel GELU, norms, bias and RoPE where the backend has them (LibTorch).
 //! * [`dit`]: the diffusion transformer `WanModel` (diffusers: `WanTransformer3DModel`).
 //! * [`vae`]: the causal 3D Wan VAE with chunked, feature-cached encode/decode.
+//! * [`light_decoder`]: a small per-frame 2D decoder from Wan latents to pixels, distilled from
+//!   the VAE's decoder (loaded from a model directory's optional `decoder-light/`).
 //! * [`t5`]: the umT5 encoder and the Wan text pipeline (tokenizer, cleaning, padding, cache).
 //! * [`dtype`]: whole-module casts (bf16 VAE and umT5 on GPUs) and dtype-keeping padding.
 //! * [`conv`]: convolutions as per-tap matrix products (what the VAE runs on every backend).
@@ -21,6 +23,7 @@ pub mod dtype;
 pub mod error;
 pub mod export;
 pub mod fused;
+pub mod light_decoder;
 pub mod model_dir;
 pub mod random;
 pub mod t5;

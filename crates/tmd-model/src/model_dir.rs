@@ -10,6 +10,10 @@
 //!   vae/{config.json,model.bpk}  text_encoder/{config.json,model.bpk}
 //!   ```
 //!   The manifest is written last, so a directory without it is an unfinished conversion.
+//!
+//! Either layout may hold an optional `decoder-light/` folder ([`LIGHT_DECODER_DIR`]): a
+//! [`LightDecoder`] distilled from the VAE's decoder (`config.json`, a [`LightDecoderConfig`],
+//! and its weights as `*.bpk` or `*.safetensors`), written by `cargo xtask distill-decoder`.
 //! * **Diffusers** (`Wan-AI/Wan2.1-T2V-1.3B-Diffusers` style): `transformer/`, `vae/`,
 //!   `text_encoder/` (each `config.json` + safetensors shards) and `tokenizer/tokenizer.json`.
 
@@ -20,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dit::{WanConfig, WanModel};
 use crate::error::{ModelError, Result};
+use crate::light_decoder::{LightDecoder, LightDecoderConfig, LIGHT_DECODER_DIR};
 use crate::t5::{TextEncoder, UMT5Config, UMT5Encoder};
 use crate::vae::{WanVae, WanVaeConfig};
 use crate::weights::{load_module, KeyMap, WeightSource};
@@ -359,6 +364,81 @@ impl ModelDir {
         Ok(())
     }
 
+    /// Whether the directory has a `decoder-light/` folder (a light decoder, complete or not:
+    /// a broken one is an error when loaded, never silently skipped).
+    pub fn has_light_decoder(&self) -> bool {
+        self.root.join(LIGHT_DECODER_DIR).is_dir()
+    }
+
+    /// The light decoder's config, checked against the VAE's (latent channels = `z_dim`, the
+    /// same temporal and spatial strides).
+    ///
+    /// # Errors
+    /// A missing `decoder-light/` or `config.json`, an invalid config, or one that does not fit
+    /// the VAE, each naming the folder and the latent channels the VAE expects.
+    pub fn light_decoder_config(&self) -> Result<LightDecoderConfig> {
+        let folder = self.root.join(LIGHT_DECODER_DIR);
+        let vae = self.vae_config()?;
+        let expects = format!(
+            "this model directory needs a light decoder for {} latent channels (the VAE's z_dim), \
+             {}x temporal and {}x spatial compression; train one with `cargo xtask distill-decoder`",
+            vae.z_dim,
+            vae.temporal_stride(),
+            vae.spatial_stride()
+        );
+        if !folder.is_dir() {
+            return Err(ModelError::config(
+                &folder,
+                format!("no light decoder (folder not found): {expects}"),
+            ));
+        }
+        let path = folder.join("config.json");
+        if !path.is_file() {
+            return Err(ModelError::config(
+                &folder,
+                format!("config.json is missing: {expects}"),
+            ));
+        }
+        let config: LightDecoderConfig = read_config(&path)?;
+        config
+            .validate()
+            .map_err(|reason| ModelError::config(&path, reason))?;
+        let fits = config.latent_channels == vae.z_dim
+            && config.temporal_stride == vae.temporal_stride()
+            && config.spatial_stride() == vae.spatial_stride();
+        if !fits {
+            return Err(ModelError::config(
+                &folder,
+                format!(
+                    "the light decoder takes {} latent channels at {}x temporal and {}x spatial \
+                     compression, but {expects}",
+                    config.latent_channels,
+                    config.temporal_stride,
+                    config.spatial_stride()
+                ),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Loads the light decoder of `decoder-light/` (see [`ModelDir::light_decoder_config`]);
+    /// every weight key and shape is checked.
+    ///
+    /// # Errors
+    /// As [`ModelDir::light_decoder_config`]; no weight file in the folder, or weights that do
+    /// not match the config (keys and shapes named).
+    pub fn load_light_decoder<B: Backend>(&self, device: &B::Device) -> Result<LightDecoder<B>> {
+        let config = self.light_decoder_config()?;
+        let source = WeightSource::open_dir(self.root.join(LIGHT_DECODER_DIR))?;
+        load_module(
+            config.init::<B>(device),
+            &source,
+            &KeyMap::identity(),
+            &[],
+            "light decoder (decoder-light/)",
+        )
+    }
+
     /// Loads the umT5 encoder.
     pub fn load_umt5<B: Backend>(&self, device: &B::Device) -> Result<UMT5Encoder<B>> {
         match &self.layout {
@@ -385,6 +465,30 @@ impl ModelDir {
         let text_len = self.transformer_config()?.text_len;
         TextEncoder::new(self.tokenizer_path(), encoder, text_len, device)
     }
+}
+
+/// Writes `decoder` (built from `config`) into `root/decoder-light/`: the weights
+/// (`model.bpk`, f32) first, then `config.json`, each atomically. A previous light decoder there
+/// is replaced (its other weight files are removed, so the folder holds one set).
+///
+/// # Errors
+/// I/O errors naming the path.
+pub fn save_light_decoder<B: Backend>(
+    root: &Path,
+    decoder: &LightDecoder<B>,
+    config: &LightDecoderConfig,
+) -> Result<()> {
+    let folder = root.join(LIGHT_DECODER_DIR);
+    std::fs::create_dir_all(&folder).map_err(|e| ModelError::io(&folder, e))?;
+    for item in std::fs::read_dir(&folder).map_err(|e| ModelError::io(&folder, e))? {
+        let path = item.map_err(|e| ModelError::io(&folder, e))?.path();
+        let name = path.to_string_lossy();
+        if name.ends_with(".safetensors") || name.ends_with(".pth") {
+            std::fs::remove_file(&path).map_err(|e| ModelError::io(&path, e))?;
+        }
+    }
+    crate::weights::save_burnpack(decoder, &folder.join("model.bpk"))?;
+    write_config(config, &folder.join("config.json"))
 }
 
 /// Reads one of this crate's configs from a JSON file, with an error naming the file.

@@ -50,7 +50,7 @@ pub use dmd::dmd_sample;
 pub use error::{Result, SamplerError};
 pub use euler::{euler_step, EulerSolver};
 pub use pipeline::{
-    Solver, StudentOptions, StudentPipeline, TeacherOptions, TeacherPipeline, Timings,
+    DecoderKind, Solver, StudentOptions, StudentPipeline, TeacherOptions, TeacherPipeline, Timings,
 };
 pub use sampler::{SampleOptions, Sampler};
 pub use schedule::{shift, shifted_grid, FlowSchedule, FlowScheduleConfig, SigmaGrid};

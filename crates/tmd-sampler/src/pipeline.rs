@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use burn::prelude::*;
 use tmd_model::dit::WanModel;
+use tmd_model::light_decoder::LightDecoder;
 use tmd_model::model_dir::{ModelDir, SamplingDefaults};
 use tmd_model::t5::TextEncoder;
 use tmd_model::vae::WanVae;
@@ -49,6 +50,99 @@ impl std::str::FromStr for Solver {
     }
 }
 
+/// Which decoder turns the sampled latents into pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DecoderKind {
+    /// The model's full causal 3D VAE decoder.
+    #[default]
+    Full,
+    /// The light decoder of the model directory's `decoder-light/`
+    /// ([`tmd_model::light_decoder`]), distilled from the full one by
+    /// `cargo xtask distill-decoder`.
+    Light,
+}
+
+impl DecoderKind {
+    /// `full` or `light`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Light => "light",
+        }
+    }
+}
+
+impl std::fmt::Display for DecoderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DecoderKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Self::Full),
+            "light" => Ok(Self::Light),
+            _ => Err(format!("unknown decoder '{s}' (expected full or light)")),
+        }
+    }
+}
+
+/// Loads the light decoder of `dir` if it has a `decoder-light/` (a broken or mismatched one is
+/// an error naming the folder and the latent channels it must take).
+pub fn load_light_decoder<B: Backend>(
+    dir: &ModelDir,
+    device: &B::Device,
+) -> Result<Option<LightDecoder<B>>> {
+    if dir.has_light_decoder() {
+        Ok(Some(dir.load_light_decoder(device)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The default decoder of a pipeline: the light one when loaded, else the full VAE.
+pub fn default_decoder<B: Backend>(light: &Option<LightDecoder<B>>) -> DecoderKind {
+    if light.is_some() {
+        DecoderKind::Light
+    } else {
+        DecoderKind::Full
+    }
+}
+
+/// Decodes normalised latents with `kind`: `vae` or `light`, to a clip in `[-1, 1]`.
+///
+/// # Shapes
+/// - `z`: `[batch, z_dim, t, h, w]` -> `[batch, 3, 1 + 4 (t - 1), 8 h, 8 w]` (Wan2.1 strides)
+///
+/// # Errors
+/// [`DecoderKind::Light`] without a light decoder (the error names `decoder-light/` of `dir` and
+/// the latent channels it must take); model errors.
+pub fn decode_latents<B: Backend>(
+    dir: &ModelDir,
+    vae: &WanVae<B>,
+    light: &Option<LightDecoder<B>>,
+    kind: DecoderKind,
+    z: Tensor<B, 5>,
+) -> Result<Tensor<B, 5>> {
+    match (kind, light) {
+        (DecoderKind::Full, _) => Ok(vae.decode_normalized(z)?),
+        (DecoderKind::Light, Some(light)) => {
+            light.check_latents(z.dims())?;
+            Ok(light.forward(z))
+        }
+        (DecoderKind::Light, None) => {
+            // Not loaded because the directory has none: this returns the error that says so.
+            dir.light_decoder_config()?;
+            Err(SamplerError::Model(tmd_model::ModelError::config(
+                dir.root.join(tmd_model::light_decoder::LIGHT_DECODER_DIR),
+                "the light decoder was not loaded",
+            )))
+        }
+    }
+}
+
 /// What to generate, and how. Start from [`TeacherPipeline::options`], which fills in the model
 /// directory's defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,6 +169,9 @@ pub struct TeacherOptions {
     pub solver: Solver,
     /// Frames per second of the result.
     pub fps: u32,
+    /// The decoder (default: [`DecoderKind::Full`]; [`TeacherPipeline::options`] picks the
+    /// light one when the directory has it).
+    pub decoder: DecoderKind,
 }
 
 impl TeacherOptions {
@@ -92,6 +189,7 @@ impl TeacherOptions {
             seed: 0,
             solver: Solver::UniPc,
             fps: d.fps,
+            decoder: DecoderKind::Full,
         }
     }
 
@@ -109,8 +207,10 @@ pub struct Timings {
     pub text_encoder: Duration,
     /// All DiT evaluations and solver updates.
     pub dit: Duration,
-    /// VAE decode.
+    /// Decoding the latents to pixels (with [`Timings::decoder`]).
     pub vae: Duration,
+    /// Which decoder ran.
+    pub decoder: DecoderKind,
     /// Number of DiT forward passes (a CFG step with batched cond/uncond counts 2; a TMD outer
     /// step counts its backbone pass once and each flow-head pass once).
     pub dit_evaluations: usize,
@@ -129,11 +229,15 @@ impl std::fmt::Display for Timings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "text encoder {:.3} s | DiT {:.3} s (effective NFE {:.2}) | VAE {:.3} s | total {:.3} s",
+            "text encoder {:.3} s | DiT {:.3} s (effective NFE {:.2}) | decode {:.3} s ({}) | total {:.3} s",
             self.text_encoder.as_secs_f64(),
             self.dit.as_secs_f64(),
             self.effective_nfe,
             self.vae.as_secs_f64(),
+            match self.decoder {
+                DecoderKind::Full => "full VAE",
+                DecoderKind::Light => "light decoder",
+            },
             self.total().as_secs_f64()
         )
     }
@@ -169,6 +273,8 @@ pub struct TeacherPipeline<B: Backend> {
     pub dit: WanModel<B>,
     /// The VAE.
     pub vae: WanVae<B>,
+    /// The light decoder of `decoder-light/`, if the directory has one.
+    pub light_decoder: Option<LightDecoder<B>>,
     device: B::Device,
 }
 
@@ -181,6 +287,7 @@ impl<B: Backend> TeacherPipeline<B> {
             text: dir.load_text_encoder(device)?,
             dit: dir.load_transformer(device)?,
             vae: dir.load_vae(device)?,
+            light_decoder: load_light_decoder(&dir, device)?,
             dir,
             device: device.clone(),
         })
@@ -199,7 +306,9 @@ impl<B: Backend> TeacherPipeline<B> {
 
     /// Default options for `prompt` (the model directory's sampling defaults).
     pub fn options(&self, prompt: impl Into<String>) -> TeacherOptions {
-        TeacherOptions::from_defaults(prompt, &self.dir.defaults())
+        let mut o = TeacherOptions::from_defaults(prompt, &self.dir.defaults());
+        o.decoder = default_decoder(&self.light_decoder);
+        o
     }
 
     /// The latent shape for a clip, or an error naming the bad value.
@@ -258,9 +367,10 @@ impl<B: Backend> TeacherPipeline<B> {
         timings.effective_nfe = crate::effective_nfe::teacher(opts.steps, opts.guidance);
 
         let t2 = Instant::now();
-        let pixels = self.vae.decode_normalized(x)?;
+        let pixels = decode_latents(&self.dir, &self.vae, &self.light_decoder, opts.decoder, x)?;
         let video = Video::from_tensor(pixels, opts.fps)?;
         timings.vae = t2.elapsed();
+        timings.decoder = opts.decoder;
         Ok((video, timings))
     }
 }
@@ -393,6 +503,8 @@ pub struct StudentOptions {
     pub seed: u64,
     /// Frames per second of the result.
     pub fps: u32,
+    /// The decoder ([`StudentPipeline::options`] picks the light one when the directory has it).
+    pub decoder: DecoderKind,
 }
 
 /// A loaded few-step student: text encoder, student (a TMD student with its flow head, or a
@@ -408,6 +520,8 @@ pub struct StudentPipeline<B: Backend> {
     pub manifest: tmd_flowhead::StudentManifest,
     /// The VAE.
     pub vae: WanVae<B>,
+    /// The light decoder of `decoder-light/`, if the directory has one.
+    pub light_decoder: Option<LightDecoder<B>>,
     device: B::Device,
 }
 
@@ -424,6 +538,7 @@ impl<B: Backend> StudentPipeline<B> {
         Ok(Self {
             text: dir.load_text_encoder(device)?,
             vae: dir.load_vae(device)?,
+            light_decoder: load_light_decoder(&dir, device)?,
             student,
             manifest,
             dir,
@@ -454,6 +569,7 @@ impl<B: Backend> StudentPipeline<B> {
             width: d.width,
             seed: 0,
             fps: d.fps,
+            decoder: default_decoder(&self.light_decoder),
         }
     }
 
@@ -512,9 +628,10 @@ impl<B: Backend> StudentPipeline<B> {
         timings.dit = t1.elapsed();
 
         let t2 = Instant::now();
-        let pixels = self.vae.decode_normalized(x)?;
+        let pixels = decode_latents(&self.dir, &self.vae, &self.light_decoder, opts.decoder, x)?;
         let video = Video::from_tensor(pixels, opts.fps)?;
         timings.vae = t2.elapsed();
+        timings.decoder = opts.decoder;
         Ok((video, timings))
     }
 }

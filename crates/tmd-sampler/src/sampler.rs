@@ -31,7 +31,7 @@ use std::path::Path;
 use burn::prelude::*;
 
 use crate::error::{Result, SamplerError};
-use crate::pipeline::{StudentPipeline, TeacherPipeline, Timings};
+use crate::pipeline::{DecoderKind, StudentPipeline, TeacherPipeline, Timings};
 use crate::video::Video;
 
 /// What to change from the model's defaults. `None` keeps the default.
@@ -51,6 +51,10 @@ pub struct SampleOptions {
     pub height: Option<usize>,
     /// Clip width in pixels.
     pub width: Option<usize>,
+    /// The decoder: `None` takes the light decoder when the model directory has one
+    /// (`decoder-light/`), else the full VAE; `Some(Light)` without one is an error naming the
+    /// folder.
+    pub decoder: Option<DecoderKind>,
 }
 
 /// A loaded model directory: its teacher, or its distilled student.
@@ -139,6 +143,7 @@ impl<B: Backend> Sampler<B> {
                 opts.frames = o.frames.unwrap_or(opts.frames);
                 opts.height = o.height.unwrap_or(opts.height);
                 opts.width = o.width.unwrap_or(opts.width);
+                opts.decoder = o.decoder.unwrap_or(opts.decoder);
                 pipe.generate(&opts, on_step)
             }
             Self::Student(pipe) => {
@@ -162,6 +167,7 @@ impl<B: Backend> Sampler<B> {
                 opts.frames = o.frames.unwrap_or(opts.frames);
                 opts.height = o.height.unwrap_or(opts.height);
                 opts.width = o.width.unwrap_or(opts.width);
+                opts.decoder = o.decoder.unwrap_or(opts.decoder);
                 pipe.generate(&opts, on_step)
             }
         }

@@ -146,3 +146,62 @@ fn students_are_sampled_by_default_and_refuse_cfg() {
         "{err}"
     );
 }
+
+#[test]
+fn the_light_decoder_is_the_default_when_the_directory_has_one() {
+    let device = Default::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = with_student(
+        &tmp.path().join("tmd"),
+        tmd_flowhead::StudentMethod::Tmd {
+            head: tmd_flowhead::FlowHeadConfig::paper(1),
+        },
+    );
+    let opts = SampleOptions {
+        steps: Some(1),
+        inner_steps: Some(1),
+        frames: Some(5),
+        ..Default::default()
+    };
+    // Without decoder-light/: the full VAE by default, and asking for the light one is an error
+    // that names the folder and the latent channels it must take.
+    let sampler = Sampler::<B>::load(&dir, &device).unwrap();
+    let (full, timings) = sampler
+        .generate_timed(PROMPT, &opts, &mut |_, _| {})
+        .unwrap();
+    assert_eq!(timings.decoder, tmd_sampler::DecoderKind::Full);
+    let light_opts = SampleOptions {
+        decoder: Some(tmd_sampler::DecoderKind::Light),
+        ..opts.clone()
+    };
+    let err = sampler
+        .generate(PROMPT, &light_opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("decoder-light") && err.contains("4 latent channels"),
+        "{err}"
+    );
+
+    // With one: light by default (and said so in the timings), full on request.
+    let config = tmd_model::light_decoder::LightDecoderConfig::tiny();
+    tmd_model::model_dir::save_light_decoder(&dir, &config.init::<B>(&device), &config).unwrap();
+    let sampler = Sampler::<B>::load(&dir, &device).unwrap();
+    let (light, timings) = sampler
+        .generate_timed(PROMPT, &opts, &mut |_, _| {})
+        .unwrap();
+    assert_eq!(timings.decoder, tmd_sampler::DecoderKind::Light);
+    assert!(timings.to_string().contains("light decoder"));
+    assert_eq!(light.num_frames(), 5);
+    assert_eq!((light.width, light.height), (full.width, full.height));
+    assert_ne!(
+        light.frames, full.frames,
+        "a random light decoder is not the VAE"
+    );
+    let full_opts = SampleOptions {
+        decoder: Some(tmd_sampler::DecoderKind::Full),
+        ..opts
+    };
+    let again = sampler.generate(PROMPT, &full_opts).unwrap();
+    assert_eq!(again.frames, full.frames);
+}

@@ -501,6 +501,10 @@ pub struct TeacherRow {
     pub steps: usize,
     /// CFG scale (1 = no CFG); the model directory's default when absent.
     pub guidance: Option<f64>,
+    /// `full` (the default, so rows stay comparable with earlier reports) or `light` (the
+    /// directory's `decoder-light/`).
+    #[serde(default)]
+    pub decoder: Option<String>,
 }
 
 /// One student row of an evaluation: a student directory (`cargo xtask distill` or
@@ -517,6 +521,30 @@ pub struct StudentRow {
     pub outer_steps: Option<usize>,
     /// `N` of a TMD student (default: the student's; ignored by DMD2-v).
     pub inner_steps: Option<usize>,
+    /// `full` (the default, so rows stay comparable with earlier reports) or `light` (the
+    /// directory's `decoder-light/`).
+    #[serde(default)]
+    pub decoder: Option<String>,
+}
+
+/// The decoder a row asks for (`full` when absent), or a config error naming `key`.
+fn row_decoder(value: &Option<String>, key: &str) -> Result<tmd_sampler::DecoderKind, TrainError> {
+    match value {
+        None => Ok(tmd_sampler::DecoderKind::Full),
+        Some(v) => v.parse().map_err(|message: String| TrainError::Config {
+            file: None,
+            key: Some(key.into()),
+            message,
+        }),
+    }
+}
+
+/// The row's method name, marked when the light decoder decodes it.
+fn with_decoder(method: String, decoder: tmd_sampler::DecoderKind) -> String {
+    match decoder {
+        tmd_sampler::DecoderKind::Full => method,
+        tmd_sampler::DecoderKind::Light => format!("{method} (light decoder)"),
+    }
 }
 
 /// The rows of an evaluation (read with [`EvalPlan::load`] from a rows file such as the one
@@ -542,6 +570,7 @@ impl EvalPlan {
             solver: "unipc".into(),
             steps: 50,
             guidance: None,
+            decoder: None,
         }];
         for steps in [1, 2, 4] {
             for guidance in [Some(1.0), None] {
@@ -549,6 +578,7 @@ impl EvalPlan {
                     solver: "euler".into(),
                     steps,
                     guidance,
+                    decoder: None,
                 });
             }
         }
@@ -630,8 +660,12 @@ pub fn evaluate_students<B: Backend>(
                 ("dmd2-v", 0, 0, tmd_sampler::effective_nfe::dmd(outer_steps))
             }
         };
+        let decoder = row_decoder(&row.decoder, "student.decoder")?;
         let spec = RowSpec {
-            method: row.label.clone().unwrap_or_else(|| method.into()),
+            method: row
+                .label
+                .clone()
+                .unwrap_or_else(|| with_decoder(method.into(), decoder)),
             outer_steps,
             inner_steps,
             head_blocks,
@@ -644,6 +678,7 @@ pub fn evaluate_students<B: Backend>(
             opts.outer_steps = outer_steps;
             opts.inner_steps = inner_steps.max(1);
             opts.seed = seed;
+            opts.decoder = decoder;
             pipeline
                 .generate(&opts, &mut |_, _| {})
                 .map(|(video, _)| video)
@@ -688,8 +723,9 @@ pub fn evaluate_teacher<B: Backend>(
         };
         let base = pipeline.options("");
         let guidance = row.guidance.unwrap_or(base.guidance);
+        let decoder = row_decoder(&row.decoder, "teacher.decoder")?;
         let spec = RowSpec {
-            method: format!("teacher-{}", row.solver),
+            method: with_decoder(format!("teacher-{}", row.solver), decoder),
             outer_steps: row.steps,
             inner_steps: 0,
             head_blocks: 0,
@@ -702,6 +738,7 @@ pub fn evaluate_teacher<B: Backend>(
             opts.solver = solver;
             opts.guidance = guidance;
             opts.seed = seed;
+            opts.decoder = decoder;
             pipeline
                 .generate(&opts, &mut |_, _| {})
                 .map(|(video, _)| video)
