@@ -7,6 +7,8 @@
 //! This binary parses arguments, resolves configuration (model defaults < `--config` file < flags),
 //! picks a backend and shows progress; every algorithm lives in the library crates.
 
+mod checks;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -118,6 +120,10 @@ struct GenerateArgs {
     /// Print the time spent in the text encoder, the DiT and the VAE.
     #[arg(long)]
     timings: bool,
+    /// Skip the SHA-256 check of the model directory's files against its manifest (saves the
+    /// time of reading every weight file once more; see docs/bad-inputs.md).
+    #[arg(long)]
+    no_verify: bool,
     /// Output: `*.gif`, `*.mp4` (build with `--features mp4`) or a folder for PNG frames.
     #[arg(long)]
     out: PathBuf,
@@ -141,13 +147,25 @@ struct FileOptions {
     inner_steps: Option<usize>,
 }
 
+/// Reads a `--config` file strictly: TOML types as written (`frames = true` is an error naming
+/// `frames`, not a 1-frame clip), unknown keys refused, each error naming the key.
 fn read_config_file(path: &Path) -> Result<FileOptions> {
-    let settings = config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
-        .build()
+    let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
-    settings
-        .try_deserialize()
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("reading config file {}", path.display()))?;
+    for (key, value) in &table {
+        let mut one = toml::Table::new();
+        one.insert(key.clone(), value.clone());
+        if let Err(e) = toml::Value::Table(one).try_into::<FileOptions>() {
+            bail!(
+                "invalid options in config file {}: key '{key}': {e}",
+                path.display()
+            );
+        }
+    }
+    toml::Value::Table(table)
+        .try_into()
         .with_context(|| format!("invalid options in config file {}", path.display()))
 }
 
@@ -209,6 +227,9 @@ fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) 
         .clone()
         .or(file.model.clone())
         .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+    if args.no_verify {
+        tmd_model::integrity::set_verify(false);
+    }
     let use_student = tmd_flowhead::has_student(&model) && !args.teacher;
     // Flags of the other side are refused before anything is loaded.
     if use_student {
@@ -234,9 +255,10 @@ fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) 
     }
     .with_context(|| format!("loading model directory {}", model.display()))?;
     let sampled = sampler.kind();
+    checks::prompt(&model, &args.prompt);
     let (video, timings, seed) = match sampler {
         Sampler::Student(pipe) => generate_student(*pipe, &model, &file, args)?,
-        Sampler::Teacher(pipe) => generate_teacher(*pipe, &file, args)?,
+        Sampler::Teacher(pipe) => generate_teacher(*pipe, &model, &file, args)?,
     };
     video
         .save(&args.out)
@@ -270,6 +292,7 @@ fn progress(len: u64, unit: &str) -> ProgressBar {
 
 fn generate_teacher<B: burn::prelude::Backend>(
     pipe: TeacherPipeline<B>,
+    model: &Path,
     file: &FileOptions,
     args: &GenerateArgs,
 ) -> Result<(Video, Timings, u64)> {
@@ -279,6 +302,10 @@ fn generate_teacher<B: burn::prelude::Backend>(
     };
     let pipe = pipe.with_precision(precision);
     let opts = resolve_options(&pipe.options(args.prompt.clone()), file, args)?;
+    checks::numbers(opts.guidance, opts.shift)?;
+    let cfg = opts.guidance != 1.0;
+    let cpu = args.device == Device::Cpu;
+    checks::memory(model, opts.frames, opts.height, opts.width, cfg, cpu)?;
     let bar = progress(opts.steps as u64, "steps");
     let (video, timings) = pipe
         .generate(&opts, &mut |k, _| bar.set_position(k as u64))
@@ -346,6 +373,8 @@ fn generate_student<B: burn::prelude::Backend>(
     if o.outer_steps == 0 || o.inner_steps == 0 {
         bail!("--outer-steps and --inner-steps must be at least 1");
     }
+    let cpu = args.device == Device::Cpu;
+    checks::memory(model, o.frames, o.height, o.width, false, cpu)?;
     let bar = progress(o.outer_steps as u64, "outer steps");
     let (video, timings) = pipe
         .generate(&o, &mut |k, _| bar.set_position(k as u64))
