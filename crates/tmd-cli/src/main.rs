@@ -7,6 +7,8 @@
 //! This binary parses arguments, resolves configuration (model defaults < `--config` file < flags),
 //! picks a backend and shows progress; every algorithm lives in the library crates.
 
+mod checks;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -131,6 +133,10 @@ struct GenerateArgs {
     /// Print the time spent in the text encoder, the DiT and the decoder (and which decoder ran).
     #[arg(long)]
     timings: bool,
+    /// Skip the SHA-256 check of the model directory's files against its manifest (saves the
+    /// time of reading every weight file once more; see docs/bad-inputs.md).
+    #[arg(long)]
+    no_verify: bool,
     /// Output: `*.gif`, `*.mp4` (build with `--features mp4`) or a folder for PNG frames.
     #[arg(long)]
     out: PathBuf,
@@ -155,13 +161,25 @@ struct FileOptions {
     decoder: Option<String>,
 }
 
+/// Reads a `--config` file strictly: TOML types as written (`frames = true` is an error naming
+/// `frames`, not a 1-frame clip), unknown keys refused, each error naming the key.
 fn read_config_file(path: &Path) -> Result<FileOptions> {
-    let settings = config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
-        .build()
+    let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
-    settings
-        .try_deserialize()
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("reading config file {}", path.display()))?;
+    for (key, value) in &table {
+        let mut one = toml::Table::new();
+        one.insert(key.clone(), value.clone());
+        if let Err(e) = toml::Value::Table(one).try_into::<FileOptions>() {
+            bail!(
+                "invalid options in config file {}: key '{key}': {e}",
+                path.display()
+            );
+        }
+    }
+    toml::Value::Table(table)
+        .try_into()
         .with_context(|| format!("invalid options in config file {}", path.display()))
 }
 
@@ -220,6 +238,9 @@ fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) 
         .clone()
         .or(file.model.clone())
         .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+    if args.no_verify {
+        tmd_model::integrity::set_verify(false);
+    }
     let use_student = tmd_flowhead::has_student(&model) && !args.teacher;
     // Flags of the other side are refused before anything is loaded.
     if use_student {
@@ -247,9 +268,10 @@ fn generate<B: burn::prelude::Backend>(args: &GenerateArgs, device: &B::Device) 
     .with_context(|| format!("loading model directory {}", model.display()))?;
     let load_time = load_start.elapsed();
     let sampled = sampler.kind();
+    checks::prompt(&model, &args.prompt);
     let (video, timings, seed) = match sampler {
         Sampler::Student(pipe) => generate_student(*pipe, &model, &file, args)?,
-        Sampler::Teacher(pipe) => generate_teacher(*pipe, &file, args)?,
+        Sampler::Teacher(pipe) => generate_teacher(*pipe, &model, &file, args)?,
     };
     video
         .save(&args.out)
@@ -296,11 +318,16 @@ fn precision(args: &GenerateArgs) -> tmd_model::dit::Precision {
 
 fn generate_teacher<B: burn::prelude::Backend>(
     pipe: TeacherPipeline<B>,
+    model: &Path,
     file: &FileOptions,
     args: &GenerateArgs,
 ) -> Result<(Video, Timings, u64)> {
     let pipe = pipe.with_precision(precision(args));
     let opts = resolve_options(&pipe.options(args.prompt.clone()), file, args)?;
+    checks::numbers(opts.guidance, opts.shift)?;
+    let cfg = opts.guidance != 1.0;
+    let cpu = args.device == Device::Cpu;
+    checks::memory(model, opts.frames, opts.height, opts.width, cfg, cpu)?;
     for _ in 0..args.warmup {
         pipe.generate(&opts, &mut |_, _| {})
             .context("warm-up generation failed")?;
@@ -374,6 +401,8 @@ fn generate_student<B: burn::prelude::Backend>(
     if o.outer_steps == 0 || o.inner_steps == 0 {
         bail!("--outer-steps and --inner-steps must be at least 1");
     }
+    let cpu = args.device == Device::Cpu;
+    checks::memory(model, o.frames, o.height, o.width, false, cpu)?;
     let pipe = pipe.with_precision(precision(args));
     for _ in 0..args.warmup {
         pipe.generate(&o, &mut |_, _| {})

@@ -305,6 +305,117 @@ fn corrupt_checkpoint_is_skipped_and_the_previous_one_used() {
     assert!(latest_valid(&run).expect("scan").skipped.is_empty());
 }
 
+/// Bad-input table row 1: the three newest checkpoints all corrupt. The old code restarted at
+/// step 1, truncated `loss.csv`, and pruned every new checkpoint at once (keep_last = 3, the
+/// corrupt ones having higher step numbers). Now the corrupt ones are moved aside, the run stops
+/// with an error naming them, and `loss.csv` is untouched; a second attempt stops again.
+#[test]
+fn all_checkpoints_corrupt_stops_instead_of_starting_over() {
+    let dir = scratch("all-corrupt");
+    let run = dir.join("run");
+    let mut cfg = config(6);
+    cfg.keep_last = 3;
+    pretrain_dit(initial_model(&dir), &cfg, &run, Some(negative()), |s| {
+        Ok(batch_of(s))
+    })
+    .expect("run");
+    for step in [2, 4, 6] {
+        let file = run.join(format!("step-{step:06}/dit.bpk"));
+        let mut bytes = std::fs::read(&file).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(&file, bytes).expect("write");
+    }
+    let log_before = std::fs::read_to_string(run.join("loss.csv")).expect("loss.csv");
+    assert_eq!(log_before.lines().count(), 6);
+    for attempt in 0..2 {
+        let err = pretrain_dit(initial_model(&dir), &cfg, &run, Some(negative()), |s| {
+            Ok(batch_of(s))
+        })
+        .map(|(_, r)| r)
+        .expect_err("no valid checkpoint: must not start over");
+        let msg = err.to_string();
+        println!("attempt {attempt}: {msg}");
+        assert!(
+            matches!(&err, TrainError::NoValidCheckpoint { corrupt, .. } if corrupt.len() == 3),
+            "{msg}"
+        );
+        assert!(msg.contains("step-000006.corrupt"), "{msg}");
+        assert_eq!(
+            std::fs::read_to_string(run.join("loss.csv")).expect("loss.csv"),
+            log_before
+        );
+        assert!(list_checkpoints(&run).expect("list").is_empty());
+    }
+}
+
+/// Row 1, the partial case: the two newest checkpoints corrupt. The run resumes from the valid
+/// one, keeps the corrupt ones aside (never deleted), and keep_last prunes only older ones.
+#[test]
+fn corrupt_newer_checkpoints_are_moved_aside_not_deleted() {
+    let dir = scratch("newer-corrupt");
+    let run = dir.join("run");
+    let mut cfg = config(6);
+    cfg.keep_last = 1;
+    cfg.checkpoint_every = 2;
+    pretrain_dit(
+        initial_model(&dir),
+        &config(6),
+        &run,
+        Some(negative()),
+        |s| Ok(batch_of(s)),
+    )
+    .expect("run");
+    for step in [4, 6] {
+        let file = run.join(format!("step-{step:06}/state.json"));
+        std::fs::write(&file, b"{}").expect("write");
+    }
+    let (_, report) = pretrain_dit(initial_model(&dir), &cfg, &run, Some(negative()), |s| {
+        Ok(batch_of(s))
+    })
+    .expect("resume");
+    assert_eq!(report.start_step, 2);
+    assert_eq!(report.skipped_corrupt.len(), 2);
+    for step in [4, 6] {
+        assert!(run.join(format!("step-{step:06}.corrupt")).is_dir());
+    }
+    let steps: Vec<u64> = list_checkpoints(&run)
+        .expect("list")
+        .iter()
+        .map(|c| c.step)
+        .collect();
+    assert_eq!(steps, vec![6]);
+}
+
+/// Row 1, the log: a run stopped before its first checkpoint, run again, keeps the old log aside
+/// instead of truncating it.
+#[test]
+fn a_loss_log_without_checkpoint_is_kept_aside() {
+    let dir = scratch("log-aside");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    std::fs::write(run.join("loss.csv"), "1,0.5\n2,0.4\n").expect("write");
+    pretrain_dit(
+        initial_model(&dir),
+        &config(2),
+        &run,
+        Some(negative()),
+        |s| Ok(batch_of(s)),
+    )
+    .expect("run");
+    assert_eq!(
+        std::fs::read_to_string(run.join("loss.csv.old")).expect("old log"),
+        "1,0.5\n2,0.4\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("loss.csv"))
+            .expect("log")
+            .lines()
+            .count(),
+        2
+    );
+}
+
 #[test]
 fn keep_last_prunes_old_checkpoints() {
     let dir = scratch("keep");
@@ -489,6 +600,76 @@ fn config_file_then_overrides_and_errors_name_file_and_key() {
         (p.shift, p.batch, p.lr),
         (3.0, 4, DitPretrainConfig::default().lr)
     );
+}
+
+/// Bad-input table row 10: `motion_weight = true` was read as 1.0 and a negative learning rate was
+/// accepted; `lr = nan` too. Each is now an error naming the key.
+#[test]
+fn wrong_types_negative_and_non_finite_numbers_are_named() {
+    let dir = scratch("config-types");
+    let file = dir.join("stage.toml");
+    for (text, key, needle) in [
+        ("lr = true\n", "lr", "boolean"),
+        ("ema = 1\n", "ema", "integer"),
+        ("steps = 2.5\n", "steps", "float"),
+        ("[model]\nwidth = false\n", "model.width", "boolean"),
+        ("lr = -0.001\n", "lr", "negative"),
+        ("lr = nan\n", "lr", "finite"),
+        ("lr = inf\n", "lr", "finite"),
+    ] {
+        std::fs::write(&file, text).expect("write");
+        let err = load_stage_config::<Stage>(Some(&file), &[]).expect_err(text);
+        println!("{text:?}: {err}");
+        assert!(
+            matches!(&err, TrainError::Config { key: Some(k), .. } if k == key),
+            "{text:?}: {err}"
+        );
+        assert!(err.to_string().contains(needle), "{text:?}: {err}");
+    }
+    let err = load_stage_config::<Stage>(None, &["lr=-1".into()]).expect_err("override");
+    assert!(err.to_string().contains("negative"), "{err}");
+    // Integers for floats stay fine.
+    std::fs::write(&file, "lr = 1\n").expect("write");
+    let s: Stage = load_stage_config(Some(&file), &[]).expect("integer for a float");
+    assert_eq!(s.lr, 1.0);
+}
+
+/// Bad-input table row 12: a full disk during a checkpoint (an injected writer error for the
+/// optimizer state, `/dev/full` for the weights) says "No space left on device", not "invalid
+/// value write: ... MessagePack value" or "corrupt"; nothing is committed.
+#[test]
+fn a_full_disk_during_a_checkpoint_says_no_space_left() {
+    use tmd_distill::train::CheckpointWriter;
+    let dir = scratch("full-ckpt");
+    let run = dir.join("run");
+    let model = initial_model(&dir);
+    let optimizer = burn::optim::AdamWConfig::new().init::<B, WanModel<B>>();
+    let writer = CheckpointWriter::begin(&run, 1).expect("begin");
+    tmd_model::output::fail_writes_after(Some(10));
+    let err = writer.save_optimizer::<B, WanModel<B>, _>("optimizer", &optimizer);
+    tmd_model::output::fail_writes_after(None);
+    let msg = err.expect_err("disk full").to_string();
+    println!("{msg}");
+    assert!(
+        msg.contains("No space left on device") && msg.contains("optimizer.mpk"),
+        "{msg}"
+    );
+    assert!(!msg.contains("MessagePack"), "{msg}");
+    #[cfg(target_os = "linux")]
+    {
+        let tmp = writer
+            .path()
+            .join(format!("dit.bpk.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink("/dev/full", &tmp).expect("symlink");
+        let msg = writer
+            .save_module::<B, _>("dit", &model)
+            .expect_err("disk full")
+            .to_string();
+        println!("{msg}");
+        assert!(msg.contains("No space left on device"), "{msg}");
+        assert!(!msg.contains("corrupt"), "{msg}");
+    }
+    assert!(list_checkpoints(&run).expect("list").is_empty());
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tmd_model::dit::WanModel;
-use tmd_model::model_dir::{write_atomically, ModelDir};
+use tmd_model::model_dir::ModelDir;
 use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
 
 use crate::config::FlowHeadConfig;
@@ -118,8 +118,13 @@ pub fn save_student<B: Backend, M: Module<B>>(
     let sub = dir.join(STUDENT_DIR);
     std::fs::create_dir_all(&sub).map_err(|e| tmd_model::ModelError::io(&sub, e))?;
     save_burnpack(student, &sub.join("model.bpk"))?;
-    let json = serde_json::to_string_pretty(manifest).expect("student manifest serialises");
-    write_atomically(&sub.join("config.json"), json.as_bytes())?;
+    // The manifest carries the weights' SHA-256, checked on load (tmd_model::integrity).
+    tmd_model::integrity::write_sealed(
+        &sub.join("config.json"),
+        manifest,
+        &sub,
+        &["model.bpk".to_string()],
+    )?;
     Ok(())
 }
 
@@ -147,7 +152,9 @@ pub fn load_student<B: Backend>(
     let model = ModelDir::open(dir)?;
     let manifest = read_manifest(dir)?;
     let teacher = model.transformer_config()?.init::<B>(device);
-    let source = WeightSource::open_files(&[dir.join(STUDENT_DIR).join("model.bpk")])?;
+    let sub = dir.join(STUDENT_DIR);
+    tmd_model::integrity::verify_files(&sub, &sub.join("config.json"), &["model.bpk".into()])?;
+    let source = WeightSource::open_files(&[sub.join("model.bpk")])?;
     let student = match &manifest.method {
         StudentMethod::Tmd { head } => {
             let fresh = TmdStudent::from_teacher(teacher, head)?;

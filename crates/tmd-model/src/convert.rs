@@ -192,6 +192,7 @@ pub fn convert(
     opts: &ConvertOptions,
     progress: &mut dyn FnMut(ConvertEvent),
 ) -> Result<Manifest> {
+    check_out_apart(src, out)?;
     let layout = detect_layout(src)?;
     let plan = plan(src, &layout, opts)?;
     let device = Default::default();
@@ -359,6 +360,7 @@ pub fn save_model_dir<B: burn::prelude::Backend>(
 /// named).
 pub fn recast_model_dir(src: &Path, out: &Path, dtype: DType) -> Result<Manifest> {
     let mut manifest = Manifest::read(src)?;
+    check_out_apart(src, out)?;
     let existed = out.exists();
     std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
     let canonical = |p: &Path| p.canonicalize().map_err(|e| ModelError::io(p, e));
@@ -393,6 +395,7 @@ pub fn recast_model_dir(src: &Path, out: &Path, dtype: DType) -> Result<Manifest
         Ok(())
     }
     walk(src, out, dtype)?;
+    crate::integrity::reseal_subfolders(out)?;
     manifest.dtype = dtype_name(dtype).into();
     manifest.source = format!("{}; re-stored as {}", manifest.source, manifest.dtype);
     manifest.write(out)?;
@@ -442,6 +445,59 @@ fn recast_burnpack(src: &Path, out: &Path, dtype: DType) -> Result<()> {
         ));
     }
     crate::weights::write_snapshots_atomically(recast, out)
+}
+
+/// `path` made absolute and free of symlinks and `..` as far as it exists; the part that does not
+/// exist yet is appended as given.
+fn resolve(path: &Path) -> Result<PathBuf> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| ModelError::io(path, e))?
+            .join(path)
+    };
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return Ok(out);
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return Ok(abs),
+        }
+    }
+}
+
+/// Refuses an output directory that is the source directory, inside it, or contains it: a
+/// conversion writes `config.json` files and weights that would overwrite or mix with the source.
+pub fn check_out_apart(src: &Path, out: &Path) -> Result<()> {
+    let (s, o) = (resolve(src)?, resolve(out)?);
+    let why = if s == o {
+        "is the source directory"
+    } else if o.starts_with(&s) {
+        "is inside the source directory"
+    } else if s.starts_with(&o) {
+        "contains the source directory"
+    } else {
+        return Ok(());
+    };
+    Err(ModelError::config(
+        out,
+        format!(
+            "the output directory {why} ({}); the source would be overwritten. Write the \
+             conversion to a separate directory",
+            src.display()
+        ),
+    ))
 }
 
 /// Removes the manifest of an earlier conversion in `out`, so that a directory being rewritten

@@ -140,24 +140,19 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// Writes `dir/manifest.json` atomically.
+    /// Writes `dir/manifest.json` atomically, with the SHA-256 of every file it names
+    /// ([`crate::integrity`]).
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join("manifest.json");
-        let text = serde_json::to_string_pretty(self).expect("manifest serialises");
-        write_atomically(&path, text.as_bytes())
+        crate::integrity::write_sealed(&path, self, dir, &crate::integrity::manifest_files(self))
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file
+/// (see [`crate::output::write_file_atomic`]: synced, and no temporary file left on error).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(name);
-    std::fs::write(&tmp, bytes).map_err(|e| ModelError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+    crate::output::write_file_atomic(path, |w| w.write_all(bytes))
+        .map_err(|e| ModelError::io(path, e))
 }
 
 /// Which layout a model directory has.
@@ -190,12 +185,17 @@ impl ModelDir {
         }
         if root.join("manifest.json").exists() {
             let manifest = Manifest::read(&root)?;
+            crate::integrity::verify_files(
+                &root,
+                &root.join("manifest.json"),
+                &crate::integrity::manifest_small_files(&manifest),
+            )?;
             return Ok(Self {
                 root,
                 layout: DirLayout::Converted(Box::new(manifest)),
             });
         }
-        if root.join("transformer/model.bpk").exists() {
+        if crate::integrity::looks_like_unfinished_conversion(&root) {
             return Err(ModelError::config(
                 &root,
                 "unfinished conversion: component weights are there but manifest.json is not \
@@ -245,6 +245,11 @@ impl ModelDir {
                 ));
             }
         }
+        crate::integrity::verify_files(
+            &self.root,
+            &self.root.join("manifest.json"),
+            &entry.weights,
+        )?;
         WeightSource::open_files(&files)
     }
 

@@ -274,67 +274,17 @@ impl WeightSource {
         head[..8].copy_from_slice(&n);
         file.read_exact(&mut head[8..])
             .map_err(|e| corrupt(format!("truncated header: {e}")))?;
-        let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&head[8..])
-            .map_err(|e| corrupt(format!("invalid header JSON: {e}")))?;
         let data_start = 8 + header_len;
-        let mut tensors = Vec::new();
-        let mut data_len = 0usize;
-        for (name, info) in header {
-            if name == "__metadata__" {
-                continue;
-            }
-            let bad = |what: &str| corrupt(format!("tensor '{name}': {what}"));
-            let dtype = info["dtype"]
-                .as_str()
-                .ok_or_else(|| bad("no dtype"))?
-                .to_string();
-            let shape: Vec<usize> = info["shape"]
-                .as_array()
-                .ok_or_else(|| bad("no shape"))?
-                .iter()
-                .map(|d| d.as_u64().map(|d| d as usize))
-                .collect::<Option<_>>()
-                .ok_or_else(|| bad("shape is not a list of integers"))?;
-            let offsets: Vec<usize> = info["data_offsets"]
-                .as_array()
-                .ok_or_else(|| bad("no data_offsets"))?
-                .iter()
-                .map(|d| d.as_u64().map(|d| d as usize))
-                .collect::<Option<_>>()
-                .ok_or_else(|| bad("data_offsets are not integers"))?;
-            let [start, end] = offsets[..] else {
-                return Err(bad("data_offsets must hold two integers"));
-            };
-            let (dt, size) = match dtype.as_str() {
-                "F32" => (DType::F32, 4),
-                "F16" => (DType::F16, 2),
-                "BF16" => (DType::BF16, 2),
-                "F64" => (DType::F64, 8),
-                _ => {
-                    return Err(ModelError::UnsupportedDtype {
-                        path: path.to_path_buf(),
-                        key: name,
-                        dtype,
-                    })
-                }
-            };
-            if end < start || end - start != shape.iter().product::<usize>() * size {
-                return Err(bad(&format!(
-                    "data_offsets [{start}, {end}] do not match shape {shape:?} of {dtype}"
-                )));
-            }
-            data_len = data_len.max(end);
-            tensors.push((name, dt, shape, start, end));
-        }
-        if data_start + data_len != file_len {
-            return Err(corrupt(format!(
-                "the header describes {data_len} bytes of tensor data but the file holds {} \
-                 (truncated or padded file)",
-                file_len - data_start
-            )));
-        }
+        let tensors = safetensors_layout(path, &head[8..], file_len - data_start)?;
         let file = Arc::new(file);
-        for (name, dt, shape, start, end) in tensors {
+        for SafetensorsTensor {
+            name,
+            dtype: dt,
+            shape,
+            start,
+            end,
+        } in tensors
+        {
             let (file, file_path, shape2) = (file.clone(), path.to_path_buf(), shape.clone());
             let key = name.clone();
             let read: Reader = Rc::new(move || {
@@ -421,6 +371,116 @@ impl WeightSource {
         })?;
         self.add_snapshots(path, reader.into_tensors(), Layout::PyTorch)
     }
+}
+
+/// One tensor of a safetensors header, checked by [`safetensors_layout`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SafetensorsTensor {
+    /// Its key.
+    pub name: String,
+    /// Storage dtype.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// First byte in the data section.
+    pub start: usize,
+    /// One past its last byte in the data section.
+    pub end: usize,
+}
+
+/// Parses and checks the JSON header of a safetensors file (`header`, the bytes after the 8-byte
+/// length) against a data section of `data_bytes` bytes: every tensor has a supported float dtype,
+/// a shape whose size matches its `data_offsets` (no overflow), lies inside the data section, and
+/// no two tensors share bytes (named by key: an overlap would make one tensor silently hold
+/// another's values); the tensors must cover the data section exactly. Never panics.
+pub fn safetensors_layout(
+    path: &Path,
+    header: &[u8],
+    data_bytes: usize,
+) -> Result<Vec<SafetensorsTensor>> {
+    let corrupt = |reason: String| ModelError::CorruptWeights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| corrupt(format!("invalid header JSON: {e}")))?;
+    let mut tensors = Vec::new();
+    let mut data_len = 0usize;
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |what: &str| corrupt(format!("tensor '{name}': {what}"));
+        let dtype = info["dtype"]
+            .as_str()
+            .ok_or_else(|| bad("no dtype"))?
+            .to_string();
+        let shape: Vec<usize> = info["shape"]
+            .as_array()
+            .ok_or_else(|| bad("no shape"))?
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("shape is not a list of integers"))?;
+        let offsets: Vec<usize> = info["data_offsets"]
+            .as_array()
+            .ok_or_else(|| bad("no data_offsets"))?
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("data_offsets are not integers"))?;
+        let [start, end] = offsets[..] else {
+            return Err(bad("data_offsets must hold two integers"));
+        };
+        let (dt, size) = match dtype.as_str() {
+            "F32" => (DType::F32, 4),
+            "F16" => (DType::F16, 2),
+            "BF16" => (DType::BF16, 2),
+            "F64" => (DType::F64, 8),
+            _ => {
+                return Err(ModelError::UnsupportedDtype {
+                    path: path.to_path_buf(),
+                    key: name,
+                    dtype,
+                })
+            }
+        };
+        let bytes = shape
+            .iter()
+            .try_fold(size, |acc: usize, &d| acc.checked_mul(d));
+        if end < start || bytes != Some(end - start) {
+            return Err(bad(&format!(
+                "data_offsets [{start}, {end}] do not match shape {shape:?} of {dtype}"
+            )));
+        }
+        data_len = data_len.max(end);
+        tensors.push(SafetensorsTensor {
+            name,
+            dtype: dt,
+            shape,
+            start,
+            end,
+        });
+    }
+    if data_len != data_bytes {
+        return Err(corrupt(format!(
+            "the header describes {data_len} bytes of tensor data but the file holds \
+             {data_bytes} (truncated or padded file)"
+        )));
+    }
+    let mut by_start: Vec<&SafetensorsTensor> =
+        tensors.iter().filter(|t| t.end > t.start).collect();
+    by_start.sort_by_key(|t| (t.start, t.end));
+    for pair in by_start.windows(2) {
+        if pair[1].start < pair[0].end {
+            return Err(corrupt(format!(
+                "tensors '{}' (bytes {}..{}) and '{}' (bytes {}..{}) overlap: the header is \
+                 inconsistent, one of them would hold the other's values",
+                pair[0].name, pair[0].start, pair[0].end, pair[1].name, pair[1].start, pair[1].end
+            )));
+        }
+    }
+    Ok(tensors)
 }
 
 /// Whether weights stored as `dtype` can be read (and converted to the backend's float type).
@@ -759,12 +819,27 @@ pub(crate) fn write_snapshots_atomically(snapshots: Vec<TensorSnapshot>, out: &P
     let writer = burn_store::BurnpackWriter::new(snapshots);
     if let Err(e) = writer.write_to_file(&tmp) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(ModelError::CorruptWeights {
-            path: out.to_path_buf(),
-            reason: format!("writing Burnpack failed: {e:?}"),
-        });
+        return Err(burnpack_write_error(out, e));
     }
     std::fs::rename(&tmp, out).map_err(|e| ModelError::io(out, e))
+}
+
+/// A failed Burnpack write as what it is: an I/O error (a full disk reads "No space left on
+/// device", with [`std::io::ErrorKind::StorageFull`]), not a corrupt weight file.
+fn burnpack_write_error(out: &Path, e: burn_store::BurnpackError) -> ModelError {
+    let reason = match e {
+        burn_store::BurnpackError::IoError(msg) => msg,
+        other => format!("{other}"),
+    };
+    let kind = if reason.contains("os error 28") || reason.contains("No space left") {
+        std::io::ErrorKind::StorageFull
+    } else {
+        std::io::ErrorKind::Other
+    };
+    ModelError::io(
+        out,
+        std::io::Error::new(kind, format!("writing failed: {reason}")),
+    )
 }
 
 fn tmp_path(out: &Path) -> PathBuf {

@@ -356,3 +356,188 @@ fn an_unfinished_conversion_is_not_loaded() {
     let err = ModelDir::open(&out).unwrap_err().to_string();
     assert!(err.contains("unfinished conversion"), "{err}");
 }
+
+/// Every file under `dir` with its bytes, for before/after comparisons.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(snapshot(&p));
+        } else {
+            out.insert(p.clone(), std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+/// Bad-input table row 2: `--out` equal to, inside, or containing `--src` is refused and the
+/// source is left byte for byte as it was (the old code overwrote the diffusers `config.json`s).
+#[test]
+fn the_output_may_not_be_the_source_inside_it_or_around_it() {
+    let src = diffusers_src("same");
+    let before = snapshot(&src);
+    let parent = src.parent().unwrap().to_path_buf();
+    for (out, why) in [
+        (src.clone(), "is the source directory"),
+        (src.join("."), "is the source directory"),
+        (src.join("converted"), "is inside the source directory"),
+        (parent, "contains the source directory"),
+    ] {
+        let err = convert(&src, &out, &ConvertOptions::default(), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{}: {err}", out.display());
+        assert_eq!(
+            snapshot(&src),
+            before,
+            "source changed for {}",
+            out.display()
+        );
+    }
+    assert!(!src.join("converted").exists());
+}
+
+/// Rewrites the JSON header of a safetensors file, keeping its data section.
+fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let text = serde_json::to_vec(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+/// Bad-input table row 4: two keys pointing at the same bytes are refused, both named (the old
+/// code loaded one tensor's values into the other).
+#[test]
+fn overlapping_tensors_are_refused_by_name() {
+    let src = diffusers_src("overlap");
+    let file = src.join("transformer/diffusion_pytorch_model.safetensors");
+    let (mut a, mut b) = (String::new(), String::new());
+    edit_header(&file, |h| {
+        let offsets = |v: &serde_json::Value| {
+            let o = v["data_offsets"].as_array().unwrap();
+            (o[0].as_u64().unwrap(), o[1].as_u64().unwrap())
+        };
+        let max_end = h
+            .iter()
+            .filter(|(k, _)| *k != "__metadata__")
+            .map(|(_, v)| offsets(v).1)
+            .max()
+            .unwrap();
+        let keys: Vec<String> = h.keys().filter(|k| *k != "__metadata__").cloned().collect();
+        'found: for x in &keys {
+            for y in &keys {
+                let (vx, vy) = (&h[x], &h[y]);
+                if x != y && vx["shape"] == vy["shape"] && offsets(vx).1 != max_end {
+                    a = x.clone();
+                    b = y.clone();
+                    break 'found;
+                }
+            }
+        }
+        assert!(!a.is_empty(), "no two tensors of one shape in the fixture");
+        let target = h[&b]["data_offsets"].clone();
+        h.get_mut(&a).unwrap()["data_offsets"] = target;
+    });
+    let err = WeightSource::open_files(&[file]).unwrap_err().to_string();
+    println!("{err}");
+    assert!(
+        err.contains("overlap") && err.contains(&a) && err.contains(&b),
+        "{err}"
+    );
+}
+
+/// Bad-input table row 5: a flipped byte in a weight file of a converted directory is found on
+/// load (SHA-256 recorded in the manifest), naming the file; the old code loaded it silently.
+#[test]
+fn a_flipped_byte_in_a_converted_weight_file_is_found() {
+    let src = diffusers_src("flip-src");
+    let out = tmp("flip-out");
+    convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let file = out.join("transformer/model.bpk");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x10;
+    std::fs::write(&file, bytes).unwrap();
+    let dir = ModelDir::open(&out).unwrap();
+    dir.load_vae::<TB>(&Default::default()).unwrap();
+    let err = dir
+        .load_transformer::<TB>(&Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("transformer/model.bpk") && err.contains("SHA-256"),
+        "{err}"
+    );
+}
+
+/// Bad-input table row 6: `num_heads` edited in a converted `transformer/config.json` (which the
+/// weight shapes cannot reveal: every head count dividing `dim` fits them) is refused by the
+/// config's checksum in the manifest.
+#[test]
+fn a_config_edited_after_conversion_is_refused() {
+    let src = diffusers_src("heads-src");
+    let out = tmp("heads-out");
+    convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let cfg = out.join("transformer/config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let heads = json["num_heads"].as_u64().unwrap();
+    let dim = json["dim"].as_u64().unwrap();
+    let other = (1..=dim)
+        .find(|h| *h != heads && dim % h == 0 && (dim / h) % 2 == 0)
+        .unwrap();
+    json["num_heads"] = other.into();
+    std::fs::write(&cfg, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    let err = ModelDir::open(&out).unwrap_err().to_string();
+    assert!(
+        err.contains("transformer/config.json") && err.contains("SHA-256"),
+        "{err}"
+    );
+}
+
+/// Bad-input table row 12: a full disk while writing converted weights (the temporary file is
+/// `/dev/full`, which fails every write with ENOSPC) says so, instead of "corrupt or unreadable
+/// weight file"; no manifest is written.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_during_conversion_says_no_space_left() {
+    let src = diffusers_src("full-src");
+    let out = tmp("full-out");
+    std::fs::create_dir_all(out.join("transformer")).unwrap();
+    let tmp_name = format!("model.bpk.tmp-{}", std::process::id());
+    std::os::unix::fs::symlink("/dev/full", out.join("transformer").join(&tmp_name)).unwrap();
+    let err = convert(&src, &out, &ConvertOptions::default(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    println!("{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!err.contains("corrupt"), "{err}");
+    assert!(!out.join("manifest.json").exists());
+    assert!(!out.join("transformer/model.bpk").exists());
+    assert!(!out.join("transformer").join(&tmp_name).exists());
+}
+
+/// Bad-input table row 13: a conversion interrupted after the first config was written (no
+/// weights yet) is "an unfinished conversion", not a diffusers folder missing
+/// `num_attention_heads`.
+#[test]
+fn a_half_written_conversion_says_unfinished() {
+    let src = diffusers_src("half-src");
+    let out = tmp("half-out");
+    convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    for f in ["manifest.json", "transformer/model.bpk"] {
+        std::fs::remove_file(out.join(f)).unwrap();
+    }
+    for d in ["vae", "text_encoder"] {
+        std::fs::remove_dir_all(out.join(d)).unwrap();
+    }
+    let err = ModelDir::open(&out).unwrap_err().to_string();
+    assert!(err.contains("unfinished conversion"), "{err}");
+}

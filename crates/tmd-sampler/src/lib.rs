@@ -31,6 +31,7 @@
 
 use burn::tensor::{backend::Backend, Tensor};
 
+pub mod budget;
 pub mod cfg;
 pub mod device;
 pub mod dmd;

@@ -101,10 +101,16 @@ impl Video {
     }
 
     /// Checks, before any work, that `path` names a format this build can write.
+    ///
+    /// Also checks that the folder it goes into exists, and that an existing frames folder holds
+    /// nothing but frames (it is replaced whole), so a bad `--out` fails before sampling.
     pub fn check_output_path(path: impl AsRef<Path>) -> Result<(), VideoError> {
         let path = path.as_ref();
+        tmd_model::output::check_parent_dir(path).map_err(|e| Self::write_err(path, e))?;
         match extension(path).as_deref() {
-            None | Some("gif") => Ok(()),
+            None => tmd_model::output::check_dir_replaceable(path, &is_frame_name)
+                .map_err(|e| Self::write_err(path, e)),
+            Some("gif") => Ok(()),
             #[cfg(feature = "mp4")]
             Some("mp4") => Ok(()),
             #[cfg(not(feature = "mp4"))]
@@ -145,32 +151,44 @@ impl Video {
             .expect("frame size matches width*height*3 by construction")
     }
 
+    /// Written to a temporary name and renamed when complete; nothing is left on error.
     fn save_gif(&self, path: &Path) -> Result<(), VideoError> {
         use image::codecs::gif::{GifEncoder, Repeat};
-        let tmp = path.with_extension("gif.partial");
-        let file = std::fs::File::create(&tmp).map_err(|e| Self::write_err(path, e))?;
-        let mut enc = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
-        enc.set_repeat(Repeat::Infinite)
-            .map_err(|e| Self::write_err(path, e))?;
         let delay = image::Delay::from_numer_denom_ms(1000, self.fps.max(1));
-        for frame in &self.frames {
-            let rgba = image::DynamicImage::ImageRgb8(self.rgb_image(frame)).to_rgba8();
-            enc.encode_frame(image::Frame::from_parts(rgba, 0, 0, delay))
-                .map_err(|e| Self::write_err(path, e))?;
-        }
-        drop(enc);
-        std::fs::rename(&tmp, path).map_err(|e| Self::write_err(path, e))
+        tmd_model::output::write_file_atomic(path, |w| {
+            let mut enc = GifEncoder::new_with_speed(w, 10);
+            enc.set_repeat(Repeat::Infinite).map_err(image_io)?;
+            for frame in &self.frames {
+                let rgba = image::DynamicImage::ImageRgb8(self.rgb_image(frame)).to_rgba8();
+                enc.encode_frame(image::Frame::from_parts(rgba, 0, 0, delay))
+                    .map_err(image_io)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| Self::write_err(path, e))
     }
 
+    /// The frames are written into a temporary folder that replaces `dir` whole when complete:
+    /// never a mix of two clips, never a partial clip. An existing `dir` holding anything but
+    /// `frame_NNNN.png` files is refused.
     fn save_png_folder(&self, dir: &Path) -> Result<(), VideoError> {
-        std::fs::create_dir_all(dir).map_err(|e| Self::write_err(dir, e))?;
-        for (i, frame) in self.frames.iter().enumerate() {
-            let p = dir.join(format!("frame_{i:04}.png"));
-            self.rgb_image(frame)
-                .save(&p)
-                .map_err(|e| Self::write_err(&p, e))?;
-        }
-        Ok(())
+        use image::ImageEncoder;
+        tmd_model::output::write_dir_atomic(dir, is_frame_name, |tmp| {
+            for (i, frame) in self.frames.iter().enumerate() {
+                tmd_model::output::write_file_in(tmp, &format!("frame_{i:04}.png"), |w| {
+                    image::codecs::png::PngEncoder::new(w)
+                        .write_image(
+                            frame,
+                            self.width as u32,
+                            self.height as u32,
+                            image::ExtendedColorType::Rgb8,
+                        )
+                        .map_err(image_io)
+                })?;
+            }
+            Ok(())
+        })
+        .map_err(|e| Self::write_err(dir, e))
     }
 
     #[cfg(not(feature = "mp4"))]
@@ -182,11 +200,35 @@ impl Video {
 
     #[cfg(feature = "mp4")]
     fn save_mp4(&self, path: &Path) -> Result<(), VideoError> {
-        use video_rs::encode::{Encoder, Settings};
-        use video_rs::time::Time;
+        use video_rs::encode::Settings;
         video_rs::init().map_err(|e| Self::write_err(path, e))?;
         // H.264 wants even dimensions; our resolutions are multiples of 16 (pixel) or 8 (tiny).
         let settings = Settings::preset_h264_yuv420p(self.width, self.height, false);
+        // Encoded under a temporary name (ending in .mp4, which picks the container) and renamed
+        // when complete: no half-written clip under `path`, nothing left on error.
+        let mut tmp = tmd_model::output::temp_name(path, "tmp").into_os_string();
+        tmp.push(".mp4");
+        let tmp = PathBuf::from(tmp);
+        let result = self.encode_mp4(&tmp, settings);
+        match result
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Self::write_err(path, e)))
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    #[cfg(feature = "mp4")]
+    fn encode_mp4(
+        &self,
+        path: &Path,
+        settings: video_rs::encode::Settings,
+    ) -> Result<(), VideoError> {
+        use video_rs::encode::Encoder;
+        use video_rs::time::Time;
         let mut encoder = Encoder::new(path, settings).map_err(|e| Self::write_err(path, e))?;
         let step = Time::from_nth_of_a_second(self.fps.max(1) as usize);
         let mut t = Time::zero();
@@ -199,6 +241,22 @@ impl Video {
             t = t.aligned_with(step).add();
         }
         encoder.finish().map_err(|e| Self::write_err(path, e))
+    }
+}
+
+/// Whether `name` is a frame file this module writes (`frame_0000.png`, ...).
+fn is_frame_name(name: &str) -> bool {
+    name.strip_prefix("frame_")
+        .and_then(|r| r.strip_suffix(".png"))
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// An image error as the I/O error inside it when there is one (keeping its kind: a full disk
+/// reads "No space left on device").
+fn image_io(e: image::ImageError) -> std::io::Error {
+    match e {
+        image::ImageError::IoError(e) => e,
+        other => std::io::Error::other(other),
     }
 }
 
@@ -262,6 +320,86 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--features mp4"));
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A clip of noisy 16x16 frames (so every frame takes a few hundred bytes compressed).
+    fn long_clip(frames: usize, level: u8) -> Video {
+        let mut x = level as u32 + 1;
+        let mut noise = || {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 16) as u8
+        };
+        Video {
+            width: 16,
+            height: 16,
+            fps: 16,
+            frames: (0..frames)
+                .map(|_| (0..16 * 16 * 3).map(|_| noise()).collect())
+                .collect(),
+        }
+    }
+
+    /// Bad-input table rows 3 and 7: a full disk (injected writer error) at any point while
+    /// writing a GIF or a PNG folder leaves no partial output, names the cause, and keeps an
+    /// earlier clip intact; a second clip replaces a frames folder whole instead of mixing.
+    #[test]
+    fn a_full_disk_leaves_no_half_written_clip_and_folders_are_never_mixed() {
+        use tmd_model::output::fail_writes_after;
+        let dir = std::env::temp_dir().join(format!("tmd-video-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (gif, frames) = (dir.join("c.gif"), dir.join("frames"));
+        long_clip(6, 10).save(&gif).unwrap();
+        long_clip(6, 10).save(&frames).unwrap();
+        let gif_before = std::fs::read(&gif).unwrap();
+        for limit in [0u64, 50, 300, 2_000] {
+            for out in [&gif, &frames] {
+                fail_writes_after(Some(limit));
+                let err = long_clip(17, 200).save(out).unwrap_err().to_string();
+                fail_writes_after(None);
+                assert!(err.contains("No space left on device"), "{limit}: {err}");
+            }
+            assert_eq!(listing(&dir), vec!["c.gif", "frames"], "limit {limit}");
+            assert_eq!(std::fs::read(&gif).unwrap(), gif_before);
+            assert_eq!(listing(&frames).len(), 6);
+        }
+        // Row 7: 17 frames, then 3: the folder holds exactly the 3 new ones.
+        long_clip(17, 1).save(&frames).unwrap();
+        assert_eq!(listing(&frames).len(), 17);
+        long_clip(3, 2).save(&frames).unwrap();
+        assert_eq!(
+            listing(&frames),
+            vec!["frame_0000.png", "frame_0001.png", "frame_0002.png"]
+        );
+        assert_eq!(listing(&dir), vec!["c.gif", "frames"]);
+        // A folder holding anything else is refused before and at writing, and left alone.
+        std::fs::write(frames.join("notes.txt"), b"mine").unwrap();
+        let err = Video::check_output_path(&frames).unwrap_err().to_string();
+        assert!(err.contains("notes.txt"), "{err}");
+        assert!(long_clip(3, 2).save(&frames).is_err());
+        assert_eq!(listing(&frames).len(), 4);
+    }
+
+    /// Bad-input table row 11: an output in a missing folder is refused before any work.
+    #[test]
+    fn an_output_in_a_missing_folder_is_refused_up_front() {
+        let missing = std::env::temp_dir().join(format!("tmd-no-such-{}", std::process::id()));
+        for name in ["c.gif", "frames"] {
+            let err = Video::check_output_path(missing.join(name))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("does not exist"), "{err}");
+        }
+        Video::check_output_path(std::env::temp_dir().join("c.gif")).unwrap();
     }
 
     #[cfg(feature = "mp4")]

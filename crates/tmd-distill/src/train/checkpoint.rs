@@ -232,15 +232,15 @@ impl CheckpointWriter {
         M: AutodiffModule<B>,
         O: Optimizer<M, B>,
     {
-        let path = self.tmp.join(name);
-        NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-            .record(optimizer.to_record(), path.clone())
-            .map_err(|e| {
-                TrainError::io(
-                    path.with_extension("mpk"),
-                    std::io::Error::other(e.to_string()),
-                )
-            })
+        let path = self.tmp.join(format!("{name}.mpk"));
+        let recorder = super::mpk_writer::MpkFileWriter::default();
+        let result = Recorder::<B>::record(&recorder, optimizer.to_record(), path.clone());
+        // The I/O error itself (a full disk reads "No space left on device"), not the MessagePack
+        // encoder's "invalid value write".
+        if let Some(e) = recorder.take_io_error() {
+            return Err(TrainError::io(path, e));
+        }
+        result.map_err(|e| TrainError::io(path, std::io::Error::other(e.to_string())))
     }
 
     /// Writes `state.json`.
@@ -275,7 +275,12 @@ impl CheckpointWriter {
         fs::rename(&self.tmp, &path).map_err(|e| TrainError::io(&path, e))?;
         fsync(&self.root)?;
         if keep_last > 0 {
-            let all = list_checkpoints(&self.root)?;
+            // Only checkpoints older than this one are pruned: a newer one (left by an earlier
+            // run) is never deleted by a run that resumed from before it.
+            let all: Vec<Checkpoint> = list_checkpoints(&self.root)?
+                .into_iter()
+                .filter(|c| c.step <= self.step)
+                .collect();
             for old in all.iter().take(all.len().saturating_sub(keep_last)) {
                 fs::remove_dir_all(&old.path).map_err(|e| TrainError::io(&old.path, e))?;
             }
@@ -401,6 +406,48 @@ pub fn list_checkpoints(root: &Path) -> Result<Vec<Checkpoint>, TrainError> {
         }
     }
     out.sort_by_key(|c| c.step);
+    Ok(out)
+}
+
+/// Suffix given to a checkpoint directory that failed verification: `step-000123.corrupt`
+/// (ignored by [`list_checkpoints`], kept for inspection).
+pub const CORRUPT_SUFFIX: &str = ".corrupt";
+
+/// Moves the checkpoint directory `path` aside to `<name>.corrupt` (`.corrupt-2`, ... if taken);
+/// returns the new path.
+pub fn move_aside(path: &Path) -> Result<PathBuf, TrainError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut target = path.with_file_name(format!("{name}{CORRUPT_SUFFIX}"));
+    let mut n = 2;
+    while target.exists() {
+        target = path.with_file_name(format!("{name}{CORRUPT_SUFFIX}-{n}"));
+        n += 1;
+    }
+    match fs::rename(path, &target) {
+        Ok(()) => Ok(target),
+        // Another rank of a data-parallel run moved it first.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(target),
+        Err(e) => Err(TrainError::io(path, e)),
+    }
+}
+
+/// Checkpoint directories under `root` moved aside as corrupt ([`move_aside`]), sorted.
+pub fn corrupt_checkpoints(root: &Path) -> Result<Vec<PathBuf>, TrainError> {
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in fs::read_dir(root).map_err(|e| TrainError::io(root, e))? {
+        let path = entry.map_err(|e| TrainError::io(root, e))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with(PREFIX) && n.contains(CORRUPT_SUFFIX)) {
+            out.push(path);
+        }
+    }
+    out.sort();
     Ok(out)
 }
 

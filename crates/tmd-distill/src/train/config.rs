@@ -145,6 +145,9 @@ where
                 ),
             ));
         }
+        if let Some((key, message)) = type_mismatch(&only_file, &defaults, "") {
+            return Err(config_err(Some(path), Some(&key), message));
+        }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml));
     }
 
@@ -169,7 +172,7 @@ where
             .map_err(|e| config_err(file, Some(key), e.to_string()))?;
     }
 
-    builder
+    let settings: T = builder
         .build()
         .and_then(|c| c.try_deserialize::<T>())
         .map_err(|e| {
@@ -182,5 +185,116 @@ where
                 })
                 .cloned();
             config_err(file, key.as_deref(), message)
-        })
+        })?;
+    check_numbers(&settings, &defaults, file)?;
+    Ok(settings)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a float",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table",
+    }
+}
+
+/// The first key of `file` whose TOML type does not fit the type of its default (the config
+/// crate reads `motion_weight = true` as 1.0 and `steps = "5"` as 5): booleans only for
+/// booleans, numbers only for numbers (a fraction not for an integer), strings only for strings.
+fn type_mismatch(file: &Value, defaults: &Value, prefix: &str) -> Option<(String, String)> {
+    let Value::Object(map) = file else {
+        return None;
+    };
+    for (k, v) in map {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let Some(d) = defaults.get(k) else { continue };
+        let fits = match (d, v) {
+            (Value::Null, _) => true,
+            // A TOML `nan` or `inf` arrives as null.
+            (Value::Number(_), Value::Null) => {
+                return Some((
+                    key,
+                    "must be a finite number (NaN and infinity are not settings)".into(),
+                ))
+            }
+            (Value::Object(_), Value::Object(_)) => {
+                if let Some(found) = type_mismatch(v, d, &key) {
+                    return Some(found);
+                }
+                true
+            }
+            (Value::Bool(_), Value::Bool(_)) => true,
+            (Value::Number(dn), Value::Number(vn)) => {
+                dn.is_f64() || !vn.is_f64() || vn.as_f64().is_some_and(|x| x.fract() == 0.0)
+            }
+            (Value::String(_), Value::String(_)) => true,
+            (Value::Array(_), Value::Array(_)) => true,
+            _ => false,
+        };
+        if !fits {
+            return Some((
+                key,
+                format!(
+                    "invalid type: {} ({v}), expected {} like the default {d}",
+                    kind(v),
+                    kind(d)
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// Every float setting must be finite (TOML allows `nan` and `inf`), and a learning rate (`lr`,
+/// `*_lr`, `learning_rate`) must not be negative.
+fn check_numbers<T: Serialize>(
+    settings: &T,
+    defaults: &Value,
+    file: Option<&Path>,
+) -> Result<(), TrainError> {
+    let value = serde_json::to_value(settings)
+        .map_err(|e| config_err(file, None, format!("serialising the settings: {e}")))?;
+    fn walk(v: &Value, d: &Value, prefix: &str, file: Option<&Path>) -> Result<(), TrainError> {
+        match (v, d) {
+            (Value::Object(map), _) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(v, d.get(k).unwrap_or(&Value::Null), &key, file)?;
+                }
+                Ok(())
+            }
+            // serde_json writes a non-finite float as null.
+            (Value::Null, Value::Number(_)) => Err(config_err(
+                file,
+                Some(prefix),
+                "must be a finite number (NaN and infinity are not settings)",
+            )),
+            (Value::Number(n), _) => {
+                let leaf = prefix.rsplit('.').next().unwrap_or(prefix);
+                let is_lr = leaf == "lr" || leaf.ends_with("_lr") || leaf == "learning_rate";
+                match n.as_f64() {
+                    Some(x) if is_lr && x < 0.0 => Err(config_err(
+                        file,
+                        Some(prefix),
+                        format!("a learning rate must not be negative, got {x}"),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+    walk(&value, defaults, "", file)
 }

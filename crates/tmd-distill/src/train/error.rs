@@ -33,6 +33,22 @@ pub enum TrainError {
         /// What failed.
         reason: String,
     },
+    /// Every checkpoint of a run failed verification: starting over would train over the run's
+    /// history, so the run stops instead.
+    #[error(
+        "no valid checkpoint remains in {}: {} corrupt checkpoint(s) moved aside ({}); not \
+         starting over a run's history. Restore a checkpoint, or to start from step 0 on purpose \
+         remove the *.corrupt directories and loss.csv (or use a fresh directory)",
+        run_dir.display(),
+        corrupt.len(),
+        corrupt.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NoValidCheckpoint {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The corrupt checkpoints, moved aside.
+        corrupt: Vec<PathBuf>,
+    },
     /// A checkpoint was written by a run with different settings.
     #[error("checkpoint {path} was written with config hash {found}, this run has {expected}; use a fresh directory")]
     ConfigMismatch {

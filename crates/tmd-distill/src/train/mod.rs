@@ -17,6 +17,7 @@ pub mod config;
 pub mod data_parallel;
 pub mod error;
 pub mod guard;
+pub mod mpk_writer;
 pub mod rng;
 pub mod run;
 pub mod sharded_optimizer;

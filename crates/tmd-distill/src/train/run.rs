@@ -64,11 +64,15 @@ pub struct Resumed<M, O> {
 
 /// Resumes from the newest checkpoint under `run_dir` whose checksums verify, if any: its
 /// `config_hash` must equal `hash`, `<model_name>.bpk` is loaded into `model` and
-/// [`OPTIMIZER_NAME`] into `optimizer`. Corrupt newer checkpoints are skipped (reported on stderr
-/// and in [`PretrainReport::skipped_corrupt`]). The loss log loses lines after the start step.
+/// [`OPTIMIZER_NAME`] into `optimizer`. Corrupt newer checkpoints are skipped and moved aside to
+/// `step-N.corrupt` (reported on stderr and in [`PretrainReport::skipped_corrupt`]), never
+/// deleted. The loss log loses lines after the start step; a run that starts from step 0 moves an
+/// existing log aside instead ([`LossLog::keep_unresumed`]).
 ///
 /// # Errors
-/// [`TrainError::ConfigMismatch`] for a checkpoint of different settings; checkpoint and I/O errors.
+/// [`TrainError::ConfigMismatch`] for a checkpoint of different settings;
+/// [`TrainError::NoValidCheckpoint`] when the run has checkpoints but none verifies (starting over
+/// would train over its history); checkpoint and I/O errors.
 pub fn resume<B, M, O>(
     run_dir: &Path,
     hash: &str,
@@ -89,9 +93,23 @@ where
     let mut tail = Vec::new();
     let latest = latest_valid(run_dir)?;
     for (path, reason) in &latest.skipped {
-        eprintln!("skipping corrupt checkpoint {}: {reason}", path.display());
+        let aside = super::checkpoint::move_aside(path)?;
+        eprintln!(
+            "skipping corrupt checkpoint {}: {reason} (moved aside to {})",
+            path.display(),
+            aside.display()
+        );
     }
     report.skipped_corrupt = latest.skipped;
+    if latest.checkpoint.is_none() {
+        let corrupt = super::checkpoint::corrupt_checkpoints(run_dir)?;
+        if !corrupt.is_empty() {
+            return Err(TrainError::NoValidCheckpoint {
+                run_dir: run_dir.to_path_buf(),
+                corrupt,
+            });
+        }
+    }
     if let Some(ckpt) = latest.checkpoint {
         let state = ckpt.state()?;
         if state.config_hash != hash {
@@ -108,6 +126,9 @@ where
         report.resumed_from = Some(ckpt.path);
     }
     report.end_step = report.start_step;
+    if report.resumed_from.is_none() {
+        LossLog::keep_unresumed(run_dir)?;
+    }
     let log = LossLog::open(run_dir, report.start_step, tail, loss_tail)?;
     Ok(Resumed {
         model,
@@ -335,6 +356,36 @@ impl LossLog {
             keep,
             write: true,
         })
+    }
+
+    /// A run starting from step 0 over an existing, non-empty loss log (a run stopped before its
+    /// first checkpoint) moves that log aside to `loss.csv.old` (`.old-2`, ...) instead of
+    /// truncating it: the log of a run that was not resumed is never cut.
+    pub fn keep_unresumed(run_dir: &Path) -> Result<(), TrainError> {
+        let path = run_dir.join(LOSS_LOG);
+        if std::fs::metadata(&path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true)
+        {
+            return Ok(());
+        }
+        let mut target = run_dir.join(format!("{LOSS_LOG}.old"));
+        let mut n = 2;
+        while target.exists() {
+            target = run_dir.join(format!("{LOSS_LOG}.old-{n}"));
+            n += 1;
+        }
+        match std::fs::rename(&path, &target) {
+            // Another rank of a data-parallel run moved it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => other.map_err(|e| TrainError::io(&path, e))?,
+        }
+        eprintln!(
+            "{} had no checkpoint to resume from; its loss log was moved to {}",
+            run_dir.display(),
+            target.display()
+        );
+        Ok(())
     }
 
     /// Stops appending to the file; the tail is still kept (data-parallel ranks other than 0).

@@ -124,7 +124,7 @@ impl UMT5Config {
 
     /// Checks that the sizes describe a buildable model.
     #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; the workspace allows 1.85
-    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), String> {
         let sizes = [
             ("vocab_size", self.vocab_size),
             ("d_model", self.d_model),

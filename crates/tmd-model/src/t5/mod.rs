@@ -26,6 +26,7 @@ mod config;
 mod keys;
 mod model;
 mod pipeline;
+pub mod prompt_check;
 
 pub use bucket::{bucket_matrix, relative_position_bucket};
 pub use clean::{clean_prompt, collapse_whitespace, fix_text_subset, html_unescape};

@@ -163,7 +163,7 @@ impl<B: Backend> TextEncoder<B> {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer.json not found"),
             ));
         }
-        let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
+        let mut tokenizer = super::prompt_check::read_tokenizer(&path)?;
         if tokenizer.get_post_processor().is_none() {
             let eos_id = tokenizer
                 .token_to_id("</s>")
