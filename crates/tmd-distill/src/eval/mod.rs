@@ -799,7 +799,8 @@ mod tests {
             vec![TeacherRow {
                 solver: "euler".into(),
                 steps: 4,
-                guidance: None
+                guidance: None,
+                decoder: None,
             }]
         );
         assert!(plan.student.is_empty());
