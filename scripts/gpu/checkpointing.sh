@@ -3,9 +3,9 @@
 # Wan2.1-1.3B-shaped student (random weights, H = 5, N = 2 inner steps, batch 1), through LibTorch.
 #
 # Build on the CPU machine (the LibTorch xtask against the GPU machine's PyTorch 2.11, as
-# scripts/gpu/pretrain_world.sh describes; needs /work/tchvenv with torch==2.11.0):
+# scripts/gpu/pretrain_world.sh describes; needs $HOME/tchvenv with torch==2.11.0):
 #
-#   PATH=/work/tchvenv/bin:$PATH LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
+#   PATH=$HOME/tchvenv/bin:$PATH LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
 #     CARGO_TARGET_DIR=target/tch cargo build --release -p xtask --features tch
 #   mkdir -p gpu-bin && cp target/tch/release/xtask /tmp/xtask-tch && strip /tmp/xtask-tch \
 #     && xz -T2 -c /tmp/xtask-tch > gpu-bin/xtask-tch.xz

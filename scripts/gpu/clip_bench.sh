@@ -4,8 +4,8 @@
 # WanPipeline with the same pieces (umT5 on 512 tokens, 2 DiT passes, no CFG, VAE decode), on the
 # same card in one call. Also the VAE decode and umT5 items of `xtask bench` beside torch_bench.py.
 #
-# On the CPU machine (LibTorch build against the pip PyTorch of $TCHVENV, default /work/tchvenv:
-# `python3 -m venv /work/tchvenv && /work/tchvenv/bin/pip install torch==2.11.0`):
+# On the CPU machine (LibTorch build against the pip PyTorch of $TCHVENV, default ~/tchvenv:
+# `python3 -m venv ~/tchvenv && ~/tchvenv/bin/pip install torch==2.11.0`):
 #   bash scripts/gpu/clip_bench.sh --build
 # then through the device tool, carrying gpu-bin:
 #   bash scripts/gpu/clip_bench.sh [ITEMS]
@@ -24,7 +24,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 if [ "${1:-}" = --build ]; then
-  venv=${TCHVENV:-/work/tchvenv}
+  venv=${TCHVENV:-$HOME/tchvenv}
   [ -x "$venv/bin/python" ] || { echo "no $venv: python3 -m venv $venv && $venv/bin/pip install torch==2.11.0"; exit 1; }
   PATH=$venv/bin:$PATH LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
     CARGO_TARGET_DIR=target/tch cargo build --release -p xtask -p tmd-cli --features xtask/tch,tmd-cli/tch || exit 1
