@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
@@ -23,7 +23,6 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
 
 use super::error::TrainError;
@@ -80,22 +79,9 @@ pub struct CheckpointWriter {
     tmp: PathBuf,
 }
 
+/// SHA-256 of a checkpoint file (the model directories' hash, `tmd_model::integrity`).
 fn sha256_file(path: &Path) -> Result<String, TrainError> {
-    let mut file = File::open(path).map_err(|e| TrainError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| TrainError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(tmd_model::integrity::sha256_file(path)?)
 }
 
 fn fsync(path: &Path) -> Result<(), TrainError> {
