@@ -9,7 +9,7 @@
 #   SECS=360 bash scripts/gpu/dit_overfit.sh [NAME:"--set k=v ..." ...]   # default: base:
 #
 # Several variants train side by side (one LibTorch process each, cores shared out). Needs
-# runs/world-teacher/vae (from `cargo run --release -p tmd-distill --example seed_vae_run --
+# runs/world-teacher/vae (from `cargo run --release -p tmd-world --example seed_vae_run --
 # assets/world runs/world-teacher 8700`) and gpu-bin/xtask-tch.xz; through the device tool,
 # carrying gpu-bin, runs/world-teacher and runs/overfit-captions.txt. Returns results.tar (per
 # variant: loss.csv, the eval JSON on the training captions, the log) and prints a summary.
@@ -28,7 +28,7 @@ one() { # name, overrides
   rm -rf "$run" && mkdir -p "$run" && cp -r runs/world-teacher/vae "$run/"
   local common=(--set world.vae_frames=17 --set world.vae_crop=0 --set vae_train.steps=8700
     --set latent_cache_clips="${CLIPS:-64}" --set dit_train.steps=100000
-    --set dit_train.checkpoint_every=250 --set dit_train.progress=false)
+    --set dit_train.checkpoint.every=250 --set dit_train.progress=false)
   # shellcheck disable=SC2086
   timeout --signal=INT "${SECS:-360}" /tmp/xtask-tch pretrain --device torch-cuda --stage dit \
     --run-dir "$run" --out "$model" "${common[@]}" $2 > "$res/$name.log" 2>&1

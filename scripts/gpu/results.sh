@@ -50,7 +50,7 @@ quiet() { tr '\r' '\n' | grep -v '^\s*$' | tail -3; }
 guarded() { # secs steps run_dir log command...: the command with train.steps, stopped after secs
   # and then written out from its newest checkpoint (train.steps set to that step)
   local secs=$1 steps=$2 run=$3 log=$4; shift 4
-  timeout --signal=INT "$secs" "$@" --set train.steps="$steps" --set train.checkpoint_every="$CKPT" > "$log" 2>&1
+  timeout --signal=INT "$secs" "$@" --set train.steps="$steps" --set train.checkpoint.every="$CKPT" > "$log" 2>&1
   local rc=$?
   [ $rc -eq 124 ] || return $rc
   # stage 1 checkpoints in run_dir/, stage 2 in run_dir/stage2/ (after the KD warm-up's run_dir/kd/)
@@ -58,7 +58,7 @@ guarded() { # secs steps run_dir log command...: the command with train.steps, s
   [ -n "$last" ] || { echo "stopped after $secs s before the first checkpoint" >> "$log"; return 124; }
   last=$((10#${last##*step-}))
   echo "== stopped after $secs s; written out from step $last of $steps" >> "$log"
-  "$@" --set train.steps="$last" --set train.checkpoint_every="$CKPT" >> "$log" 2>&1; }
+  "$@" --set train.steps="$last" --set train.checkpoint.every="$CKPT" >> "$log" 2>&1; }
 
 if phase data; then
 stamp "teacher data: $CLIPS clips"; threads 1

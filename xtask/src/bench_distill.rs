@@ -37,6 +37,7 @@ use tmd_distill::adapt_head::{adapt_head, AdaptHeadBatch, AdaptHeadConfig};
 use tmd_distill::distill::run::DiscriminatorSettings;
 use tmd_distill::distill::stage2::{distill, update_of, Stage2Config, Stage2Models, Stage2Update};
 use tmd_distill::train::data_parallel::{current, seeded_init, try_seeded_init};
+use tmd_distill::train::CheckpointConfig;
 use tmd_flowhead::{FlowHeadConfig, TmdStudent};
 use tmd_model::dit::{WanConfig, WanModel};
 use tmd_sampler::noise::gaussian;
@@ -225,7 +226,10 @@ pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> R
     let config = Stage2Config {
         batch: args.batch,
         steps: args.steps,
-        checkpoint_every: 0,
+        checkpoint: CheckpointConfig {
+            every: 0,
+            ..Stage2Config::default().checkpoint
+        },
         progress: false,
         student_every,
         checkpoint_activations: args.checkpoint_activations,
@@ -351,7 +355,10 @@ fn run_stage1<B: AutodiffBackend>(
     let config = AdaptHeadConfig {
         batch: args.batch,
         steps: args.steps,
-        checkpoint_every: 0,
+        checkpoint: CheckpointConfig {
+            every: 0,
+            ..AdaptHeadConfig::default().checkpoint
+        },
         progress: false,
         checkpoint_activations: args.checkpoint_activations,
         ..AdaptHeadConfig::default()

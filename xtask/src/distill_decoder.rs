@@ -8,10 +8,9 @@ use anyhow::{Context, Result};
 use burn::backend::{Autodiff, NdArray};
 use clap::Args;
 use tmd_distill::distill_decoder::{run_distill_decoder, DistillDecoderRecipe};
-use tmd_distill::latent_cache::LatentCache;
 use tmd_distill::train::load_stage_config;
-use tmd_distill::world::{ClipSpec, Split, WorldDataset};
 use tmd_model::model_dir::ModelDir;
+use tmd_world::{ClipSpec, Split, WorldDataset};
 
 use crate::DeviceKind;
 
@@ -118,7 +117,7 @@ pub fn encode_world(args: EncodeWorldArgs) -> Result<()> {
         let spec = ClipSpec::new(d.frames, d.height, d.width)?;
         let vae = dir.load_vae::<B>(&dev)?;
         let data = WorldDataset::new(Some(split), args.seed, spec);
-        LatentCache::encode_world(&args.out, &vae, 0, &data, args.clips, args.chunk, true, &dev)
+        tmd_world::latents::encode_world(&args.out, &vae, 0, &data, args.clips, args.chunk, true, &dev)
             .with_context(|| format!("encoding world clips into {}", args.out.display()))?;
         anyhow::Ok(())
     })?;

@@ -19,20 +19,20 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tmd_distill::adapt_head::{run_adapt_head, AdaptHeadRecipe};
 use tmd_distill::distill::run::{run_distill, DistillRecipe};
-use tmd_distill::eval::{
+use tmd_distill::teacher_data::{generate_teacher_data, TeacherDataConfig};
+use tmd_distill::train::load_stage_config;
+use tmd_model::convert::{convert, recast_model_dir, ConvertEvent, ConvertOptions};
+use tmd_model::random::{make_random_model_dir, RandomModelSpec};
+use tmd_sampler::TeacherPipeline;
+use tmd_world::eval::{
     evaluate_students, evaluate_teacher, judge_accuracy, load_prompts, markdown_table,
     split_prompts, spread, train_evaluator, EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats,
     Judge, CHECK_SEED,
 };
-use tmd_distill::pretrain::teacher::{
+use tmd_world::pretrain::teacher::{
     check_vae, export_teacher, train_teacher_dit, train_teacher_vae, TeacherRecipe, VAE_RUN,
 };
-use tmd_distill::teacher_data::{generate_teacher_data, TeacherDataConfig};
-use tmd_distill::train::load_stage_config;
-use tmd_distill::world::{ClipSpec, Split, WorldDataset};
-use tmd_model::convert::{convert, recast_model_dir, ConvertEvent, ConvertOptions};
-use tmd_model::random::{make_random_model_dir, RandomModelSpec};
-use tmd_sampler::TeacherPipeline;
+use tmd_world::{ClipSpec, Split, WorldDataset};
 
 #[derive(Parser, Debug)]
 #[command(name = "xtask", about = "Pipeline commands of the tmd workspace.")]
@@ -615,7 +615,7 @@ fn vae_check<B: burn::prelude::Backend>(
     std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
     let sheet = path.with_extension("png");
     let last = recipe.world.frames - 1;
-    tmd_distill::world::save_contact_sheet(&check.samples, &[0, last / 2, last], 2, &sheet)
+    tmd_world::save_contact_sheet(&check.samples, &[0, last / 2, last], 2, &sheet)
         .with_context(|| format!("writing {}", sheet.display()))?;
     println!(
         "{json}\nreal and reconstructed clips (rows alternate): {}",
@@ -787,9 +787,7 @@ fn main() -> Result<()> {
             count,
             seed,
         } => {
-            use tmd_distill::world::{
-                save_contact_sheet, save_gif_scaled, ClipSpec, Split, WorldDataset,
-            };
+            use tmd_world::{save_contact_sheet, save_gif_scaled, ClipSpec, Split, WorldDataset};
             let split: Split = split.parse().context("--split")?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let data = WorldDataset::new(Some(split), seed, ClipSpec::default());
@@ -809,11 +807,11 @@ fn main() -> Result<()> {
             print!("{captions}");
         }
         Command::WorldTokenizer { out } => {
-            tmd_distill::world::write_world_tokenizer(&out)?;
+            tmd_world::write_world_tokenizer(&out)?;
             println!(
                 "wrote {} ({} words)",
                 out.display(),
-                tmd_distill::world::world_vocabulary().len()
+                tmd_world::world_vocabulary().len()
             );
         }
         Command::Pretrain {

@@ -36,8 +36,8 @@ fn pretrain(run_dir: &Path, steps: u64) -> Command {
         "vae.base_dim=4",
         "vae.z_dim=4",
         "vae_train.batch=4",
-        "vae_train.checkpoint_every=4",
-        "vae_train.keep_last=0",
+        "vae_train.checkpoint.every=4",
+        "vae_train.checkpoint.keep_last=0",
         "vae_train.progress=false",
         &format!("vae_train.steps={steps}"),
     ] {

@@ -87,10 +87,10 @@ fn dit_loss_and_grads<B: burn::tensor::backend::AutodiffBackend>(
 ) -> (f32, Vec<(String, Vec<f32>)>) {
     use burn::module::Module;
     use burn::tensor::{Tensor, TensorData};
-    use tmd_distill::pretrain::flow_matching_loss;
     use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
+    use tmd_world::pretrain::flow_matching_loss;
     type N = NdArray;
-    let recipe = tmd_distill::pretrain::teacher::TeacherRecipe::default();
+    let recipe = tmd_world::pretrain::teacher::TeacherRecipe::default();
     let config = recipe.dit_config();
     let file = std::env::temp_dir().join(format!("tmd-libtorch-dit-{}.bpk", std::process::id()));
     if !file.exists() {

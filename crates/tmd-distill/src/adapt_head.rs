@@ -32,6 +32,7 @@ use tmd_sampler::TmdGrids;
 use crate::train::data_parallel::{is_writer, on_rank_zero, try_seeded_init, Rows};
 use crate::train::rng::{step_seed, uniform};
 use crate::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
+use crate::train::sections::{CheckpointConfig, OptimizerConfig};
 use crate::train::TrainError;
 
 /// Name of the student inside a checkpoint directory.
@@ -61,8 +62,8 @@ pub enum Variant {
 pub struct AdaptHeadConfig {
     /// TM-MeanFlow or pure TM.
     pub variant: Variant,
-    /// Learning rate (paper: 3e-5 for 1.3B, 1e-5 for 14B).
-    pub lr: f64,
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate (paper: 3e-5 for 1.3B, 1e-5 for 14B).
+    pub optimizer: OptimizerConfig,
     /// Clips per batch.
     pub batch: usize,
     /// Optimizer steps in total (paper: 3k).
@@ -90,22 +91,8 @@ pub struct AdaptHeadConfig {
     /// `c` of the adaptive loss normalisation `l / sg(l + c)`; `None`: the number of elements of
     /// one sample's `y_s` (the paper's choice for 1.3B).
     pub norm_c: Option<f64>,
-    /// AdamW first-moment decay.
-    pub beta1: f64,
-    /// AdamW second-moment decay.
-    pub beta2: f64,
-    /// AdamW epsilon.
-    pub epsilon: f64,
-    /// AdamW decoupled weight decay.
-    pub weight_decay: f64,
-    /// Global gradient-norm clip (0 disables).
-    pub grad_clip_norm: f64,
-    /// Write a checkpoint every this many steps (and after the last).
-    pub checkpoint_every: u64,
-    /// Keep this many newest checkpoints (0 keeps all).
-    pub keep_last: usize,
-    /// Recent losses kept in each checkpoint's `state.json`.
-    pub loss_tail: usize,
+    /// When checkpoints are written and how many are kept ([`CheckpointConfig`]).
+    pub checkpoint: CheckpointConfig,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// Activation checkpointing ([`crate::train::activation_checkpointing`]): recompute each
@@ -119,7 +106,14 @@ impl Default for AdaptHeadConfig {
     fn default() -> Self {
         Self {
             variant: Variant::TmMeanflow,
-            lr: 3e-5,
+            optimizer: OptimizerConfig {
+                lr: 3e-5,
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+                weight_decay: 0.01,
+                grad_clip_norm: 1.0,
+            },
             batch: 8,
             steps: 3000,
             seed: 0,
@@ -133,14 +127,11 @@ impl Default for AdaptHeadConfig {
             cond_dropout: 0.1,
             fd_delta: 5e-3,
             norm_c: None,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-            weight_decay: 0.01,
-            grad_clip_norm: 1.0,
-            checkpoint_every: 500,
-            keep_last: 3,
-            loss_tail: 100,
+            checkpoint: CheckpointConfig {
+                every: 500,
+                keep_last: 3,
+                loss_tail: 100,
+            },
             progress: true,
             checkpoint_activations: false,
         }
@@ -152,10 +143,10 @@ impl AdaptHeadConfig {
     pub fn resume_hash(&self) -> String {
         settings_hash(&format!(
             "{:?};lr={:e};batch={};seed={};M={};N={};go={:e};gi={:e};gs={:e};p={:e};w={:e};drop={:e};d={:e};c={:?};b1={:e};b2={:e};eps={:e};wd={:e};clip={:e}",
-            self.variant, self.lr, self.batch, self.seed, self.outer_steps, self.inner_steps,
+            self.variant, self.optimizer.lr, self.batch, self.seed, self.outer_steps, self.inner_steps,
             self.outer_shift, self.inner_shift, self.s_shift, self.r_equals_s, self.guidance,
-            self.cond_dropout, self.fd_delta, self.norm_c, self.beta1, self.beta2, self.epsilon,
-            self.weight_decay, self.grad_clip_norm
+            self.cond_dropout, self.fd_delta, self.norm_c, self.optimizer.beta1, self.optimizer.beta2, self.optimizer.epsilon,
+            self.optimizer.weight_decay, self.optimizer.grad_clip_norm
         ))
     }
 }

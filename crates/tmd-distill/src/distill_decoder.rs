@@ -45,6 +45,7 @@ use crate::latent_cache::{LatentCache, LatentCacheIndex, LatentSource};
 use crate::train::data_parallel::shard_batch;
 use crate::train::rng::step_seed;
 use crate::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
+use crate::train::sections::{CheckpointConfig, OptimizerConfig};
 use crate::train::TrainError;
 
 /// Name of the light decoder inside a checkpoint directory.
@@ -77,9 +78,8 @@ pub struct DistillDecoderRecipe {
     pub latent_crop: usize,
     /// Clips decoded together (and stored per target file) when building the targets.
     pub target_chunk: usize,
-    /// Learning rate. 1e-3: Adam's usual rate for a small convolutional net trained from scratch
-    /// on a regression target (no adversarial term).
-    pub lr: f64,
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate. 1e-3: Adam's usual rate for a small convolutional net trained from scratch on a regression target (no adversarial term).
+    pub optimizer: OptimizerConfig,
     /// Linear warm-up steps.
     pub warmup_steps: u64,
     /// Step after which the rate decays along a half cosine to a tenth at `steps` (0: constant).
@@ -100,22 +100,8 @@ pub struct DistillDecoderRecipe {
     pub edge_weight: f64,
     /// Weight of the temporal gradient-difference term.
     pub motion_weight: f64,
-    /// AdamW first-moment decay.
-    pub beta1: f64,
-    /// AdamW second-moment decay.
-    pub beta2: f64,
-    /// AdamW epsilon.
-    pub epsilon: f64,
-    /// AdamW decoupled weight decay.
-    pub weight_decay: f64,
-    /// Global gradient-norm clip (0 disables).
-    pub grad_clip_norm: f64,
-    /// Checkpoint every this many steps (and after the last).
-    pub checkpoint_every: u64,
-    /// Checkpoints kept (0 keeps all).
-    pub keep_last: usize,
-    /// Recent losses kept in each checkpoint.
-    pub loss_tail: usize,
+    /// When checkpoints are written and how many are kept ([`CheckpointConfig`]).
+    pub checkpoint: CheckpointConfig,
     /// Show progress bars on stderr.
     pub progress: bool,
 }
@@ -131,7 +117,14 @@ impl Default for DistillDecoderRecipe {
             max_latent_frames: 0,
             latent_crop: 0,
             target_chunk: 8,
-            lr: 1e-3,
+            optimizer: OptimizerConfig {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+                weight_decay: 0.0,
+                grad_clip_norm: 1.0,
+            },
             warmup_steps: 50,
             decay_start: 0,
             batch: 4,
@@ -142,14 +135,11 @@ impl Default for DistillDecoderRecipe {
             ssim_weight: 0.2,
             edge_weight: 1.0,
             motion_weight: 1.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-            weight_decay: 0.0,
-            grad_clip_norm: 1.0,
-            checkpoint_every: 200,
-            keep_last: 2,
-            loss_tail: 100,
+            checkpoint: CheckpointConfig {
+                every: 200,
+                keep_last: 2,
+                loss_tail: 100,
+            },
             progress: true,
         }
     }
@@ -190,7 +180,7 @@ impl DistillDecoderRecipe {
             self.clips,
             self.max_latent_frames,
             self.latent_crop,
-            self.lr,
+            self.optimizer.lr,
             self.warmup_steps,
             self.batch,
             self.seed,
@@ -199,11 +189,11 @@ impl DistillDecoderRecipe {
             self.ssim_weight,
             self.edge_weight,
             self.motion_weight,
-            self.beta1,
-            self.beta2,
-            self.epsilon,
-            self.weight_decay,
-            self.grad_clip_norm
+            self.optimizer.beta1,
+            self.optimizer.beta2,
+            self.optimizer.epsilon,
+            self.optimizer.weight_decay,
+            self.optimizer.grad_clip_norm
         ))
     }
 }

@@ -1,7 +1,7 @@
 //! A fixed set of training latents with their captions, stored once and served from memory.
 //!
 //! Two producers fill a cache ([`LatentSource`]):
-//! - real clips of the synthetic world, encoded once by the finished VAE ([`LatentCache::encode_world`]):
+//! - real clips of the synthetic world, encoded once by the finished VAE (`tmd_world::latents`):
 //!   the DiT only ever sees VAE latents, and encoding every batch again costs far more than the DiT
 //!   step itself on a CPU;
 //! - teacher-generated pairs ([`crate::teacher_data`]): prompts, the seed of each clip's initial
@@ -20,11 +20,9 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tmd_model::model_dir::write_atomically;
-use tmd_model::vae::WanVae;
 
 use crate::train::run::progress_bar;
 use crate::train::TrainError;
-use crate::world::{to_tensor, ClipSpec, WorldDataset};
 
 /// File naming what a cache directory holds.
 pub const INDEX: &str = "index.json";
@@ -175,45 +173,6 @@ impl LatentCache {
         Self::read_chunks(dir, index)
     }
 
-    /// The first `clips` clips of `data` encoded by `vae` (which must be normalising:
-    /// `latents_mean` and `latents_std` set), built or loaded in `dir` as
-    /// [`LatentCache::build_or_load`] does.
-    ///
-    /// # Errors
-    /// As [`LatentCache::build_or_load`]; VAE errors.
-    #[allow(clippy::too_many_arguments)]
-    pub fn encode_world<B: Backend>(
-        dir: &Path,
-        vae: &WanVae<B>,
-        vae_step: u64,
-        data: &WorldDataset,
-        clips: usize,
-        chunk: usize,
-        show_progress: bool,
-        device: &B::Device,
-    ) -> Result<Self, TrainError> {
-        let spec = data.spec();
-        let index = LatentCacheIndex {
-            clips,
-            chunk: chunk.max(1),
-            latent_shape: latent_shape(vae, spec),
-            source: LatentSource::World {
-                dataset_seed: data.seed(),
-                clip_size: [spec.frames, spec.height, spec.width],
-                vae_step,
-            },
-            captions: (0..clips as u64).map(|i| data.caption(i)).collect(),
-        };
-        Self::build_or_load(dir, index, show_progress, "encoding latents", |start, n| {
-            let batch = data.batch(start as u64, n);
-            let video = to_tensor::<B>(&batch, device).map_err(|e| TrainError::Data {
-                step: 0,
-                message: e.to_string(),
-            })?;
-            Ok(vae.encode_normalized(video)?)
-        })
-    }
-
     /// Opens a finished cache without re-encoding anything (later stages: `adapt-head`,
     /// `distill`).
     ///
@@ -320,15 +279,4 @@ fn read_index(path: &Path) -> Result<LatentCacheIndex, TrainError> {
 
 fn chunk_path(dir: &Path, chunk: usize) -> PathBuf {
     dir.join(format!("chunk-{chunk:05}.f32"))
-}
-
-/// `[z, frames, height, width]` of the latent of one clip of `spec` (Wan2.1's VAE: 8x spatial
-/// compression, 4x temporal with a causal first frame).
-pub fn latent_shape<B: Backend>(vae: &WanVae<B>, spec: ClipSpec) -> [usize; 4] {
-    [
-        vae.latents_mean.len(),
-        vae.latent_frames(spec.frames),
-        spec.height / vae.spatial_stride,
-        spec.width / vae.spatial_stride,
-    ]
 }

@@ -1,24 +1,14 @@
-//! tmd-distill: Transition Matching Distillation of Wan2.1 text-to-video models.
+//! tmd-distill: Transition Matching Distillation of Wan2.1 text-to-video models: the method's
+//! training stages (adapt-head, distill, the KD warm-up, distill-decoder), the teacher data they
+//! learn from, and the training loop they share ([`train`]).
 //!
-//! The weights of the real Wan2.1 models cannot be downloaded here, so the crate ships its own small,
-//! fully synthetic [`world`]: seeded captioned clips whose attributes (shape, colour, motion, background,
-//! size) are stated by the caption and checkable in the pixels, with a fixed held-out set of attribute
-//! combinations for measuring generalisation.
-//!
-//! ```
-//! use tmd_distill::world::{ClipSpec, Split, WorldDataset};
-//! let data = WorldDataset::new(Some(Split::Train), 7, ClipSpec::default());
-//! let clip = data.clip(0);
-//! assert_eq!(clip.pixels.len(), 3 * 17 * 64 * 64);
-//! println!("{}", clip.caption);
-//! ```
+//! The synthetic world the project tests on, its evaluator and the bundled teacher's pretraining
+//! live in the `tmd-world` crate, which builds on this one; nothing here needs the world (stages
+//! read a [`latent_cache::LatentCache`]).
 
 pub mod adapt_head;
 pub mod distill;
 pub mod distill_decoder;
-pub mod eval;
 pub mod latent_cache;
-pub mod pretrain;
 pub mod teacher_data;
 pub mod train;
-pub mod world;

@@ -11,6 +11,7 @@ use tmd_distill::adapt_head::{
 };
 use tmd_distill::train::run::adamw;
 use tmd_distill::train::TrainError;
+use tmd_distill::train::{CheckpointConfig, OptimizerConfig};
 use tmd_flowhead::{FlowHeadConfig, TmdStudent};
 use tmd_model::dit::{WanConfig, WanModel};
 use tmd_sampler::noise::gaussian;
@@ -38,9 +39,15 @@ fn tiny_config() -> AdaptHeadConfig {
     AdaptHeadConfig {
         batch: 4,
         steps: 2,
-        checkpoint_every: 1,
+        checkpoint: CheckpointConfig {
+            every: 1,
+            ..AdaptHeadConfig::default().checkpoint
+        },
         progress: false,
-        lr: 1e-3,
+        optimizer: OptimizerConfig {
+            lr: 1e-3,
+            ..AdaptHeadConfig::default().optimizer
+        },
         r_equals_s: 0.25,
         ..AdaptHeadConfig::default()
     }

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use tmd_distill::distill_decoder::{run_distill_decoder, ssim, DistillDecoderRecipe};
 use tmd_distill::latent_cache::{LatentCache, LatentCacheIndex, LatentSource};
+use tmd_distill::train::{CheckpointConfig, OptimizerConfig};
 use tmd_model::model_dir::ModelDir;
 
 type B = NdArray;
@@ -48,9 +49,15 @@ fn recipe(steps: u64) -> DistillDecoderRecipe {
         preset: "tiny".into(),
         batch: 2,
         steps,
-        lr: 1e-2,
+        optimizer: OptimizerConfig {
+            lr: 1e-2,
+            ..DistillDecoderRecipe::default().optimizer
+        },
         warmup_steps: 0,
-        checkpoint_every: 3,
+        checkpoint: CheckpointConfig {
+            every: 3,
+            ..DistillDecoderRecipe::default().checkpoint
+        },
         target_chunk: 4,
         progress: false,
         ..Default::default()

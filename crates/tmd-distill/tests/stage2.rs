@@ -9,6 +9,7 @@ use tmd_distill::distill::discriminator::DiscriminatorConfig;
 use tmd_distill::distill::stage2::{
     distill, stage2_loss, update_of, Stage2Config, Stage2Models, Stage2Update,
 };
+use tmd_distill::train::{CheckpointConfig, OptimizerConfig};
 use tmd_flowhead::FlowHeadConfig;
 use tmd_model::dit::{WanConfig, WanModel};
 use tmd_sampler::noise::gaussian;
@@ -56,8 +57,14 @@ fn config() -> Stage2Config {
     Stage2Config {
         batch: 2,
         steps: 6,
-        lr: 1e-3,
-        checkpoint_every: 3,
+        optimizer: OptimizerConfig {
+            lr: 1e-3,
+            ..Stage2Config::default().optimizer
+        },
+        checkpoint: CheckpointConfig {
+            every: 3,
+            ..Stage2Config::default().checkpoint
+        },
         progress: false,
         ..Stage2Config::default()
     }

@@ -21,6 +21,7 @@ use super::generator::dmd_generate;
 use crate::train::data_parallel::Rows;
 use crate::train::guard::check_finite;
 use crate::train::run::{settings_hash, train_loop, PretrainReport};
+use crate::train::sections::{CheckpointConfig, OptimizerConfig};
 use crate::train::TrainError;
 
 /// Name of the student inside a KD checkpoint directory.
@@ -32,28 +33,14 @@ pub const MODEL_NAME: &str = "kd";
 pub struct KdConfig {
     /// Iterations (0 skips the warm-up; the paper does not give its length).
     pub steps: u64,
-    /// Learning rate (inferred: stage 2's).
-    pub lr: f64,
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate (inferred: stage 2's).
+    pub optimizer: OptimizerConfig,
     /// Pairs per batch.
     pub batch: usize,
     /// Seed of the batch draws.
     pub seed: u64,
-    /// AdamW betas, epsilon and weight decay (stage 2's).
-    pub beta1: f64,
-    /// See `beta1`.
-    pub beta2: f64,
-    /// See `beta1`.
-    pub epsilon: f64,
-    /// See `beta1`.
-    pub weight_decay: f64,
-    /// Global gradient-norm clip (0 disables).
-    pub grad_clip_norm: f64,
-    /// Write a checkpoint every this many iterations (and after the last).
-    pub checkpoint_every: u64,
-    /// Keep this many newest checkpoints (0 keeps all).
-    pub keep_last: usize,
-    /// Recent losses kept in each checkpoint.
-    pub loss_tail: usize,
+    /// When checkpoints are written and how many are kept ([`CheckpointConfig`]).
+    pub checkpoint: CheckpointConfig,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// Activation checkpointing ([`crate::train::activation_checkpointing`]): recompute each
@@ -66,17 +53,21 @@ impl Default for KdConfig {
     fn default() -> Self {
         Self {
             steps: 0,
-            lr: 1e-5,
+            optimizer: OptimizerConfig {
+                lr: 1e-5,
+                beta1: 0.9,
+                beta2: 0.99,
+                epsilon: 1e-8,
+                weight_decay: 0.01,
+                grad_clip_norm: 1.0,
+            },
             batch: 8,
             seed: 0,
-            beta1: 0.9,
-            beta2: 0.99,
-            epsilon: 1e-8,
-            weight_decay: 0.01,
-            grad_clip_norm: 1.0,
-            checkpoint_every: 500,
-            keep_last: 3,
-            loss_tail: 100,
+            checkpoint: CheckpointConfig {
+                every: 500,
+                keep_last: 3,
+                loss_tail: 100,
+            },
             progress: true,
             checkpoint_activations: false,
         }
@@ -88,14 +79,14 @@ impl KdConfig {
     pub fn resume_hash(&self) -> String {
         settings_hash(&format!(
             "kd;lr={:e};batch={};seed={};b1={:e};b2={:e};eps={:e};wd={:e};clip={:e}",
-            self.lr,
+            self.optimizer.lr,
             self.batch,
             self.seed,
-            self.beta1,
-            self.beta2,
-            self.epsilon,
-            self.weight_decay,
-            self.grad_clip_norm
+            self.optimizer.beta1,
+            self.optimizer.beta2,
+            self.optimizer.epsilon,
+            self.optimizer.weight_decay,
+            self.optimizer.grad_clip_norm
         ))
     }
 }

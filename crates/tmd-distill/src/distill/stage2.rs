@@ -32,6 +32,7 @@ use crate::train::data_parallel::Rows;
 use crate::train::guard::check_finite;
 use crate::train::rng::{step_seed, uniform};
 use crate::train::run::{settings_hash, train_loop, PretrainReport};
+use crate::train::sections::{CheckpointConfig, OptimizerConfig};
 use crate::train::TrainError;
 
 /// Name of the model bundle inside a checkpoint directory.
@@ -47,8 +48,8 @@ const STREAM_EPS2: u64 = 25;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct Stage2Config {
-    /// Learning rate of all three models (paper: 1e-5).
-    pub lr: f64,
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate of all three models (paper: 1e-5).
+    pub optimizer: OptimizerConfig,
     /// Clips per batch (paper: 64 globally).
     pub batch: usize,
     /// Iterations (paper, 1.3B: 4k for M >= 2, 12k for M = 1).
@@ -71,23 +72,8 @@ pub struct Stage2Config {
     pub student_every: u64,
     /// Weight of the generator's GAN loss (paper: 0.03; 0 disables the GAN, the "no GAN" ablation).
     pub gan_weight: f64,
-    /// AdamW betas (paper: 0.9, 0.99), epsilon and weight decay (paper: 1e-8, 0.01).
-    pub beta1: f64,
-    /// See `beta1`.
-    pub beta2: f64,
-    /// See `beta1`.
-    pub epsilon: f64,
-    /// See `beta1`.
-    pub weight_decay: f64,
-    /// Global gradient-norm clip (0 disables).
-    pub grad_clip_norm: f64,
-    /// Write a checkpoint every this many iterations (and after the last); 0 writes none
-    /// (benchmarks: an interrupted run starts over).
-    pub checkpoint_every: u64,
-    /// Keep this many newest checkpoints (0 keeps all).
-    pub keep_last: usize,
-    /// Recent losses kept in each checkpoint.
-    pub loss_tail: usize,
+    /// When checkpoints are written and how many are kept ([`CheckpointConfig`]).
+    pub checkpoint: CheckpointConfig,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// Activation checkpointing ([`crate::train::activation_checkpointing`]): the student's
@@ -100,7 +86,14 @@ pub struct Stage2Config {
 impl Default for Stage2Config {
     fn default() -> Self {
         Self {
-            lr: 1e-5,
+            optimizer: OptimizerConfig {
+                lr: 1e-5,
+                beta1: 0.9,
+                beta2: 0.99,
+                epsilon: 1e-8,
+                weight_decay: 0.01,
+                grad_clip_norm: 1.0,
+            },
             batch: 8,
             steps: 4000,
             seed: 0,
@@ -112,14 +105,11 @@ impl Default for Stage2Config {
             guidance: 5.0,
             student_every: 5,
             gan_weight: GAN_WEIGHT,
-            beta1: 0.9,
-            beta2: 0.99,
-            epsilon: 1e-8,
-            weight_decay: 0.01,
-            grad_clip_norm: 1.0,
-            checkpoint_every: 500,
-            keep_last: 3,
-            loss_tail: 100,
+            checkpoint: CheckpointConfig {
+                every: 500,
+                keep_last: 3,
+                loss_tail: 100,
+            },
             progress: true,
             checkpoint_activations: false,
         }
@@ -131,9 +121,9 @@ impl Stage2Config {
     pub fn resume_hash(&self) -> String {
         settings_hash(&format!(
             "lr={:e};batch={};seed={};M={};N={};go={:e};gi={:e};gt={:e};w={:e};every={};gan={:e};b1={:e};b2={:e};eps={:e};wd={:e};clip={:e}",
-            self.lr, self.batch, self.seed, self.outer_steps, self.inner_steps, self.outer_shift,
+            self.optimizer.lr, self.batch, self.seed, self.outer_steps, self.inner_steps, self.outer_shift,
             self.inner_shift, self.t_shift, self.guidance, self.student_every, self.gan_weight,
-            self.beta1, self.beta2, self.epsilon, self.weight_decay, self.grad_clip_norm
+            self.optimizer.beta1, self.optimizer.beta2, self.optimizer.epsilon, self.optimizer.weight_decay, self.optimizer.grad_clip_norm
         ))
     }
 }

@@ -86,6 +86,25 @@ fn known(key: &str, keys: &BTreeSet<String>, defaults: &Value) -> bool {
     true
 }
 
+/// For a key that moved into the shared sections ([`super::sections`]: `lr` to `optimizer.lr`,
+/// `checkpoint_every` to `checkpoint.every`, ...), where it lives now (empty otherwise).
+fn moved_hint(key: &str, keys: &BTreeSet<String>) -> String {
+    let (parent, leaf) = match key.rsplit_once('.') {
+        Some((parent, leaf)) => (format!("{parent}."), leaf),
+        None => (String::new(), key),
+    };
+    let moved = match leaf {
+        "checkpoint_every" => format!("{parent}checkpoint.every"),
+        "keep_last" | "loss_tail" => format!("{parent}checkpoint.{leaf}"),
+        _ => format!("{parent}optimizer.{leaf}"),
+    };
+    if keys.contains(&moved) {
+        format!(" (now `{moved}`)")
+    } else {
+        String::new()
+    }
+}
+
 /// Reads a stage's settings: `T::default()`, overlaid by the TOML `file` (if any), overlaid by
 /// `overrides` of the form `key=value` (dotted keys reach nested tables; values are parsed as the
 /// field's type).
@@ -140,7 +159,8 @@ where
                 Some(path),
                 Some(bad),
                 format!(
-                    "unknown key; known keys: {}",
+                    "unknown key{}; known keys: {}",
+                    moved_hint(bad, &keys),
                     keys.iter().cloned().collect::<Vec<_>>().join(", ")
                 ),
             ));
@@ -164,7 +184,7 @@ where
             return Err(config_err(
                 file,
                 Some(key),
-                format!("unknown key in override '{item}'"),
+                format!("unknown key in override '{item}'{}", moved_hint(key, &keys)),
             ));
         }
         builder = builder

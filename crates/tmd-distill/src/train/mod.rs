@@ -1,6 +1,7 @@
 //! Reusable training infrastructure shared by every stage (`pretrain`, `adapt-head`, `distill`):
 //!
 //! - [`config`]: a stage's settings from defaults, a TOML file and `key=value` overrides;
+//! - [`sections`]: the `optimizer` and `checkpoint` sections every stage's settings share;
 //! - [`activation_checkpointing`]: segment-wise activation checkpointing (recompute each block's
 //!   forward in the backward) behind `train.checkpoint_activations`;
 //! - [`checkpoint`]: atomic, checksummed checkpoint directories with exact resume;
@@ -20,6 +21,7 @@ pub mod guard;
 pub mod mpk_writer;
 pub mod rng;
 pub mod run;
+pub mod sections;
 pub mod sharded_optimizer;
 
 pub use checkpoint::{
@@ -29,3 +31,4 @@ pub use config::{load_stage_config, load_stage_config_over};
 pub use error::TrainError;
 pub use guard::{check_finite, check_module_finite};
 pub use run::{resume, save_checkpoint, LossLog, PretrainReport, Resumed};
+pub use sections::{CheckpointConfig, OptimizerConfig};

@@ -588,26 +588,26 @@ pub struct LoopSettings {
     pub progress: bool,
 }
 
-/// The [`LoopSettings`] of a stage config with the shared fields (`lr`, `steps`, `seed`, AdamW's
-/// `beta1`, `beta2`, `epsilon`, `weight_decay`, `grad_clip_norm`, and `checkpoint_every`,
-/// `keep_last`, `loss_tail`, `progress`).
+/// The [`LoopSettings`] of a stage config with the shared sections (`optimizer`:
+/// [`OptimizerConfig`](super::OptimizerConfig), `checkpoint`:
+/// [`CheckpointConfig`](super::CheckpointConfig)) and fields (`steps`, `seed`, `progress`).
 #[macro_export]
 macro_rules! loop_settings {
     ($c:expr) => {
         $crate::train::run::LoopSettings {
-            lr: $c.lr,
+            lr: $c.optimizer.lr,
             warmup_steps: 0,
             decay_start: 0,
             steps: $c.steps,
             seed: $c.seed,
-            beta1: $c.beta1,
-            beta2: $c.beta2,
-            epsilon: $c.epsilon,
-            weight_decay: $c.weight_decay,
-            grad_clip_norm: $c.grad_clip_norm,
-            checkpoint_every: $c.checkpoint_every,
-            keep_last: $c.keep_last,
-            loss_tail: $c.loss_tail,
+            beta1: $c.optimizer.beta1,
+            beta2: $c.optimizer.beta2,
+            epsilon: $c.optimizer.epsilon,
+            weight_decay: $c.optimizer.weight_decay,
+            grad_clip_norm: $c.optimizer.grad_clip_norm,
+            checkpoint_every: $c.checkpoint.every,
+            keep_last: $c.checkpoint.keep_last,
+            loss_tail: $c.checkpoint.loss_tail,
             progress: $c.progress,
         }
     };

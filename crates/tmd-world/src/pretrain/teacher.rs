@@ -1,4 +1,4 @@
-//! The recipe of the bundled teacher: the synthetic [`world`](crate::world) in, a model directory
+//! The recipe of the bundled teacher: the synthetic [`world`](crate) in, a model directory
 //! out, in three resumable stages under one run directory.
 //!
 //! 1. **VAE** ([`train_teacher_vae`]): the Wan VAE at a small width, trained as an autoencoder
@@ -36,13 +36,12 @@ use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
 
 use super::dit::{pretrain_dit, DitBatch, DitPretrainConfig};
 use super::vae::{pretrain_vae, VaePretrainConfig};
-use crate::latent_cache::LatentCache;
-use crate::train::checkpoint::{latest_valid, Checkpoint};
-use crate::train::data_parallel::{rank_zero_first, seeded_init};
-use crate::train::rng::uniform;
-use crate::train::run::PretrainReport;
-use crate::train::TrainError;
-use crate::world::{captions, to_tensor, write_world_tokenizer, ClipSpec, Split, WorldDataset};
+use crate::{captions, to_tensor, write_world_tokenizer, ClipSpec, Split, WorldDataset};
+use tmd_distill::train::checkpoint::{latest_valid, Checkpoint};
+use tmd_distill::train::data_parallel::{rank_zero_first, seeded_init};
+use tmd_distill::train::rng::uniform;
+use tmd_distill::train::run::PretrainReport;
+use tmd_distill::train::TrainError;
 
 /// Sub-directory of the run directory holding the VAE checkpoints.
 pub const VAE_RUN: &str = "vae";
@@ -50,7 +49,7 @@ pub const VAE_RUN: &str = "vae";
 pub const DIT_RUN: &str = "dit";
 /// Sub-directory of the run directory holding the frozen text encoder.
 pub const TEXT_ENCODER_DIR: &str = "text_encoder";
-/// Random streams of the VAE's crop positions (see [`crate::train::rng`]).
+/// Random streams of the VAE's crop positions (see [`tmd_distill::train::rng`]).
 const CROP_Y_STREAM: u64 = 0x5641_4559;
 const CROP_X_STREAM: u64 = 0x5641_4558;
 /// Sub-directory of the run directory holding the latent cache of the DiT stage.
@@ -230,7 +229,7 @@ impl Default for SamplingSettings {
 }
 
 /// Everything that defines the bundled teacher (read with
-/// [`load_stage_config`](crate::train::load_stage_config) from `configs/world-teacher.toml`).
+/// [`load_stage_config`](tmd_distill::train::load_stage_config) from `configs/world-teacher.toml`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct TeacherRecipe {
@@ -381,7 +380,7 @@ impl TeacherRecipe {
     }
 }
 
-fn world_err(e: crate::world::WorldError) -> TrainError {
+fn world_err(e: crate::WorldError) -> TrainError {
     TrainError::Data {
         step: 0,
         message: e.to_string(),
@@ -522,7 +521,7 @@ pub struct VaeCheck {
     /// The first clips checked and their reconstructions, interleaved (real, reconstructed, ...),
     /// for a contact sheet.
     #[serde(skip)]
-    pub samples: Vec<crate::world::Clip>,
+    pub samples: Vec<crate::Clip>,
 }
 
 /// Encodes and decodes `clips` whole clips of `split` (the generated size, `recipe.world.frames`
@@ -579,7 +578,7 @@ pub fn check_vae<B: Backend>(
             .as_ref()
             .and_then(|f| f.get(i * per_clip..(i + 1) * per_clip))
             .map(<[f32]>::to_vec);
-        let reconstructed = pixels.map(|pixels| crate::world::Clip {
+        let reconstructed = pixels.map(|pixels| crate::Clip {
             pixels,
             ..clip.clone()
         });
@@ -741,7 +740,7 @@ pub fn train_teacher_dit<B: AutodiffBackend>(
                     "vae",
                 )?
                 .step;
-                Some(LatentCache::encode_world(
+                Some(crate::latents::encode_world(
                     &run_dir.join(LATENT_CACHE_DIR),
                     &vae,
                     vae_step,

@@ -1,24 +1,50 @@
-//! The synthetic world: seeded captioned clips with checkable attributes.
+//! tmd-world: the testbed, not the method. The real Wan2.1 weights cannot be downloaded here, so
+//! the project ships its own small, fully synthetic world, a teacher pretrained on it, and an
+//! evaluator that checks generated clips against their captions.
+//!
+//! The world: seeded captioned clips whose attributes (shape, colour, motion, background, size) are
+//! stated by the caption and checkable in the pixels, with a fixed held-out set of attribute
+//! combinations for measuring generalisation.
 //!
 //! - [`attributes`]: the vocabulary (shape, colour, motion, background, size) and combination indices.
 //! - [`split`]: the fixed train / held-out split of combinations.
 //! - [`caption`](mod@caption): natural captions from templates, and parsing captions back into attributes.
 //! - [`render`](mod@render): rasterising a clip, `[3, frames, height, width]` in `[-1, 1]`.
 //! - [`dataset`]: an endless seeded dataset, parallel batches, tensors.
+//! - [`latents`]: world clips encoded once by a VAE into a [`tmd_distill::latent_cache`].
 //! - [`preview`]: GIFs and contact sheets for looking at clips.
+//! - [`tokenizer`]: the world's word-level tokenizer.
+//! - [`eval`]: the evaluator (our small VBench): the world classifier, prompt adherence and
+//!   Fréchet distance of generated clips.
+//! - [`pretrain`]: pretraining the bundled teacher (VAE, text encoder, DiT) on the world, through
+//!   tmd-distill's training loop ([`tmd_distill::train`]).
+//!
+//! Dependency direction: this crate uses tmd-distill's generic training loop and latent cache;
+//! tmd-distill's stages never need the world (they read a latent cache).
 //!
 //! ```
-//! use tmd_distill::world::{parse_caption, render, Attributes, ClipSpec};
+//! use tmd_world::{parse_caption, render, Attributes, ClipSpec};
 //! let attrs = parse_caption("A small red circle moves to the left on a black background.").unwrap();
 //! let clip = render(&attrs, 42, &ClipSpec::default());
 //! assert_eq!(clip.attributes, attrs);
 //! assert_eq!(Attributes::COUNT, 960);
+//! ```
+//!
+//! ```
+//! use tmd_world::{ClipSpec, Split, WorldDataset};
+//! let data = WorldDataset::new(Some(Split::Train), 7, ClipSpec::default());
+//! let clip = data.clip(0);
+//! assert_eq!(clip.pixels.len(), 3 * 17 * 64 * 64);
+//! println!("{}", clip.caption);
 //! ```
 
 pub mod attributes;
 pub mod caption;
 pub mod dataset;
 pub mod error;
+pub mod eval;
+pub mod latents;
+pub mod pretrain;
 pub mod preview;
 pub mod render;
 mod rng;

@@ -2,15 +2,15 @@
 //! defect (benches/NOTES.md): how much the reconstruction depends on the input clip, against how
 //! much it moves when every weight is nudged by one Adam step (`lr * sign`).
 //!
-//! `cargo run --release -p tmd-distill --example vae_probe -- [config] [lr] [checkpoint vae.bpk]`
+//! `cargo run --release -p tmd-world --example vae_probe -- [config] [lr] [checkpoint vae.bpk]`
 //! (defaults: configs/world-teacher.toml, 3e-4, the initial weights; single 32x32 frames).
 
 use burn::backend::NdArray;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
-use tmd_distill::pretrain::decode_unclamped;
-use tmd_distill::pretrain::teacher::TeacherRecipe;
-use tmd_distill::world::{to_tensor, ClipSpec, Split, WorldDataset};
+use tmd_world::pretrain::decode_unclamped;
+use tmd_world::pretrain::teacher::TeacherRecipe;
+use tmd_world::{to_tensor, ClipSpec, Split, WorldDataset};
 
 type B = NdArray;
 
@@ -51,7 +51,7 @@ fn main() {
     B::seed(&device, recipe.vae.seed);
     let mut vae = recipe.vae_config(None).init::<B>(&device);
     if recipe.vae.init_for_training {
-        vae = tmd_distill::pretrain::vae::init_for_training(vae);
+        vae = tmd_world::pretrain::vae::init_for_training(vae);
     }
     if let Some(path) = args.get(2) {
         let source = tmd_model::weights::WeightSource::open_files(&[path.into()]).unwrap();

@@ -8,15 +8,15 @@
 //! input of one other frame is replaced by fresh noise (at `t = 0.7`): a DiT that ties the frames
 //! of a clip together (one object moving) reads the other frames; one that does not, does not.
 //!
-//! `cargo run --release -p tmd-distill --example latent_frames -- MODEL_DIR [CLIPS]`, from the
+//! `cargo run --release -p tmd-world --example latent_frames -- MODEL_DIR [CLIPS]`, from the
 //! repository root (the world is configs/world-teacher.toml's).
 
 use burn::backend::NdArray;
 use burn::prelude::*;
-use tmd_distill::pretrain::teacher::TeacherRecipe;
-use tmd_distill::world::{to_tensor, Split, WorldDataset};
 use tmd_sampler::noise::gaussian;
 use tmd_sampler::TeacherPipeline;
+use tmd_world::pretrain::teacher::TeacherRecipe;
+use tmd_world::{to_tensor, Split, WorldDataset};
 
 type B = NdArray;
 

@@ -3,15 +3,15 @@
 //! directories are local and not kept): writes `RUN/vae/step-STEP/` as a finished VAE checkpoint
 //! holding the model directory's VAE weights (no optimizer state: it is only read, never resumed).
 //!
-//! `cargo run --release -p tmd-distill --example seed_vae_run -- MODEL_DIR RUN STEP`, e.g.
+//! `cargo run --release -p tmd-world --example seed_vae_run -- MODEL_DIR RUN STEP`, e.g.
 //! `assets/world runs/world-teacher 8700` (then `pretrain --stage dit`: configs/world-teacher.toml
 //! holds the bundled run's settings). `assets/world` stores its weights as f16, so the seeded VAE
 //! is the trained one rounded to f16.
 
 use burn::backend::NdArray;
-use tmd_distill::pretrain::vae::MODEL_NAME;
 use tmd_distill::train::{CheckpointWriter, TrainState};
 use tmd_model::model_dir::ModelDir;
+use tmd_world::pretrain::vae::MODEL_NAME;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -6,13 +6,14 @@ use std::sync::Mutex;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
-use tmd_distill::pretrain::{
-    decode_unclamped, pretrain_vae, vae_reconstruction_loss, VaeLossWeights, VaePretrainConfig,
-};
 use tmd_distill::train::{latest_valid, list_checkpoints, load_stage_config, TrainError};
-use tmd_distill::world::{to_tensor, ClipSpec, Split, WorldDataset};
+use tmd_distill::train::{CheckpointConfig, OptimizerConfig};
 use tmd_model::vae::{WanVae, WanVaeConfig};
 use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
+use tmd_world::pretrain::{
+    decode_unclamped, pretrain_vae, vae_reconstruction_loss, VaeLossWeights, VaePretrainConfig,
+};
+use tmd_world::{to_tensor, ClipSpec, Split, WorldDataset};
 
 type B = Autodiff<NdArray<f32>>;
 
@@ -65,13 +66,19 @@ fn clips_of(step: u64) -> Result<Tensor<B, 5>, TrainError> {
 
 fn config(steps: u64) -> VaePretrainConfig {
     VaePretrainConfig {
-        lr: 2e-3,
+        optimizer: OptimizerConfig {
+            lr: 2e-3,
+            ..VaePretrainConfig::default().optimizer
+        },
         warmup_steps: 0,
         batch: BATCH,
         steps,
         seed: 3,
-        checkpoint_every: 2,
-        keep_last: 0,
+        checkpoint: CheckpointConfig {
+            every: 2,
+            keep_last: 0,
+            ..VaePretrainConfig::default().checkpoint
+        },
         progress: false,
         ..Default::default()
     }
@@ -194,7 +201,7 @@ fn loss_decreases_on_a_fixed_batch() {
     );
     let before = eval_loss(&vae, fixed.clone());
     let mut cfg = config(20);
-    cfg.checkpoint_every = 1000;
+    cfg.checkpoint.every = 1000;
     let t0 = std::time::Instant::now();
     let (vae, report) =
         pretrain_vae(vae, &cfg, &dir.join("run"), |_| Ok(fixed.clone())).expect("train");
@@ -302,7 +309,7 @@ fn config_reads_overrides_and_rejects_unknown_keys() {
     let cfg: VaePretrainConfig =
         load_stage_config(None, &["latent_l2=0.001".into(), "batch=4".into()]).expect("config");
     assert_eq!((cfg.latent_l2, cfg.batch), (0.001, 4));
-    assert_eq!(cfg.lr, VaePretrainConfig::default().lr);
+    assert_eq!(cfg.optimizer.lr, VaePretrainConfig::default().optimizer.lr);
     assert_ne!(
         cfg.resume_hash(),
         VaePretrainConfig::default().resume_hash()
@@ -327,7 +334,7 @@ fn input_dependence(x: Tensor<NdArray<f32>, 5>) -> f64 {
 
 #[test]
 fn training_init_keeps_the_input_in_the_latent_and_the_reconstruction() {
-    use tmd_distill::pretrain::vae::init_for_training;
+    use tmd_world::pretrain::vae::init_for_training;
     let device = Default::default();
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     <NdArray<f32> as Backend>::seed(&device, 7);

@@ -1,7 +1,7 @@
-//! Pretraining of the bundled teacher on the synthetic [`world`](crate::world).
+//! Pretraining of the bundled teacher on the synthetic [`world`](crate).
 //!
 //! [`dit`]: the Wan flow-matching objective and its training loop for the DiT.
-//! The DiT stage trains on a [`crate::latent_cache`] of clips encoded once by the finished VAE.
+//! The DiT stage trains on a [`tmd_distill::latent_cache`] of clips encoded once by the finished VAE.
 //! [`teacher`]: the recipe of the bundled teacher (VAE, frozen text encoder, DiT, export).
 //! [`vae`]: the Wan VAE trained as a deterministic autoencoder, and its training loop.
 

@@ -2,19 +2,20 @@
 //! loss decreases, exact resume, corrupt checkpoints skipped, NaN/Inf stops with the last good
 //! checkpoint kept, config file/override precedence.
 //!
-//! Run: `cargo test -p tmd-distill --test train -- --nocapture`
+//! Run: `cargo test -p tmd-world --test train -- --nocapture`
 
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use tmd_distill::pretrain::teacher::warm_start_dit;
-use tmd_distill::pretrain::{flow_matching_loss, pretrain_dit, DitBatch, DitPretrainConfig};
 use tmd_distill::train::{latest_valid, list_checkpoints, load_stage_config, TrainError};
+use tmd_distill::train::{CheckpointConfig, OptimizerConfig};
 use tmd_model::dit::{WanConfig, WanModel};
 use tmd_model::weights::{load_module, save_burnpack, KeyMap, WeightSource};
 use tmd_sampler::noise::gaussian;
+use tmd_world::pretrain::teacher::warm_start_dit;
+use tmd_world::pretrain::{flow_matching_loss, pretrain_dit, DitBatch, DitPretrainConfig};
 
 type B = Autodiff<NdArray<f32>>;
 
@@ -75,13 +76,19 @@ fn negative() -> Tensor<B, 3> {
 
 fn config(steps: u64) -> DitPretrainConfig {
     DitPretrainConfig {
-        lr: 1e-3,
+        optimizer: OptimizerConfig {
+            lr: 1e-3,
+            ..DitPretrainConfig::default().optimizer
+        },
         batch: BATCH,
         steps,
         seed: 5,
         text_dropout: 0.3,
-        checkpoint_every: 2,
-        keep_last: 0,
+        checkpoint: CheckpointConfig {
+            every: 2,
+            keep_last: 0,
+            ..DitPretrainConfig::default().checkpoint
+        },
         progress: false,
         ..Default::default()
     }
@@ -93,7 +100,7 @@ fn train(
     dir: &Path,
     name: &str,
     cfg: &DitPretrainConfig,
-) -> (WanModel<B>, tmd_distill::pretrain::PretrainReport) {
+) -> (WanModel<B>, tmd_world::pretrain::PretrainReport) {
     pretrain_dit(
         initial_model(dir),
         cfg,
@@ -127,7 +134,7 @@ fn loss_decreases_on_a_fixed_batch() {
     let before = eval_loss(&model);
     let mut cfg = config(30);
     cfg.text_dropout = 0.0;
-    cfg.checkpoint_every = 1000;
+    cfg.checkpoint.every = 1000;
     let (model, report) =
         pretrain_dit(model, &cfg, &dir.join("run"), None, |_| Ok(fixed_batch())).expect("train");
     let after = eval_loss(&model);
@@ -314,7 +321,7 @@ fn all_checkpoints_corrupt_stops_instead_of_starting_over() {
     let dir = scratch("all-corrupt");
     let run = dir.join("run");
     let mut cfg = config(6);
-    cfg.keep_last = 3;
+    cfg.checkpoint.keep_last = 3;
     pretrain_dit(initial_model(&dir), &cfg, &run, Some(negative()), |s| {
         Ok(batch_of(s))
     })
@@ -356,8 +363,8 @@ fn corrupt_newer_checkpoints_are_moved_aside_not_deleted() {
     let dir = scratch("newer-corrupt");
     let run = dir.join("run");
     let mut cfg = config(6);
-    cfg.keep_last = 1;
-    cfg.checkpoint_every = 2;
+    cfg.checkpoint.keep_last = 1;
+    cfg.checkpoint.every = 2;
     pretrain_dit(
         initial_model(&dir),
         &config(6),
@@ -420,8 +427,8 @@ fn a_loss_log_without_checkpoint_is_kept_aside() {
 fn keep_last_prunes_old_checkpoints() {
     let dir = scratch("keep");
     let mut cfg = config(6);
-    cfg.checkpoint_every = 1;
-    cfg.keep_last = 2;
+    cfg.checkpoint.every = 1;
+    cfg.checkpoint.keep_last = 2;
     pretrain_dit(
         initial_model(&dir),
         &cfg,
@@ -473,8 +480,8 @@ fn infinite_learning_rate_never_checkpoints_bad_weights() {
     let dir = scratch("inf-lr");
     let run = dir.join("run");
     let mut cfg = config(4);
-    cfg.lr = f64::INFINITY;
-    cfg.checkpoint_every = 1;
+    cfg.optimizer.lr = f64::INFINITY;
+    cfg.checkpoint.every = 1;
     match pretrain_dit(initial_model(&dir), &cfg, &run, Some(negative()), |s| {
         Ok(batch_of(s))
     }) {
@@ -597,8 +604,8 @@ fn config_file_then_overrides_and_errors_name_file_and_key() {
     let p: DitPretrainConfig =
         load_stage_config(None, &["shift=3.0".into(), "batch=4".into()]).expect("dit");
     assert_eq!(
-        (p.shift, p.batch, p.lr),
-        (3.0, 4, DitPretrainConfig::default().lr)
+        (p.shift, p.batch, p.optimizer.lr),
+        (3.0, 4, DitPretrainConfig::default().optimizer.lr)
     );
 }
 

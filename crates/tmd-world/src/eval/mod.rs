@@ -31,10 +31,10 @@ pub use classifier::{WorldClassifier, WorldClassifierConfig, HEADS};
 pub use frechet::{frechet_distance, FeatureStats};
 pub use report::{markdown_table, EvalReport, EvalRow, RowSpec};
 
-use crate::train::TrainError;
-use crate::world::{
+use crate::{
     caption, parse_caption, render, AttributeKind, Attributes, ClipSpec, Split, WorldDataset,
 };
+use tmd_distill::train::TrainError;
 
 /// A prompt to evaluate and the attributes it states.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,17 +212,16 @@ impl<B: Backend> Judge<B> {
                 .map(|(i, a)| {
                     render(
                         a,
-                        crate::train::rng::step_seed(seed, (c * 32 + i) as u64, 7),
+                        tmd_distill::train::rng::step_seed(seed, (c * 32 + i) as u64, 7),
                         &spec,
                     )
                 })
                 .collect();
-            let video = crate::world::to_tensor::<B>(&clips, &self.device).map_err(|e| {
-                TrainError::Data {
+            let video =
+                crate::to_tensor::<B>(&clips, &self.device).map_err(|e| TrainError::Data {
                     step: 0,
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             rows.extend(self.judge(video)?.1);
         }
         Ok(rows)
@@ -273,11 +272,10 @@ pub fn judge_accuracy_of<B: Backend>(
     while (start as usize) < count {
         let n = 32.min(count - start as usize);
         let clips = data.batch(start, n);
-        let video =
-            crate::world::to_tensor::<B>(&clips, &judge.device).map_err(|e| TrainError::Data {
-                step: 0,
-                message: e.to_string(),
-            })?;
+        let video = crate::to_tensor::<B>(&clips, &judge.device).map_err(|e| TrainError::Data {
+            step: 0,
+            message: e.to_string(),
+        })?;
         let video = transform(video)?;
         let (classes, _) = judge.judge(video)?;
         for (clip, got) in clips.iter().zip(&classes) {
@@ -384,7 +382,7 @@ where
 }
 
 /// Everything that defines the shipped evaluator (read with
-/// [`load_stage_config`](crate::train::load_stage_config) from `configs/world-evaluator.toml`).
+/// [`load_stage_config`](tmd_distill::train::load_stage_config) from `configs/world-evaluator.toml`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct EvaluatorRecipe {
@@ -473,7 +471,7 @@ pub fn train_evaluator<B: burn::tensor::backend::AutodiffBackend>(
         }
     })?;
     let data = WorldDataset::new(split, recipe.train.seed, spec);
-    let model = crate::train::data_parallel::seeded_init(|| {
+    let model = tmd_distill::train::data_parallel::seeded_init(|| {
         B::seed(device, recipe.train.seed);
         config.init::<B>(device)
     });
@@ -600,7 +598,7 @@ impl EvalPlan {
             Some(_) => Self::default(),
             None => Self::standard(),
         };
-        let plan = crate::train::load_stage_config_over(&base, file, overrides)?;
+        let plan = tmd_distill::train::load_stage_config_over(&base, file, overrides)?;
         if plan.teacher.is_empty() && plan.student.is_empty() {
             return Err(TrainError::Config {
                 file: file.map(Path::to_path_buf),

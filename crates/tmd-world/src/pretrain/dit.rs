@@ -6,7 +6,7 @@
 //! the same time shift the samplers use ([`tmd_sampler::schedule::shift`]).
 //!
 //! Every random draw of step `s` (times, noise, text dropout) is a pure function of
-//! `(seed, s)` ([`crate::train::rng`]), and the batch of step `s` is asked of the caller by its
+//! `(seed, s)` ([`tmd_distill::train::rng`]), and the batch of step `s` is asked of the caller by its
 //! step number, so a resumed run repeats an uninterrupted one bit for bit.
 
 use std::path::Path;
@@ -19,13 +19,14 @@ use tmd_model::dit::WanModel;
 use tmd_sampler::noise::gaussian;
 use tmd_sampler::schedule::{shift, NUM_TRAIN_TIMESTEPS};
 
-use crate::train::data_parallel::shard_batch;
-use crate::train::rng::{step_seed, uniform};
-use crate::train::run::{check_shape, settings_hash, train_loop};
-pub use crate::train::run::{PretrainReport, LOSS_LOG, OPTIMIZER_NAME};
-use crate::train::TrainError;
+use tmd_distill::train::data_parallel::shard_batch;
+use tmd_distill::train::rng::{step_seed, uniform};
+use tmd_distill::train::run::{check_shape, settings_hash, train_loop};
+pub use tmd_distill::train::run::{PretrainReport, LOSS_LOG, OPTIMIZER_NAME};
+use tmd_distill::train::TrainError;
+use tmd_distill::train::{CheckpointConfig, OptimizerConfig};
 
-/// Random streams of one step (see [`crate::train::rng`]).
+/// Random streams of one step (see [`tmd_distill::train::rng`]).
 const STREAM_TIME: u64 = 1;
 const STREAM_NOISE: u64 = 2;
 const STREAM_DROPOUT: u64 = 3;
@@ -33,13 +34,12 @@ const STREAM_DROPOUT: u64 = 3;
 /// Name of the DiT inside a checkpoint directory.
 pub const MODEL_NAME: &str = "dit";
 
-/// Settings of DiT pretraining (read with [`crate::train::load_stage_config`]).
+/// Settings of DiT pretraining (read with [`tmd_distill::train::load_stage_config`]).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct DitPretrainConfig {
-    /// Learning rate, constant. 2e-4: a small DiT trained from scratch tolerates a larger rate than
-    /// the 1e-5 .. 1e-4 used for fine-tuning the released models.
-    pub lr: f64,
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate, constant. 2e-4: a small DiT trained from scratch tolerates a larger rate than the 1e-5 .. 1e-4 used for fine-tuning the released models.
+    pub optimizer: OptimizerConfig,
     /// Clips per batch; the loop checks that the data source delivers this many.
     pub batch: usize,
     /// Optimizer steps in total (a resumed run continues up to this number).
@@ -49,7 +49,7 @@ pub struct DitPretrainConfig {
     /// of several 1e-4 from a fresh DiT wants one.
     pub warmup_steps: u64,
     /// Step after which the rate decays along a half cosine to a small floor at `steps`
-    /// ([`scheduled_lr`](crate::train::run::scheduled_lr); 0: constant). Not part of the resume
+    /// ([`scheduled_lr`](tmd_distill::train::run::scheduled_lr); 0: constant). Not part of the resume
     /// hash: a run trained at a constant rate can be continued with a decay.
     pub decay_start: u64,
     /// Time shift `g` of the training times `t = shift(u, g)`. 2.0: the bundled world's latents are
@@ -61,25 +61,11 @@ pub struct DitPretrainConfig {
     /// model also learns the unconditional velocity that classifier-free guidance needs. 0.1 is the
     /// usual choice (Imagen, SD).
     pub text_dropout: f64,
-    /// AdamW first-moment decay (0.9, the standard value).
-    pub beta1: f64,
-    /// AdamW second-moment decay (0.999, the standard value).
-    pub beta2: f64,
-    /// AdamW epsilon (1e-8, the PyTorch default).
-    pub epsilon: f64,
-    /// AdamW decoupled weight decay (0.01, the PyTorch default).
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this value; 0 disables. 1.0: the usual DiT setting.
-    pub grad_clip_norm: f64,
-    /// Write a checkpoint every this many steps (and after the last step).
-    pub checkpoint_every: u64,
-    /// Keep this many newest checkpoints (0 keeps all).
-    pub keep_last: usize,
-    /// Number of recent losses kept in each checkpoint's `state.json`.
-    pub loss_tail: usize,
+    /// When checkpoints are written and how many are kept ([`CheckpointConfig`]).
+    pub checkpoint: CheckpointConfig,
     /// Show an indicatif progress bar on stderr.
     pub progress: bool,
-    /// Activation checkpointing ([`crate::train::activation_checkpointing`]): recompute each
+    /// Activation checkpointing ([`tmd_distill::train::activation_checkpointing`]): recompute each
     /// block's forward in the backward instead of keeping its activations. Not part of the resume
     /// hash: the gradients are the same up to floating-point order.
     pub checkpoint_activations: bool,
@@ -88,7 +74,14 @@ pub struct DitPretrainConfig {
 impl Default for DitPretrainConfig {
     fn default() -> Self {
         Self {
-            lr: 2e-4,
+            optimizer: OptimizerConfig {
+                lr: 2e-4,
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+                weight_decay: 0.01,
+                grad_clip_norm: 1.0,
+            },
             batch: 8,
             steps: 20_000,
             warmup_steps: 0,
@@ -96,14 +89,11 @@ impl Default for DitPretrainConfig {
             shift: 2.0,
             seed: 0,
             text_dropout: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-            weight_decay: 0.01,
-            grad_clip_norm: 1.0,
-            checkpoint_every: 500,
-            keep_last: 3,
-            loss_tail: 100,
+            checkpoint: CheckpointConfig {
+                every: 500,
+                keep_last: 3,
+                loss_tail: 100,
+            },
             progress: true,
             checkpoint_activations: false,
         }
@@ -117,16 +107,16 @@ impl DitPretrainConfig {
     pub fn resume_hash(&self) -> String {
         settings_hash(&format!(
             "lr={:e};batch={};shift={:e};seed={};text_dropout={:e};beta1={:e};beta2={:e};eps={:e};wd={:e};clip={:e}",
-            self.lr,
+            self.optimizer.lr,
             self.batch,
             self.shift,
             self.seed,
             self.text_dropout,
-            self.beta1,
-            self.beta2,
-            self.epsilon,
-            self.weight_decay,
-            self.grad_clip_norm
+            self.optimizer.beta1,
+            self.optimizer.beta2,
+            self.optimizer.epsilon,
+            self.optimizer.weight_decay,
+            self.optimizer.grad_clip_norm
         ))
     }
 }
@@ -172,7 +162,7 @@ pub fn flow_matching_loss<B: Backend>(
 }
 
 /// [`flow_matching_loss`] and the DiT's gradients with activation checkpointing
-/// ([`crate::train::activation_checkpointing::dit_loss`]).
+/// ([`tmd_distill::train::activation_checkpointing::dit_loss`]).
 ///
 /// # Errors
 /// Model shape errors.
@@ -188,8 +178,8 @@ pub fn flow_matching_grads_checkpointed<B: AutodiffBackend>(
     let t5 = t.clone().reshape([b, 1, 1, 1, 1]);
     let x_t = x0.clone() * (t5.clone().neg() + 1.0) + noise.clone() * t5;
     let target = noise - x0;
-    let mut params = crate::train::activation_checkpointing::ParamGrads::new(dit);
-    let (value, _) = crate::train::activation_checkpointing::dit_loss(
+    let mut params = tmd_distill::train::activation_checkpointing::ParamGrads::new(dit);
+    let (value, _) = tmd_distill::train::activation_checkpointing::dit_loss(
         dit,
         x_t,
         t * NUM_TRAIN_TIMESTEPS,
@@ -264,7 +254,7 @@ where
         });
     }
     let device = model.patch_embedding.weight.device();
-    let mut settings = crate::loop_settings!(config);
+    let mut settings = tmd_distill::loop_settings!(config);
     settings.decay_start = config.decay_start;
     settings.warmup_steps = config.warmup_steps;
     train_loop(

@@ -1,13 +1,13 @@
 //! Tests of the synthetic world: determinism, split, captions, and that the pixels show the attributes.
 //!
-//! Run: `cargo test -p tmd-distill --test world -- --nocapture`
-//! Example GIFs and a contact sheet: `cargo test -p tmd-distill --test world write_examples -- --ignored`
+//! Run: `cargo test -p tmd-world --test world -- --nocapture`
+//! Example GIFs and a contact sheet: `cargo test -p tmd-world --test world write_examples -- --ignored`
 //! (writes to `$WORLD_EXAMPLES_DIR`, default `/tmp/world-examples`).
 
 use std::collections::HashSet;
 use std::time::Instant;
 
-use tmd_distill::world::*;
+use tmd_world::*;
 
 fn spec() -> ClipSpec {
     ClipSpec::default()

@@ -4,15 +4,15 @@
 //! (`OUT/clip<i>-t<t>.gif`, beside `OUT/clip<i>-real.gif`). A DiT that fits its data gives small
 //! errors at low `t` and recognisable clips up to mid `t` (benches/NOTES.md, 2026-11-27).
 //!
-//! `cargo run --release -p tmd-distill --example dit_probe -- MODEL_DIR OUT [CLIPS]`, from the
+//! `cargo run --release -p tmd-world --example dit_probe -- MODEL_DIR OUT [CLIPS]`, from the
 //! repository root (the world is configs/world-teacher.toml's).
 
 use burn::backend::NdArray;
 use burn::prelude::*;
-use tmd_distill::pretrain::teacher::TeacherRecipe;
-use tmd_distill::world::{to_tensor, Split, WorldDataset};
 use tmd_sampler::noise::gaussian;
 use tmd_sampler::{TeacherPipeline, Video};
+use tmd_world::pretrain::teacher::TeacherRecipe;
+use tmd_world::{to_tensor, Split, WorldDataset};
 
 type B = NdArray;
 

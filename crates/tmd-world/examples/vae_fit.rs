@@ -3,17 +3,17 @@
 //! beside the same loss on whole clips of the check (`pretrain --stage vae-check`), for the
 //! bisection of a gap between the two (benches/NOTES.md, 2026-11-27).
 //!
-//! `cargo run --release -p tmd-distill --example vae_fit -- RUN_DIR STEP [--set k=v ...]`, from
+//! `cargo run --release -p tmd-world --example vae_fit -- RUN_DIR STEP [--set k=v ...]`, from
 //! the repository root (the recipe is configs/world-teacher.toml with the overrides the run used;
 //! the newest checkpoint under RUN_DIR/vae is loaded).
 
 use burn::backend::NdArray;
 use burn::prelude::*;
-use tmd_distill::eval::CHECK_SEED;
-use tmd_distill::pretrain::teacher::TeacherRecipe;
-use tmd_distill::pretrain::vae::{vae_reconstruction_loss, MODEL_NAME};
 use tmd_distill::train::checkpoint::latest_valid;
-use tmd_distill::world::{to_tensor, Split, WorldDataset};
+use tmd_world::eval::CHECK_SEED;
+use tmd_world::pretrain::teacher::TeacherRecipe;
+use tmd_world::pretrain::vae::{vae_reconstruction_loss, MODEL_NAME};
+use tmd_world::{to_tensor, Split, WorldDataset};
 
 type B = NdArray;
 

@@ -1,4 +1,4 @@
-//! Reconstruction pretraining of the bundled Wan VAE on the synthetic [`world`](crate::world).
+//! Reconstruction pretraining of the bundled Wan VAE on the synthetic [`world`](crate).
 //!
 //! **A deterministic autoencoder, not a VAE objective.** The Wan VAE's quant convolution makes
 //! `2 z_dim` channels, a diagonal Gaussian's mean and log-variance, but [`WanVae::encode`] returns
@@ -19,7 +19,7 @@
 //! clamping it gives [`WanVae::decode`] exactly).
 //!
 //! The loop, [`pretrain_vae`], is [`pretrain_dit`](super::dit::pretrain_dit)'s, through the shared
-//! pieces of [`crate::train::run`]: AdamW, checkpoints with the model under the name [`MODEL_NAME`],
+//! pieces of [`tmd_distill::train::run`]: AdamW, checkpoints with the model under the name [`MODEL_NAME`],
 //! exact resume (no random draws; the batch of step `s` is asked of the caller by its step
 //! number), a NaN guard on the loss and on the parameters before each checkpoint, `loss.csv`, and
 //! an indicatif progress bar.
@@ -32,26 +32,26 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use tmd_model::vae::{FeatCache, WanVae};
 
-use crate::train::data_parallel::shard_batch;
-use crate::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
-use crate::train::TrainError;
+use tmd_distill::train::data_parallel::shard_batch;
+use tmd_distill::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
+use tmd_distill::train::TrainError;
+use tmd_distill::train::{CheckpointConfig, OptimizerConfig};
 
 /// Name of the VAE inside a checkpoint directory.
 pub const MODEL_NAME: &str = "vae";
 
-/// Settings of VAE pretraining (read with [`crate::train::load_stage_config`]).
+/// Settings of VAE pretraining (read with [`tmd_distill::train::load_stage_config`]).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct VaePretrainConfig {
-    /// Learning rate, constant. 1e-4: the usual Adam rate for convolutional autoencoders trained
-    /// from scratch without an adversarial term (which would call for a smaller one).
-    pub lr: f64,
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate, constant. 1e-4: the usual Adam rate for convolutional autoencoders trained from scratch without an adversarial term (which would call for a smaller one).
+    pub optimizer: OptimizerConfig,
     /// Steps of linear learning-rate warm-up from 0 to `lr` (0: none). 200: without one, the
     /// first Adam steps of a from-scratch run (every weight moving by ~`lr` at once) made the
     /// loss jump and later spike (benches/NOTES.md, 2026-11-26 night).
     pub warmup_steps: u64,
     /// Step after which the rate decays along a half cosine to a tenth of `lr` at `steps` (0:
-    /// constant; see [`scheduled_lr`](crate::train::run::scheduled_lr)). Not in the resume hash:
+    /// constant; see [`scheduled_lr`](tmd_distill::train::run::scheduled_lr)). Not in the resume hash:
     /// like `steps` it shapes only the steps still to come, so a run at a constant rate can be
     /// resumed with a decay that starts at or after its newest checkpoint. At a constant 3e-4 the
     /// world VAE's checkpoints scattered around the trend (benches/NOTES.md, 2026-11-27).
@@ -62,7 +62,7 @@ pub struct VaePretrainConfig {
     pub steps: u64,
     /// Seed of the run, stored in every checkpoint. The objective itself draws nothing (the
     /// encoder's mean is used, no sampled latent), so it is for the caller's data source: derive
-    /// the batch of step `s` from `(seed, s)`, e.g. a [`WorldDataset`](crate::world::WorldDataset)
+    /// the batch of step `s` from `(seed, s)`, e.g. a [`WorldDataset`](crate::WorldDataset)
     /// with this seed.
     pub seed: u64,
     /// Weight of the latent penalty `mean(z^2)` against the per-pixel reconstruction MSE. 1e-4:
@@ -74,23 +74,8 @@ pub struct VaePretrainConfig {
     pub edge_weight: f64,
     /// Weight of the temporal gradient-difference term (see [`VaeLossWeights::motion`]). 4.0.
     pub motion_weight: f64,
-    /// AdamW first-moment decay (0.9, the standard value).
-    pub beta1: f64,
-    /// AdamW second-moment decay (0.999, the standard value).
-    pub beta2: f64,
-    /// AdamW epsilon (1e-8, the PyTorch default).
-    pub epsilon: f64,
-    /// AdamW decoupled weight decay (0.01, the PyTorch default).
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this value; 0 disables. 1.0: guards the early steps of
-    /// a from-scratch run, where the reconstruction error is largest.
-    pub grad_clip_norm: f64,
-    /// Write a checkpoint every this many steps (and after the last step). 500, as for the DiT.
-    pub checkpoint_every: u64,
-    /// Keep this many newest checkpoints (0 keeps all). 3, as for the DiT.
-    pub keep_last: usize,
-    /// Number of recent losses kept in each checkpoint's `state.json`.
-    pub loss_tail: usize,
+    /// When checkpoints are written and how many are kept ([`CheckpointConfig`]).
+    pub checkpoint: CheckpointConfig,
     /// Show an indicatif progress bar on stderr.
     pub progress: bool,
 }
@@ -98,7 +83,14 @@ pub struct VaePretrainConfig {
 impl Default for VaePretrainConfig {
     fn default() -> Self {
         Self {
-            lr: 1e-4,
+            optimizer: OptimizerConfig {
+                lr: 1e-4,
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+                weight_decay: 0.01,
+                grad_clip_norm: 1.0,
+            },
             warmup_steps: 200,
             decay_start: 0,
             batch: 8,
@@ -107,14 +99,11 @@ impl Default for VaePretrainConfig {
             latent_l2: 1e-4,
             edge_weight: 1.0,
             motion_weight: 4.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-            weight_decay: 0.01,
-            grad_clip_norm: 1.0,
-            checkpoint_every: 500,
-            keep_last: 3,
-            loss_tail: 100,
+            checkpoint: CheckpointConfig {
+                every: 500,
+                keep_last: 3,
+                loss_tail: 100,
+            },
             progress: true,
         }
     }
@@ -136,18 +125,18 @@ impl VaePretrainConfig {
     pub fn resume_hash(&self) -> String {
         settings_hash(&format!(
             "vae;lr={:e};warmup={};batch={};seed={};latent_l2={:e};edge={:e};motion={:e};beta1={:e};beta2={:e};eps={:e};wd={:e};clip={:e}",
-            self.lr,
+            self.optimizer.lr,
             self.warmup_steps,
             self.batch,
             self.seed,
             self.latent_l2,
             self.edge_weight,
             self.motion_weight,
-            self.beta1,
-            self.beta2,
-            self.epsilon,
-            self.weight_decay,
-            self.grad_clip_norm
+            self.optimizer.beta1,
+            self.optimizer.beta2,
+            self.optimizer.epsilon,
+            self.optimizer.weight_decay,
+            self.optimizer.grad_clip_norm
         ))
     }
 }
@@ -236,7 +225,7 @@ pub fn decode_unclamped<B: Backend>(
 /// parameters are exactly its convolution biases) and the second convolution of every residual
 /// block zero, so each block starts as the identity.
 ///
-/// Measured (benches/NOTES.md, `cargo run --release -p tmd-distill --example vae_probe`): with
+/// Measured (benches/NOTES.md, `cargo run --release -p tmd-world --example vae_probe`): with
 /// the default (PyTorch-style) initialisation the biases swamp the signal layer by layer (the
 /// share of the encoder's activations that depends on the input falls from 0.82 after `conv_in`
 /// to 0.015 at its output), the fresh decoder's output depends on the clip by ~3% of its size,
@@ -336,7 +325,7 @@ where
     B: AutodiffBackend,
     F: FnMut(u64) -> Result<Tensor<B, 5>, TrainError>,
 {
-    let mut settings = crate::loop_settings!(config);
+    let mut settings = tmd_distill::loop_settings!(config);
     settings.warmup_steps = config.warmup_steps;
     settings.decay_start = config.decay_start;
     train_loop(

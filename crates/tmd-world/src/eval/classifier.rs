@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use tmd_model::conv::conv2d_module;
 
-use crate::train::run::{check_shape, settings_hash, train_loop, LoopSettings, PretrainReport};
-use crate::train::TrainError;
-use crate::world::{AttributeKind, Attributes, Clip};
+use crate::{AttributeKind, Attributes, Clip};
+use tmd_distill::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
+use tmd_distill::train::TrainError;
+use tmd_distill::train::{CheckpointConfig, OptimizerConfig};
 
 /// Name of the classifier inside a checkpoint directory.
 pub const MODEL_NAME: &str = "classifier";
@@ -224,24 +225,16 @@ pub fn labels<B: Backend>(attributes: &[Attributes], device: &B::Device) -> Tens
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct ClassifierTrainConfig {
-    /// Learning rate, constant (1e-3: Adam's usual rate for a small CNN from scratch).
-    pub lr: f64,
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate, constant (1e-3: Adam's usual rate for a small CNN from scratch).
+    pub optimizer: OptimizerConfig,
     /// Clips per batch.
     pub batch: usize,
     /// Optimizer steps.
     pub steps: u64,
     /// Seed of the training clip stream.
     pub seed: u64,
-    /// AdamW weight decay.
-    pub weight_decay: f64,
-    /// Global gradient-norm clip (0 disables).
-    pub grad_clip_norm: f64,
-    /// Checkpoint every this many steps.
-    pub checkpoint_every: u64,
-    /// Keep this many newest checkpoints.
-    pub keep_last: usize,
-    /// Losses kept in each checkpoint's state.
-    pub loss_tail: usize,
+    /// When checkpoints are written and how many are kept ([`CheckpointConfig`]).
+    pub checkpoint: CheckpointConfig,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -249,15 +242,22 @@ pub struct ClassifierTrainConfig {
 impl Default for ClassifierTrainConfig {
     fn default() -> Self {
         Self {
-            lr: 1e-3,
+            optimizer: OptimizerConfig {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+                weight_decay: 1e-4,
+                grad_clip_norm: 1.0,
+            },
             batch: 32,
             steps: 1500,
             seed: 1000,
-            weight_decay: 1e-4,
-            grad_clip_norm: 1.0,
-            checkpoint_every: 250,
-            keep_last: 2,
-            loss_tail: 100,
+            checkpoint: CheckpointConfig {
+                every: 250,
+                keep_last: 2,
+                loss_tail: 100,
+            },
             progress: true,
         }
     }
@@ -267,8 +267,27 @@ impl ClassifierTrainConfig {
     /// Hash of the trajectory-changing settings (a run resumes only from a checkpoint with it).
     pub fn resume_hash(&self) -> String {
         settings_hash(&format!(
-            "classifier;lr={:e};batch={};seed={};wd={:e};clip={:e}",
-            self.lr, self.batch, self.seed, self.weight_decay, self.grad_clip_norm
+            "classifier;lr={:e};batch={};seed={};wd={:e};clip={:e}{}",
+            self.optimizer.lr,
+            self.batch,
+            self.seed,
+            self.optimizer.weight_decay,
+            self.optimizer.grad_clip_norm,
+            // The moments were fixed (Adam's standard ones) before they were settings: hashes of
+            // runs with the standard values stay those of earlier runs.
+            if (
+                self.optimizer.beta1,
+                self.optimizer.beta2,
+                self.optimizer.epsilon
+            ) == (0.9, 0.999, 1e-8)
+            {
+                String::new()
+            } else {
+                format!(
+                    ";b1={:e};b2={:e};eps={:e}",
+                    self.optimizer.beta1, self.optimizer.beta2, self.optimizer.epsilon
+                )
+            }
         ))
     }
 }
@@ -286,23 +305,7 @@ where
     F: FnMut(u64) -> Result<Vec<Clip>, TrainError>,
 {
     let device = model.heads[0].weight.device();
-    let settings = LoopSettings {
-        lr: config.lr,
-        warmup_steps: 0,
-        decay_start: 0,
-        steps: config.steps,
-        seed: config.seed,
-        // Adam's standard moments and epsilon.
-        beta1: 0.9,
-        beta2: 0.999,
-        epsilon: 1e-8,
-        weight_decay: config.weight_decay,
-        grad_clip_norm: config.grad_clip_norm,
-        checkpoint_every: config.checkpoint_every,
-        keep_last: config.keep_last,
-        loss_tail: config.loss_tail,
-        progress: config.progress,
-    };
+    let settings = tmd_distill::loop_settings!(config);
     train_loop(
         model,
         &settings,
@@ -317,14 +320,13 @@ where
                     message: format!("expected {} clips, got {}", config.batch, clips.len()),
                 });
             }
-            let rows = crate::train::data_parallel::Rows::of(clips.len())?;
+            let rows = tmd_distill::train::data_parallel::Rows::of(clips.len())?;
             let clips = rows.pick(&clips);
             let attributes: Vec<Attributes> = clips.iter().map(|c| c.attributes).collect();
-            let video =
-                crate::world::to_tensor::<B>(&clips, &device).map_err(|e| TrainError::Data {
-                    step,
-                    message: e.to_string(),
-                })?;
+            let video = crate::to_tensor::<B>(&clips, &device).map_err(|e| TrainError::Data {
+                step,
+                message: e.to_string(),
+            })?;
             let output = model.forward(video)?;
             let loss = classifier_loss(&output, labels::<B>(&attributes, &device));
             let value: f64 = loss.clone().into_scalar().elem();

@@ -7,16 +7,16 @@
 //! latents of the same clip (same seed: same place and path) are when one attribute changes,
 //! relative to the latent's energy: the share of the loss an attribute can account for.
 //!
-//! `cargo run --release -p tmd-distill --example caption_probe -- MODEL_DIR [CLIPS]`, from the
+//! `cargo run --release -p tmd-world --example caption_probe -- MODEL_DIR [CLIPS]`, from the
 //! repository root (the world is configs/world-teacher.toml's).
 
 use burn::backend::NdArray;
 use burn::prelude::*;
-use tmd_distill::pretrain::teacher::TeacherRecipe;
-use tmd_distill::world::render::clip_caption;
-use tmd_distill::world::{render, to_tensor, Attribute, Attributes, Split, WorldDataset};
 use tmd_sampler::noise::gaussian;
 use tmd_sampler::TeacherPipeline;
+use tmd_world::pretrain::teacher::TeacherRecipe;
+use tmd_world::render::clip_caption;
+use tmd_world::{render, to_tensor, Attribute, Attributes, Split, WorldDataset};
 
 type B = NdArray;
 

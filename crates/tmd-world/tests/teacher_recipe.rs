@@ -4,19 +4,19 @@
 
 use burn::backend::{Autodiff, NdArray};
 use tmd_distill::adapt_head::{run_adapt_head, AdaptHeadRecipe};
-use tmd_distill::eval::{
+use tmd_distill::latent_cache::LatentCache;
+use tmd_model::model_dir::ModelDir;
+use tmd_sampler::TeacherPipeline;
+use tmd_world::eval::{
     evaluate_teacher, judge_accuracy, judge_accuracy_of, load_prompts, markdown_table,
     split_prompts, spread, train_evaluator, EvalPlan, EvalReport, EvaluatorRecipe, FeatureStats,
     Judge, TeacherRow,
 };
-use tmd_distill::latent_cache::LatentCache;
-use tmd_distill::pretrain::teacher::{
+use tmd_world::pretrain::teacher::{
     check_vae, export_teacher, latent_stats, load_trained_vae, train_teacher_dit,
     train_teacher_vae, TeacherRecipe,
 };
-use tmd_distill::world::{to_tensor, ClipSpec, Split, WorldDataset};
-use tmd_model::model_dir::ModelDir;
-use tmd_sampler::TeacherPipeline;
+use tmd_world::{to_tensor, ClipSpec, Split, WorldDataset};
 
 type A = Autodiff<NdArray>;
 
@@ -30,7 +30,7 @@ fn tiny_recipe() -> TeacherRecipe {
     r.vae.z_dim = 4;
     r.vae_train.batch = 2;
     r.vae_train.steps = 2;
-    r.vae_train.checkpoint_every = 1;
+    r.vae_train.checkpoint.every = 1;
     r.vae_train.progress = false;
     r.text.d_model = 16;
     r.text.d_kv = 8;
@@ -45,7 +45,7 @@ fn tiny_recipe() -> TeacherRecipe {
     r.dit.freq_dim = 16;
     r.dit_train.batch = 2;
     r.dit_train.steps = 2;
-    r.dit_train.checkpoint_every = 1;
+    r.dit_train.checkpoint.every = 1;
     r.dit_train.progress = false;
     r.latent_stats_clips = 4;
     r.latent_cache_clips = 6;
@@ -354,7 +354,8 @@ fn latent_cache_matches_direct_encoding_resumes_and_rejects_damage() {
     let vae = load_trained_vae::<NdArray>(&recipe, &run, Some(&stats), &device).unwrap();
     let data = WorldDataset::new(Some(Split::Train), 9, recipe.clip_spec().unwrap());
     let cache_dir = dir.path().join("latents");
-    let build = || LatentCache::encode_world(&cache_dir, &vae, 2, &data, 5, 2, false, &device);
+    let build =
+        || tmd_world::latents::encode_world(&cache_dir, &vae, 2, &data, 5, 2, false, &device);
 
     let cache = build().unwrap();
     assert_eq!(cache.len(), 5);
@@ -400,7 +401,7 @@ fn latent_cache_matches_direct_encoding_resumes_and_rejects_damage() {
     std::fs::write(&chunk, &before).unwrap();
 
     // A cache of other clips is refused, not silently reused.
-    let other = LatentCache::encode_world(&cache_dir, &vae, 2, &data, 7, 2, false, &device)
+    let other = tmd_world::latents::encode_world(&cache_dir, &vae, 2, &data, 7, 2, false, &device)
         .unwrap_err()
         .to_string();
     assert!(
@@ -441,7 +442,7 @@ fn adapt_head_turns_the_exported_teacher_into_a_student_that_generates() {
     train_teacher_vae::<A>(&recipe, &run, &device).unwrap();
     train_teacher_dit::<A>(&recipe, &run, &device).unwrap();
     export_teacher::<NdArray>(&recipe, &run, &teacher_dir, "test", &device).unwrap();
-    let cache_dir = run.join(tmd_distill::pretrain::teacher::LATENT_CACHE_DIR);
+    let cache_dir = run.join(tmd_world::pretrain::teacher::LATENT_CACHE_DIR);
     assert!(
         cache_dir.join("index.json").is_file(),
         "the DiT stage wrote its latent cache"
@@ -451,7 +452,7 @@ fn adapt_head_turns_the_exported_teacher_into_a_student_that_generates() {
     adapt.head.head_blocks = 1;
     adapt.train.batch = 2;
     adapt.train.steps = 2;
-    adapt.train.checkpoint_every = 1;
+    adapt.train.checkpoint.every = 1;
     adapt.train.progress = false;
     adapt.sampling.outer_steps = 1;
     adapt.sampling.inner_steps = 2;
@@ -501,7 +502,7 @@ fn exported_teacher(root: &std::path::Path) -> (std::path::PathBuf, std::path::P
     export_teacher::<NdArray>(&recipe, &run, &teacher_dir, "test", &device).unwrap();
     (
         teacher_dir,
-        run.join(tmd_distill::pretrain::teacher::LATENT_CACHE_DIR),
+        run.join(tmd_world::pretrain::teacher::LATENT_CACHE_DIR),
     )
 }
 
@@ -625,7 +626,7 @@ fn the_pipeline_distills_tmd_and_dmd2v_students_that_generate() {
     recipe.train.student_every = 2;
     recipe.train.outer_steps = 2;
     recipe.train.inner_steps = 2;
-    recipe.train.checkpoint_every = 1;
+    recipe.train.checkpoint.every = 1;
     recipe.train.progress = false;
     recipe.discriminator.hidden = Some(4);
     let tmd_out = dir.path().join("tmd");
@@ -686,7 +687,7 @@ fn the_pipeline_distills_tmd_and_dmd2v_students_that_generate() {
     assert_eq!((timings.effective_nfe, timings.dit_evaluations), (1.0, 1));
 
     // Both students are evaluation rows (an untrained judge: only the row bookkeeping counts).
-    let classifier = tmd_distill::eval::WorldClassifierConfig::new()
+    let classifier = tmd_world::eval::WorldClassifierConfig::new()
         .with_frames(5)
         .with_sampled_frames(3)
         .with_widths(vec![4]);
@@ -701,14 +702,14 @@ fn the_pipeline_distills_tmd_and_dmd2v_students_that_generate() {
     let plan = EvalPlan {
         teacher: vec![],
         student: vec![
-            tmd_distill::eval::StudentRow {
+            tmd_world::eval::StudentRow {
                 model: tmd_out.clone(),
                 label: None,
                 outer_steps: Some(1),
                 inner_steps: Some(4),
                 decoder: None,
             },
-            tmd_distill::eval::StudentRow {
+            tmd_world::eval::StudentRow {
                 model: dmd_out.clone(),
                 label: Some("dmd2-v (KD)".into()),
                 outer_steps: None,
@@ -717,7 +718,7 @@ fn the_pipeline_distills_tmd_and_dmd2v_students_that_generate() {
             },
         ],
     };
-    let rows = tmd_distill::eval::evaluate_students(
+    let rows = tmd_world::eval::evaluate_students(
         &judge,
         &cases,
         &[0, 1],

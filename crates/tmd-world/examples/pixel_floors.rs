@@ -3,10 +3,10 @@
 //! (a static picture). A VAE whose loss stays near the second has learnt nothing but the
 //! background colour.
 //!
-//! `cargo run --release -p tmd-distill --example pixel_floors -- [frames] [side] [clips]`
+//! `cargo run --release -p tmd-world --example pixel_floors -- [frames] [side] [clips]`
 //! (defaults: 9 frames, 32x32, 256 training clips; the VAE recipe trains on 9-frame 32x32 crops).
 
-use tmd_distill::world::{ClipSpec, Split, WorldDataset};
+use tmd_world::{ClipSpec, Split, WorldDataset};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
