@@ -1,22 +1,19 @@
-//! `cargo xtask distill-decoder` (train a light decoder from the full VAE decoder) and
-//! `cargo xtask encode-world` (world clips -> a latent cache it can train on).
+//! `cargo xtask distill-decoder`: train a light decoder from the full VAE decoder (on latents
+//! that, for the world, `cargo xtask encode-world` writes).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burn::backend::{Autodiff, NdArray};
-use clap::Args;
+use burn::backend::Autodiff;
 use tmd_distill::distill_decoder::{run_distill_decoder, DistillDecoderRecipe};
 use tmd_distill::train::load_stage_config;
-use tmd_model::model_dir::ModelDir;
-use tmd_world::{ClipSpec, Split, WorldDataset};
 
-use crate::DeviceKind;
+use crate::common::DeviceKind;
 
 /// Arguments of `distill-decoder`.
-#[derive(Args, Debug)]
-pub struct DistillDecoderArgs {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Model directory whose VAE decoder is distilled (converted or diffusers; the bundled world
     /// model by default).
     #[arg(long, default_value = "assets/world")]
@@ -47,34 +44,8 @@ pub struct DistillDecoderArgs {
     device: DeviceKind,
 }
 
-/// Arguments of `encode-world`.
-#[derive(Args, Debug)]
-pub struct EncodeWorldArgs {
-    /// Model directory whose VAE encodes the clips.
-    #[arg(long, default_value = "assets/world")]
-    model: PathBuf,
-    /// Split: train or held-out.
-    #[arg(long, default_value = "train")]
-    split: String,
-    /// Clips (the first of the split's seeded sequence).
-    #[arg(long)]
-    clips: usize,
-    /// Dataset seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Clips encoded together (and stored per chunk file).
-    #[arg(long, default_value_t = 16)]
-    chunk: usize,
-    /// Output cache directory (resumes if interrupted).
-    #[arg(long)]
-    out: PathBuf,
-    /// Backend.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    device: DeviceKind,
-}
-
 /// Runs `distill-decoder`.
-pub fn distill_decoder(args: DistillDecoderArgs) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
     let recipe: DistillDecoderRecipe = load_stage_config(Some(&args.config), &args.overrides)?;
     let t0 = Instant::now();
     let (start, end, quality, params) = on_backend!(args.device, B, dev => {
@@ -103,30 +74,5 @@ pub fn distill_decoder(args: DistillDecoderArgs) -> Result<()> {
             q.clips, q.data, q.psnr_db, q.psnr_min_db, q.ssim
         );
     }
-    Ok(())
-}
-
-/// Runs `encode-world`.
-pub fn encode_world(args: EncodeWorldArgs) -> Result<()> {
-    let split: Split = args.split.parse().context("--split")?;
-    let t0 = Instant::now();
-    on_backend!(args.device, B, dev => {
-        let dir = ModelDir::open(&args.model)
-            .with_context(|| format!("opening {}", args.model.display()))?;
-        let d = dir.defaults();
-        let spec = ClipSpec::new(d.frames, d.height, d.width)?;
-        let vae = dir.load_vae::<B>(&dev)?;
-        let data = WorldDataset::new(Some(split), args.seed, spec);
-        tmd_world::latents::encode_world(&args.out, &vae, 0, &data, args.clips, args.chunk, true, &dev)
-            .with_context(|| format!("encoding world clips into {}", args.out.display()))?;
-        anyhow::Ok(())
-    })?;
-    eprintln!(
-        "encode-world: {} {} clips in {} ({:.1} s)",
-        args.clips,
-        split.name(),
-        args.out.display(),
-        t0.elapsed().as_secs_f64()
-    );
     Ok(())
 }

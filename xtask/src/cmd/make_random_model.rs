@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use tmd_flowhead::{
     save_student, FlowHeadConfig, StudentDefaults, StudentManifest, StudentMethod, TmdStudent,
 };
 use tmd_model::random::{make_random_model_dir, RandomModelSpec};
+
+use crate::common::DeviceKind;
 
 /// Which student to add to the random model directory.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +27,7 @@ pub enum RandomStudent {
 }
 
 /// Arguments of `make-random-model`.
-#[derive(Args, Debug)]
+#[derive(clap::Args, Debug)]
 pub struct MakeRandomArgs {
     /// Output model directory (must not exist yet).
     #[arg(long)]
@@ -60,7 +62,7 @@ pub struct MakeRandomArgs {
 }
 
 /// Writes the directory on `device` (initialising a Wan-sized model is quick on a GPU).
-pub fn run<B: Backend>(args: &MakeRandomArgs, device: &B::Device) -> Result<()> {
+pub fn make<B: Backend>(args: &MakeRandomArgs, device: &B::Device) -> Result<()> {
     if args.out.exists() {
         anyhow::bail!(
             "--out {} already exists: make-random-model writes a new directory and never replaces one",
@@ -136,6 +138,23 @@ fn write_student<B: Backend>(
     Ok(())
 }
 
+/// Arguments of `make-random-model` (its help text is the doc comment of
+/// `Command::MakeRandomModel`).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    args: MakeRandomArgs,
+    /// Backend that initialises the weights (a GPU makes a Wan-sized model in seconds).
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
+}
+
+/// Runs `make-random-model`.
+pub fn run(args: Args) -> Result<()> {
+    let Args { args, device } = args;
+    on_backend!(device, B, dev => make::<B>(&args, &dev))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,9 +177,9 @@ mod tests {
                 .join("../tests/fixtures/t5/tokenizer/tokenizer.json"),
         };
         type B = burn::backend::NdArray;
-        run::<B>(&args, &Default::default()).unwrap();
+        make::<B>(&args, &Default::default()).unwrap();
         assert!(
-            run::<B>(&args, &Default::default()).is_err(),
+            make::<B>(&args, &Default::default()).is_err(),
             "an existing --out is refused"
         );
         let pipe = tmd_sampler::StudentPipeline::<B>::load(&args.out, &Default::default()).unwrap();

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -22,6 +22,8 @@ use tmd_model::dit::{to_bf16, Precision, WanConfig};
 use tmd_model::t5::UMT5Config;
 use tmd_model::vae::WanVaeConfig;
 use tmd_sampler::TmdGrids;
+
+use crate::common::DeviceKind;
 
 /// What to time and at which size.
 pub struct BenchArgs {
@@ -274,4 +276,59 @@ pub fn run_item<B: Backend>(item: &str, args: &BenchArgs, device: &B::Device) ->
             "unknown bench item '{other}' (gemm, attention, dit-1.3b, dit-1.3b-block, dit-14b, bf16-error, tmd-step, vae-decode, vae-decode-f32, vae-bf16-error, t5, t5-f32, t5-bf16-error)"
         ),
     })
+}
+
+/// Arguments of `bench` (its help text is the doc comment of `Command::Bench`).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Items, comma-separated: gemm, attention, dit-1.3b, dit-1.3b-block, dit-14b, bf16-error,
+    /// tmd-step, vae-decode (bf16 where the backend has it), vae-decode-f32, vae-bf16-error,
+    /// t5 (bf16 likewise), t5-f32, t5-bf16-error.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "gemm,attention,dit-1.3b,tmd-step"
+    )]
+    items: Vec<String>,
+    /// Latent frames,height,width (480x832x81 pixels: 21,60,104).
+    #[arg(long, value_delimiter = ',', default_value = "21,60,104")]
+    latent: Vec<usize>,
+    /// Untimed warm-up runs per item (kernel compilation and autotune happen here).
+    #[arg(long, default_value_t = 2)]
+    warm: usize,
+    /// Timed runs per item (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    rep: usize,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
+}
+
+/// Runs `bench`.
+pub fn run(args: Args) -> Result<()> {
+    let Args {
+        items,
+        latent,
+        warm,
+        rep,
+        device,
+    } = args;
+    let [f, h, w] = latent[..] else {
+        bail!("--latent takes frames,height,width (e.g. 21,60,104), got {latent:?}");
+    };
+    let args = BenchArgs {
+        latent: [f, h, w],
+        warm,
+        rep,
+    };
+    for item in &items {
+        let t0 = Instant::now();
+        let record = on_backend!(device, B, dev => run_item::<B>(item, &args, &dev))
+            .with_context(|| format!("bench item {item}"))?;
+        let mut record = record;
+        record["device"] = serde_json::json!(device.name());
+        record["wall_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
+        println!("{record}");
+    }
+    Ok(())
 }

@@ -29,7 +29,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::{json, Value};
@@ -41,6 +42,9 @@ use tmd_distill::train::CheckpointConfig;
 use tmd_flowhead::{FlowHeadConfig, TmdStudent};
 use tmd_model::dit::{WanConfig, WanModel};
 use tmd_sampler::noise::gaussian;
+
+use crate::common::DeviceKind;
+use crate::parallel;
 
 /// Which iterations `bench-distill` runs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,7 +193,10 @@ fn phase_record(
 
 /// Runs the iterations of `args.phase` on this rank's device and returns rank 0's records: the
 /// run's record (per-step milliseconds, losses, means per update kind), then one per phase.
-pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> Result<Vec<Value>> {
+pub fn bench<B: AutodiffBackend>(
+    args: &DistillBenchArgs,
+    device: &B::Device,
+) -> Result<Vec<Value>> {
     if args.phase == Phase::Stage1 {
         return run_stage1::<B>(args, device);
     }
@@ -405,4 +412,101 @@ fn run_stage1<B: AutodiffBackend>(
     );
     phase["warmup_included"] = json!(warm);
     Ok(vec![run, phase])
+}
+
+/// Arguments of `bench-distill` (its help text is the doc comment of `Command::BenchDistill`).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Wan2.1 shape: 1.3b or 14b.
+    #[arg(long, default_value = "1.3b")]
+    model: String,
+    /// DiT blocks (default: the shape's own, 30 or 40); fewer for a reduced-depth memory probe.
+    #[arg(long)]
+    blocks: Option<usize>,
+    /// Flow-head blocks H.
+    #[arg(long, default_value_t = 5)]
+    head_blocks: usize,
+    /// Latent frames,height,width per clip (default: one 480x832 latent frame, 1,560 tokens).
+    #[arg(long, value_delimiter = ',', default_value = "1,60,104")]
+    latent: Vec<usize>,
+    /// Text tokens per context (Wan pads prompts to 512).
+    #[arg(long, default_value_t = 512)]
+    text_len: usize,
+    /// Global batch, split over the ranks.
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    /// Iterations (the first is warm-up, left out of the means).
+    #[arg(long, default_value_t = 11)]
+    steps: u64,
+    /// Run directory (loss log only; emptied first).
+    #[arg(long, default_value = "runs/bench-distill")]
+    run_dir: PathBuf,
+    /// Which iterations: stage-1 steps, the stage-2 cycle (4 critic + 1 student), or one
+    /// stage-2 update kind alone (its process peak is that phase's).
+    #[arg(long, value_enum, default_value_t = Phase::Stage2)]
+    phase: Phase,
+    /// Activation checkpointing (`train.checkpoint_activations`): recompute each block's
+    /// forward in the backward.
+    #[arg(long)]
+    checkpoint_activations: bool,
+    /// Phase stage2: the student updates on every this-many-th iteration (the paper's 5; 2
+    /// runs one critic and one student iteration in `--steps 2`).
+    #[arg(long, default_value_t = 5)]
+    student_every: u64,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
+    #[command(flatten)]
+    parallel: parallel::ParallelArgs,
+}
+
+/// Runs `bench-distill`.
+pub fn run(args: Args) -> Result<()> {
+    let Args {
+        model,
+        blocks,
+        head_blocks,
+        latent,
+        text_len,
+        batch,
+        steps,
+        run_dir,
+        phase,
+        checkpoint_activations,
+        student_every,
+        device,
+        parallel,
+    } = args;
+    let [f, h, w] = latent[..] else {
+        bail!("--latent takes frames,height,width (e.g. 1,60,104), got {latent:?}");
+    };
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("emptying {}", run_dir.display()))?;
+    }
+    let args = DistillBenchArgs {
+        phase,
+        checkpoint_activations,
+        student_every,
+        model,
+        blocks,
+        head_blocks,
+        latent: [f, h, w],
+        text_len,
+        batch,
+        steps,
+        run_dir,
+    };
+    let t0 = Instant::now();
+    let records = on_backend!(device, B, ranks device_of => parallel.run::<B, _>(device_of, |dev| {
+        bench::<Autodiff<B>>(&args, dev)
+    }))
+    .context("bench-distill")?;
+    // The run's record, then one per phase (JSON lines).
+    for mut record in records {
+        record["device"] = serde_json::json!(device.name());
+        record["wall_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
+        println!("{record}");
+    }
+    Ok(())
 }

@@ -24,6 +24,8 @@ use burn::tensor::DType;
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 use serde::Serialize;
+
+use crate::common::Dtype;
 use tmd_flowhead::{export_student, has_student, load_student, Student};
 use tmd_model::dit::{diffusers_export_key_map, WanModel};
 use tmd_model::export::{
@@ -67,8 +69,58 @@ pub struct ExportArgs<'a> {
     pub io: Option<&'a Path>,
 }
 
+/// Arguments of `export` (its help text is the doc comment of `Command::Export`).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model directory (converted or diffusers layout; with `student/` for a student).
+    #[arg(long)]
+    model: PathBuf,
+    /// What to write.
+    #[arg(long, value_enum)]
+    format: ExportFormat,
+    /// Output: a folder (diffusers, safetensors) or a `.safetensors` file (lora).
+    #[arg(long)]
+    out: PathBuf,
+    /// Export the teacher of a directory that also holds a student (diffusers only).
+    #[arg(long)]
+    teacher: bool,
+    /// LoRA: the model directory whose DiT the LoRA is taken against (default: --model's own
+    /// teacher).
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 32)]
+    rank: usize,
+    /// LoRA: kept modules, comma-separated: groups attn, self-attn, cross-attn, ffn, embed,
+    /// proj_out, all; or trailing name parts (to_q, attn2.to_k, ffn.net.2, blocks.3.attn1.to_out.0).
+    #[arg(long, value_delimiter = ',', default_value = "attn,ffn")]
+    modules: Vec<String>,
+    /// Storage dtype of the written weights.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
+    /// Diffusers: also write one forward pass (inputs and output) of the DiT to this
+    /// safetensors file, for `scripts/reference/check_export.py`.
+    #[arg(long)]
+    io: Option<PathBuf>,
+}
+
 /// Runs `export`.
-pub fn run(args: &ExportArgs) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
+    export(&ExportArgs {
+        model: &args.model,
+        format: args.format,
+        out: &args.out,
+        teacher: args.teacher,
+        base: args.base.as_deref(),
+        rank: args.rank,
+        modules: &args.modules,
+        dtype: args.dtype.burn(),
+        io: args.io.as_deref(),
+    })
+}
+
+/// Runs `export`.
+pub fn export(args: &ExportArgs) -> Result<()> {
     let device = Default::default();
     let dir = ModelDir::open(args.model)
         .with_context(|| format!("opening model directory {}", args.model.display()))?;

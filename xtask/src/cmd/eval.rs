@@ -1,0 +1,193 @@
+//! `cargo xtask eval`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use tmd_sampler::TeacherPipeline;
+use tmd_world::eval::{
+    evaluate_students, evaluate_teacher, judge_accuracy, load_prompts, markdown_table,
+    split_prompts, spread, EvalPlan, EvalReport, FeatureStats, Judge, CHECK_SEED,
+};
+use tmd_world::{ClipSpec, Split};
+
+use crate::common::DeviceKind;
+
+/// Arguments of `eval` (its help text is the doc comment of `Command::Eval`).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model directory to evaluate (its teacher rows; a student directory's teacher is the
+    /// one beside its student). Default: the bundled world model.
+    #[arg(long, default_value = "assets/world")]
+    model: PathBuf,
+    /// Evaluator directory (written by `train-evaluator`).
+    #[arg(long, default_value = "assets/world-evaluator")]
+    evaluator: PathBuf,
+    /// Prompt file, one caption per line; default: one caption per held-out combination.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Evaluate at most this many prompts, spread over the list (0: all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Seeds per prompt.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Rows to evaluate (TOML `[[teacher]]` / `[[student]]` tables): exactly the rows it lists;
+    /// default: issue 3's seven teacher rows.
+    #[arg(long)]
+    rows: Option<PathBuf>,
+    /// Override a rows key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// JSON report to write.
+    #[arg(long, default_value = "report.json")]
+    out: PathBuf,
+    /// Also write the Markdown table here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
+}
+
+/// Runs `eval`.
+pub fn run(args: Args) -> Result<()> {
+    let Args {
+        model,
+        evaluator,
+        prompts,
+        limit,
+        seeds,
+        rows,
+        overrides,
+        out,
+        markdown,
+        device,
+    } = args;
+    let plan = EvalPlan::load(rows.as_deref(), &overrides)?;
+    let args = EvalArgs {
+        model: &model,
+        evaluator: &evaluator,
+        prompts: prompts.as_deref(),
+        limit,
+        seeds,
+        plan: &plan,
+    };
+    let report = on_backend!(device, B, dev => run_eval::<B>(&args, &dev, device.name()))?;
+    let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
+    std::fs::write(&out, json).with_context(|| format!("writing {}", out.display()))?;
+    let table = markdown_table(&report);
+    if let Some(md) = markdown {
+        std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
+    }
+    print!("{table}");
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// What `eval` evaluates.
+struct EvalArgs<'a> {
+    model: &'a Path,
+    evaluator: &'a Path,
+    prompts: Option<&'a Path>,
+    limit: usize,
+    seeds: u64,
+    plan: &'a EvalPlan,
+}
+
+/// Loads the model and the judge on `B` and evaluates every row.
+fn run_eval<B: burn::prelude::Backend>(
+    args: &EvalArgs,
+    device: &B::Device,
+    device_name: &str,
+) -> Result<EvalReport> {
+    let pipeline = TeacherPipeline::<B>::load(args.model, device)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let judge = Judge::<B>::load(args.evaluator, device)
+        .with_context(|| format!("loading evaluator {}", args.evaluator.display()))?;
+    let (cases, unexpressible, source) = match args.prompts {
+        Some(path) => {
+            let (cases, bad) = load_prompts(path)?;
+            (cases, bad, path.display().to_string())
+        }
+        None => (
+            split_prompts(Split::HeldOut, 0),
+            Vec::new(),
+            "held-out split (one caption per combination)".to_string(),
+        ),
+    };
+    for u in &unexpressible {
+        eprintln!(
+            "line {}: the world cannot express '{}': {}",
+            u.line, u.caption, u.reason
+        );
+    }
+    let cases = spread(cases, args.limit);
+    anyhow::ensure!(!cases.is_empty(), "no prompts to evaluate");
+    let defaults = pipeline.options("");
+    let spec = ClipSpec::new(defaults.frames, defaults.height, defaults.width)?;
+    let judge_accuracy = [Split::Train, Split::HeldOut]
+        .into_iter()
+        .map(|s| judge_accuracy(&judge, s, 128, CHECK_SEED, spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let attributes: Vec<_> = cases.iter().map(|c| c.attributes).collect();
+    let real = FeatureStats::from_rows(
+        &judge.real_features(&attributes, 0x7ea1, spec)?,
+        judge.config.feature_dim(),
+    );
+    let seeds: Vec<u64> = (0..args.seeds).collect();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} clips [{elapsed}<{eta}]")
+            .expect("valid template"),
+    );
+    let rows = evaluate_teacher(
+        &pipeline,
+        &judge,
+        &cases,
+        &seeds,
+        args.plan,
+        &real,
+        &mut |row| {
+            bar.reset();
+            bar.set_message(format!(
+                "{} M={} CFG={}",
+                row.method, row.outer_steps, row.guidance
+            ));
+        },
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    let student_rows = evaluate_students(
+        &judge,
+        &cases,
+        &seeds,
+        args.plan,
+        &real,
+        device,
+        &mut |row| {
+            bar.reset();
+            bar.set_message(format!(
+                "{} M={} N={} H={}",
+                row.method, row.outer_steps, row.inner_steps, row.head_blocks
+            ));
+        },
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    let rows = rows.into_iter().chain(student_rows).collect();
+    bar.finish_and_clear();
+    Ok(EvalReport {
+        model: args.model.display().to_string(),
+        prompts_source: source,
+        unexpressible,
+        judge_accuracy,
+        device: device_name.to_string(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        rows,
+    })
+}
