@@ -147,7 +147,7 @@ fn loss_decreases_on_a_fixed_batch() {
     assert_eq!(losses.len(), 30);
     assert!(after < 0.7 * before, "eval loss {before} -> {after}");
     assert!(last < first, "train loss {first} -> {last}");
-    // Only the final checkpoint (step 30) is written with checkpoint_every = 1000.
+    // Only the final checkpoint (step 30) is written with checkpoint.every = 1000.
     let ckpts = list_checkpoints(&dir.join("run")).expect("list");
     assert_eq!(ckpts.iter().map(|c| c.step).collect::<Vec<_>>(), vec![30]);
 }

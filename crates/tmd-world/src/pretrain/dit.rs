@@ -102,8 +102,8 @@ impl Default for DitPretrainConfig {
 
 impl DitPretrainConfig {
     /// Hash of the settings that change the trajectory (everything except `steps`,
-    /// `warmup_steps`, `decay_start`, `checkpoint_every`, `keep_last`, `loss_tail`, `progress`): a
-    /// run resumes only from a checkpoint with the same hash.
+    /// `warmup_steps`, `decay_start`, `checkpoint.*`, `progress`): a run resumes only from a
+    /// checkpoint with the same hash.
     pub fn resume_hash(&self) -> String {
         settings_hash(&format!(
             "lr={:e};batch={};shift={:e};seed={};text_dropout={:e};beta1={:e};beta2={:e};eps={:e};wd={:e};clip={:e}",

@@ -120,8 +120,7 @@ impl VaePretrainConfig {
     }
 
     /// Hash of the settings that change the trajectory (everything except `steps`, `decay_start`,
-    /// `checkpoint_every`, `keep_last`, `loss_tail`, `progress`): a run resumes only from a
-    /// checkpoint with the same hash.
+    /// `checkpoint.*`, `progress`): a run resumes only from a checkpoint with the same hash.
     pub fn resume_hash(&self) -> String {
         settings_hash(&format!(
             "vae;lr={:e};warmup={};batch={};seed={};latent_l2={:e};edge={:e};motion={:e};beta1={:e};beta2={:e};eps={:e};wd={:e};clip={:e}",
