@@ -62,7 +62,8 @@ pub enum Variant {
 pub struct AdaptHeadConfig {
     /// TM-MeanFlow or pure TM.
     pub variant: Variant,
-    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate (paper: 3e-5 for 1.3B, 1e-5 for 14B).
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate (paper: 3e-5 for
+    /// 1.3B, 1e-5 for 14B).
     pub optimizer: OptimizerConfig,
     /// Clips per batch.
     pub batch: usize,

@@ -17,7 +17,7 @@
 //! + motion * temporal gradient-difference`. L1 is the pixel term of TAEHV-style tiny decoders
 //! and keeps flat regions (most of the world) sharp where MSE alone blurs; 1 - SSIM, the
 //! structural term, is the same uniform-window SSIM that the quality report measures; the two
-//! gradient-difference terms are the VAE pretraining's (`crate::pretrain::vae`: measured there,
+//! gradient-difference terms are the VAE pretraining's (`tmd_world::pretrain::vae`: measured there,
 //! pixel losses alone learn the background first and the small moving object late). No
 //! adversarial term: the target is a deterministic function of the latent, which a regression
 //! loss can reach, and a discriminator would cost more than the decoder on this CPU.
@@ -78,7 +78,9 @@ pub struct DistillDecoderRecipe {
     pub latent_crop: usize,
     /// Clips decoded together (and stored per target file) when building the targets.
     pub target_chunk: usize,
-    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate. 1e-3: Adam's usual rate for a small convolutional net trained from scratch on a regression target (no adversarial term).
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate. 1e-3: Adam's
+    /// usual rate for a small convolutional net trained from scratch on a regression target (no
+    /// adversarial term).
     pub optimizer: OptimizerConfig,
     /// Linear warm-up steps.
     pub warmup_steps: u64,

@@ -33,7 +33,8 @@ pub const MODEL_NAME: &str = "kd";
 pub struct KdConfig {
     /// Iterations (0 skips the warm-up; the paper does not give its length).
     pub steps: u64,
-    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate (inferred: stage 2's).
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate (inferred: stage
+    /// 2's).
     pub optimizer: OptimizerConfig,
     /// Pairs per batch.
     pub batch: usize,

@@ -48,7 +48,8 @@ const STREAM_EPS2: u64 = 25;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct Stage2Config {
-    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate of all three models (paper: 1e-5).
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate of all three
+    /// models (paper: 1e-5).
     pub optimizer: OptimizerConfig,
     /// Clips per batch (paper: 64 globally).
     pub batch: usize,

@@ -3,9 +3,9 @@
 //! as nested tables, so their keys read the same in every config file and override the same way
 //! (`--set train.optimizer.lr=1e-4`, `--set train.checkpoint.every=100`).
 //!
-//! Each stage's `Default` sets its own values (the stage's learning rate, stage 2's `beta2 = 0.99`);
-//! a config file that names only `optimizer.lr` keeps the stage's other defaults (the stage's
-//! defaults are the bottom layer of [`load_stage_config`](super::load_stage_config)).
+//! Each stage's `Default` sets its own values (the stage's learning rate, stage 2's
+//! `beta2 = 0.99`); a config file that names only `optimizer.lr` keeps the stage's other defaults
+//! (the stage's defaults are the bottom layer of [`load_stage_config`](super::load_stage_config)).
 
 use serde::{Deserialize, Serialize};
 

@@ -225,7 +225,8 @@ pub fn labels<B: Backend>(attributes: &[Attributes], device: &B::Device) -> Tens
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct ClassifierTrainConfig {
-    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate, constant (1e-3: Adam's usual rate for a small CNN from scratch).
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate, constant (1e-3:
+    /// Adam's usual rate for a small CNN from scratch).
     pub optimizer: OptimizerConfig,
     /// Clips per batch.
     pub batch: usize,

@@ -38,7 +38,9 @@ pub const MODEL_NAME: &str = "dit";
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct DitPretrainConfig {
-    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate, constant. 2e-4: a small DiT trained from scratch tolerates a larger rate than the 1e-5 .. 1e-4 used for fine-tuning the released models.
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate, constant. 2e-4:
+    /// a small DiT trained from scratch tolerates a larger rate than the 1e-5 .. 1e-4 used for
+    /// fine-tuning the released models.
     pub optimizer: OptimizerConfig,
     /// Clips per batch; the loop checks that the data source delivers this many.
     pub batch: usize,

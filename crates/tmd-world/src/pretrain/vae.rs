@@ -44,7 +44,9 @@ pub const MODEL_NAME: &str = "vae";
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default)]
 pub struct VaePretrainConfig {
-    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate, constant. 1e-4: the usual Adam rate for convolutional autoencoders trained from scratch without an adversarial term (which would call for a smaller one).
+    /// Learning rate and AdamW settings ([`OptimizerConfig`]); `lr`: learning rate, constant. 1e-4:
+    /// the usual Adam rate for convolutional autoencoders trained from scratch without an
+    /// adversarial term (which would call for a smaller one).
     pub optimizer: OptimizerConfig,
     /// Steps of linear learning-rate warm-up from 0 to `lr` (0: none). 200: without one, the
     /// first Adam steps of a from-scratch run (every weight moving by ~`lr` at once) made the
