@@ -38,7 +38,7 @@ use tmd_distill::distill::run::DiscriminatorSettings;
 use tmd_distill::distill::stage2::{distill, update_of, Stage2Config, Stage2Models, Stage2Update};
 use tmd_distill::train::data_parallel::{current, seeded_init, try_seeded_init};
 use tmd_flowhead::{FlowHeadConfig, TmdStudent};
-use tmd_model::dit::{WanConfig, WanModel};
+use tmd_model::dit::{Precision, WanConfig, WanModel};
 use tmd_sampler::noise::gaussian;
 
 /// Which iterations `bench-distill` runs.
@@ -54,12 +54,32 @@ pub enum Phase {
     Student,
 }
 
+/// `--precision` of `bench-distill` (the training configs' `precision` key).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainPrecision {
+    /// Everything in f32.
+    F32,
+    /// bf16 matrix products and attention, f32 weights and optimizer state.
+    Bf16,
+}
+
+impl From<TrainPrecision> for Precision {
+    fn from(p: TrainPrecision) -> Self {
+        match p {
+            TrainPrecision::F32 => Precision::F32,
+            TrainPrecision::Bf16 => Precision::Bf16Matmul,
+        }
+    }
+}
+
 /// What `bench-distill` runs.
 pub struct DistillBenchArgs {
     /// Which iterations.
     pub phase: Phase,
     /// `train.checkpoint_activations`.
     pub checkpoint_activations: bool,
+    /// The DiT passes' precision policy (`train.precision`).
+    pub precision: Precision,
     /// Phase `stage2`: the student updates on every this-many-th iteration (the paper's 5; 2
     /// gives one critic and one student iteration in 2 steps, with every optimizer state
     /// allocated by the student's).
@@ -174,6 +194,7 @@ fn phase_record(
         "tokens": f / c.patch_size[0] * (h / c.patch_size[1]) * (w / c.patch_size[2]),
         "batch": args.batch,
         "checkpoint_activations": args.checkpoint_activations,
+        "precision": format!("{:?}", args.precision),
         "ms_per_iteration": ms,
         "iterations_timed": timed,
         "peak_gib": Value::Null,
@@ -197,7 +218,7 @@ pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> R
     // (rank 0's parameters are broadcast before the first step).
     let teacher: WanModel<B> = seeded_init(|| {
         B::seed(device, 0);
-        c.init::<B>(device)
+        c.init::<B>(device).with_precision(args.precision)
     })
     .no_grad();
     let disc = DiscriminatorSettings::default()
@@ -229,6 +250,7 @@ pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> R
         progress: false,
         student_every,
         checkpoint_activations: args.checkpoint_activations,
+        precision: args.precision,
         ..Stage2Config::default()
     };
     let stamps = Stamps::<B>::new(device);
@@ -291,6 +313,7 @@ pub fn run<B: AutodiffBackend>(args: &DistillBenchArgs, device: &B::Device) -> R
         "shard_optimizer": world > 1 && tmd_distill::train::sharded_optimizer::optimizer_sharding(),
         "phase": format!("{:?}", args.phase).to_lowercase(),
         "checkpoint_activations": args.checkpoint_activations,
+        "precision": format!("{:?}", args.precision),
         "steps": args.steps,
         "step_ms": step_ms.iter().map(|&(_, ms)| ms).collect::<Vec<_>>(),
         "critic_ms": critic_ms,
@@ -340,7 +363,7 @@ fn run_stage1<B: AutodiffBackend>(
     let head = FlowHeadConfig::paper(args.head_blocks);
     let student = try_seeded_init(|| {
         B::seed(device, 0);
-        TmdStudent::from_teacher(c.init::<B>(device), &head)
+        TmdStudent::from_teacher(c.init::<B>(device).with_precision(args.precision), &head)
     })
     .context("building the student")?;
     let params = student.num_params();
@@ -354,6 +377,7 @@ fn run_stage1<B: AutodiffBackend>(
         checkpoint_every: 0,
         progress: false,
         checkpoint_activations: args.checkpoint_activations,
+        precision: args.precision,
         ..AdaptHeadConfig::default()
     };
     let stamps = Stamps::<B>::new(device);
@@ -381,6 +405,7 @@ fn run_stage1<B: AutodiffBackend>(
         "latent": args.latent,
         "global_batch": args.batch,
         "checkpoint_activations": args.checkpoint_activations,
+        "precision": format!("{:?}", args.precision),
         "steps": args.steps,
         "step_ms": step_ms.iter().map(|&(_, ms)| ms).collect::<Vec<_>>(),
         "losses": report.losses,

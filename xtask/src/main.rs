@@ -456,6 +456,10 @@ enum Command {
         /// forward in the backward.
         #[arg(long)]
         checkpoint_activations: bool,
+        /// Precision policy of the DiT passes (`train.precision`): f32, or bf16 matrix products
+        /// and attention with f32 weights and optimizer state (mixed precision).
+        #[arg(long, value_enum, default_value_t = bench_distill::TrainPrecision::F32)]
+        precision: bench_distill::TrainPrecision,
         /// Phase stage2: the student updates on every this-many-th iteration (the paper's 5; 2
         /// runs one critic and one student iteration in `--steps 2`).
         #[arg(long, default_value_t = 5)]
@@ -907,6 +911,7 @@ fn main() -> Result<()> {
             run_dir,
             phase,
             checkpoint_activations,
+            precision,
             student_every,
             device,
             parallel,
@@ -914,13 +919,18 @@ fn main() -> Result<()> {
             let [f, h, w] = latent[..] else {
                 bail!("--latent takes frames,height,width (e.g. 1,60,104), got {latent:?}");
             };
-            if run_dir.exists() {
-                std::fs::remove_dir_all(&run_dir)
-                    .with_context(|| format!("emptying {}", run_dir.display()))?;
+            // Never empties a directory it did not make: an existing --run-dir must be empty.
+            if std::fs::read_dir(&run_dir).is_ok_and(|mut d| d.next().is_some()) {
+                bail!(
+                    "--run-dir {} is not empty; bench-distill needs a new or empty directory \
+                     (it starts every run from scratch)",
+                    run_dir.display()
+                );
             }
             let args = bench_distill::DistillBenchArgs {
                 phase,
                 checkpoint_activations,
+                precision: precision.into(),
                 student_every,
                 model,
                 blocks,

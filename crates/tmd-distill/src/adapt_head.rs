@@ -113,6 +113,12 @@ pub struct AdaptHeadConfig {
     /// pass of compute; needed for Wan-scale clips on one GPU). Not part of the resume hash: the
     /// gradients are the same up to floating-point order.
     pub checkpoint_activations: bool,
+    /// Precision policy of every DiT pass of the run (teacher, student, critics):
+    /// `"Bf16Matmul"` multiplies (linear layers, attention) in bf16 with f32 weights, optimizer
+    /// state, norms and residual stream, as the original's autocast (mixed precision: on a GPU the
+    /// bf16 tensor cores instead of f32 products); `"F32"` (default) runs everything in f32.
+    /// Part of the resume hash when not `F32`.
+    pub precision: tmd_model::dit::Precision,
 }
 
 impl Default for AdaptHeadConfig {
@@ -143,6 +149,7 @@ impl Default for AdaptHeadConfig {
             loss_tail: 100,
             progress: true,
             checkpoint_activations: false,
+            precision: tmd_model::dit::Precision::F32,
         }
     }
 }
@@ -150,13 +157,13 @@ impl Default for AdaptHeadConfig {
 impl AdaptHeadConfig {
     /// Hash of the settings that change the trajectory (all but `steps` and the bookkeeping).
     pub fn resume_hash(&self) -> String {
-        settings_hash(&format!(
+        settings_hash(&(format!(
             "{:?};lr={:e};batch={};seed={};M={};N={};go={:e};gi={:e};gs={:e};p={:e};w={:e};drop={:e};d={:e};c={:?};b1={:e};b2={:e};eps={:e};wd={:e};clip={:e}",
             self.variant, self.lr, self.batch, self.seed, self.outer_steps, self.inner_steps,
             self.outer_shift, self.inner_shift, self.s_shift, self.r_equals_s, self.guidance,
             self.cond_dropout, self.fd_delta, self.norm_c, self.beta1, self.beta2, self.epsilon,
             self.weight_decay, self.grad_clip_norm
-        ))
+        ) + &crate::distill::stage2::precision_hash_part(self.precision)))
     }
 }
 
@@ -732,7 +739,9 @@ pub fn run_adapt_head<B: AutodiffBackend>(
     let negative = text.encode_cached_batch(&[dir.defaults().negative_prompt.as_str()], true)?;
     let config = &recipe.train;
     // Seeded (the fusion layer is fresh): the same run on any number of ranks.
-    let teacher = dir.load_transformer::<B>(device)?;
+    let teacher = dir
+        .load_transformer::<B>(device)?
+        .with_precision(config.precision);
     let student = try_seeded_init(|| {
         B::seed(device, config.seed);
         TmdStudent::from_teacher(teacher, &recipe.head.config())

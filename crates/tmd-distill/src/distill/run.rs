@@ -158,7 +158,10 @@ pub fn run_distill<B: AutodiffBackend>(
     let dit_config = dir.transformer_config()?;
     let text = dir.load_text_encoder::<B::InnerBackend>(device)?;
     let negative = text.encode_cached_batch(&[dir.defaults().negative_prompt.as_str()], true)?;
-    let teacher = dir.load_transformer::<B>(device)?.no_grad();
+    let teacher = dir
+        .load_transformer::<B>(device)?
+        .with_precision(config.precision)
+        .no_grad();
     let disc = recipe
         .discriminator
         .config(dit_config.dim, dit_config.num_layers)?;
