@@ -32,7 +32,13 @@ if [ "${1:-}" = --build ]; then
   for b in xtask tmd-cli; do
     cp target/tch/release/$b /tmp/$b-tch && strip /tmp/$b-tch && xz -T2 -c /tmp/$b-tch > gpu-bin/$b-tch.xz
   done
-  cp "${WHEELS:-../shared/reference/wheels}"/*.whl gpu-bin/wheels/ 2>/dev/null || echo "no wheels found: set WHEELS=<dir with the diffusers wheel>"
+  # diffusers 0.42.1 for the reference side (the GPU machine has no network): from WHEELS or PyPI.
+  if [ -n "${WHEELS:-}" ]; then
+    cp "$WHEELS"/*.whl gpu-bin/wheels/ || exit 1
+  else
+    python3 -m pip download -q --no-deps -d gpu-bin/wheels diffusers==0.42.1 importlib_metadata \
+      || echo "could not download diffusers==0.42.1 from PyPI: set WHEELS=<dir with the diffusers wheel>"
+  fi
   ls -la gpu-bin gpu-bin/wheels
   exit 0
 fi
