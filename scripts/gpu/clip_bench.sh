@@ -27,7 +27,14 @@ cd "$(dirname "$0")/../.." || exit 1
 if [ "${1:-}" = --build ]; then
   bash scripts/gpu/build.sh --pack || exit 1
   mkdir -p gpu-bin/wheels
-  cp "${WHEELS:-../shared/reference/wheels}"/*.whl gpu-bin/wheels/ 2>/dev/null || echo "no wheels found: set WHEELS=<dir with the diffusers wheel>"
+  # diffusers 0.42.1 for the reference side (the GPU machine has no network): from WHEELS or PyPI.
+  if [ -n "${WHEELS:-}" ]; then
+    cp "$WHEELS"/*.whl gpu-bin/wheels/ || exit 1
+  else
+    python3 -m pip download -q --no-deps -d gpu-bin/wheels diffusers==0.42.1 importlib_metadata \
+      || echo "could not download diffusers==0.42.1 from PyPI: set WHEELS=<dir with the diffusers wheel>"
+  fi
+  ls -la gpu-bin gpu-bin/wheels
   exit 0
 fi
 items=${1:-pieces,clips}
