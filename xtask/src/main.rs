@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_distill;
+mod eval_merge;
 mod export;
 mod make_random;
 mod parallel;
@@ -387,6 +388,21 @@ enum Command {
         /// Backend.
         #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
         device: DeviceKind,
+    },
+    /// Merge the `eval` reports of independent training runs of the same rows (one report per
+    /// run, e.g. per training seed) into one: each row's mean over the runs, its min-max range and
+    /// every run's own scores (`training_runs`); a row in one report only (the teacher) is kept
+    /// as it is. Writes a JSON report and prints a Markdown table (mean and min-max).
+    EvalMerge {
+        /// The `eval` reports, one per training run (at least two).
+        #[arg(long, num_args = 2.., required = true, value_name = "REPORT")]
+        runs: Vec<PathBuf>,
+        /// JSON report to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the Markdown table here.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
     },
     /// Time Wan-scale pieces (random weights) on one device and print one JSON line per item:
     /// GEMMs and attention of the 1.3B block (TFLOP/s), DiT forward at 1.3B and 14B, one TMD-N2H5
@@ -1080,6 +1096,16 @@ fn main() -> Result<()> {
             if let Some(md) = markdown {
                 std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
             }
+            print!("{table}");
+            println!("wrote {}", out.display());
+        }
+        Command::EvalMerge {
+            runs,
+            out,
+            markdown,
+        } => {
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let table = eval_merge::run(&runs, &out, markdown.as_deref(), &command)?;
             print!("{table}");
             println!("wrote {}", out.display());
         }

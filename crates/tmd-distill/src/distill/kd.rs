@@ -36,7 +36,9 @@ pub struct KdConfig {
     pub lr: f64,
     /// Pairs per batch.
     pub batch: usize,
-    /// Seed of the batch draws.
+    /// Seed of the batch draws: the run's one seed, `train.seed` of the recipe
+    /// ([`super::run::DistillRecipe::kd_config`]); not a key of its own (`kd.seed` is an error).
+    #[serde(skip)]
     pub seed: u64,
     /// AdamW betas, epsilon and weight decay (stage 2's).
     pub beta1: f64,
