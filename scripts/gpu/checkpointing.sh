@@ -2,14 +2,7 @@
 # Issue 20 on one GPU: activation checkpointing (`train.checkpoint_activations`) for a
 # Wan2.1-1.3B-shaped student (random weights, H = 5, N = 2 inner steps, batch 1), through LibTorch.
 #
-# Build on the CPU machine (the LibTorch xtask against the GPU machine's PyTorch 2.11, as
-# scripts/gpu/pretrain_world.sh describes; needs $HOME/tchvenv with torch==2.11.0):
-#
-#   PATH=$HOME/tchvenv/bin:$PATH LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
-#     CARGO_TARGET_DIR=target/tch cargo build --release -p xtask --features tch
-#   mkdir -p gpu-bin && cp target/tch/release/xtask /tmp/xtask-tch && strip /tmp/xtask-tch \
-#     && xz -T2 -c /tmp/xtask-tch > gpu-bin/xtask-tch.xz
-#   (or: BACKEND=torch-cuda bash scripts/gpu/bench.sh --build)
+# Build on the CPU machine: `bash scripts/gpu/build.sh --pack` (LibTorch xtask into gpu-bin/).
 #
 # Run in ONE device call (kind nvidia-h100-x1, carrying gpu-bin):
 #
@@ -39,11 +32,11 @@
 # $OUT/checkpointing.jsonl, a failed or timed-out run as `{"failed": true, "rc": ...}` with its peak
 # (rc 124: timed out).
 set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$torch_lib
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 [ -x /tmp/xtask-tch ] || { xz -dc gpu-bin/xtask-tch.xz > /tmp/xtask-tch && chmod +x /tmp/xtask-tch; }
+source scripts/gpu/link_torch.sh   # the binary's run path (scripts/gpu/build.sh), no LD_LIBRARY_PATH
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$out/gpus.csv"
 t_start=$(date +%s)
 
@@ -53,7 +46,7 @@ run() {
   nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 200 > "/tmp/mem-$name.csv" &
   local smi=$!
   local t0=$(date +%s)
-  timeout "$secs" /tmp/xtask-tch bench-distill --device torch-cuda --model 1.3b --head-blocks 5 \
+  timeout "$secs" $NOENV /tmp/xtask-tch bench-distill --device torch-cuda --model 1.3b --head-blocks 5 \
     --batch 1 --run-dir "/tmp/bench-$name" "$@" > "/tmp/run-$name.json" 2> "/tmp/run-$name.log"
   local rc=$?
   kill $smi; wait $smi 2>/dev/null
@@ -123,13 +116,19 @@ short=${SHORT_LATENT:-1,60,104}
 full=${FULL_LATENT:-21,60,104}
 ss=${SHORT_SECS:-75}
 long_secs=${LONG_SECS:-300}
-if [ "${SKIP_SHORT:-0}" != 1 ]; then
-  go s1-short-plain "$ss" --phase stage1 --latent "$short" --steps 3
-  go s1-short-ckpt "$ss" --phase stage1 --latent "$short" --steps 3 --checkpoint-activations
-  go s2-short-plain "$ss" --phase stage2 --latent "$short" --steps 6
-  go s2-short-ckpt "$ss" --phase stage2 --latent "$short" --steps 6 --checkpoint-activations
-fi
-go s2-full-ckpt "$long_secs" --phase stage2 --latent "$full" --steps "${FULL_STAGE2_STEPS:-2}" \
-  --student-every "${FULL_STUDENT_EVERY:-2}" --checkpoint-activations
-go s1-full-ckpt "$long_secs" --phase stage1 --latent "$full" --steps "${FULL_STAGE1_STEPS:-2}" --checkpoint-activations
+# PRECISIONS: the training precision policies to run (`--precision`: f32, bf16 = bf16 products and
+# attention with f32 weights and optimizer state), each the whole set below, in order.
+for prec in ${PRECISIONS:-f32}; do
+  p=(--precision "$prec")
+  if [ "${SKIP_SHORT:-0}" != 1 ]; then
+    go "s1-short-plain-$prec" "$ss" --phase stage1 --latent "$short" --steps 3 "${p[@]}"
+    go "s1-short-ckpt-$prec" "$ss" --phase stage1 --latent "$short" --steps 3 --checkpoint-activations "${p[@]}"
+    go "s2-short-plain-$prec" "$ss" --phase stage2 --latent "$short" --steps 6 "${p[@]}"
+    go "s2-short-ckpt-$prec" "$ss" --phase stage2 --latent "$short" --steps 6 --checkpoint-activations "${p[@]}"
+  fi
+  go "s2-full-ckpt-$prec" "$long_secs" --phase stage2 --latent "$full" --steps "${FULL_STAGE2_STEPS:-2}" \
+    --student-every "${FULL_STUDENT_EVERY:-2}" --checkpoint-activations "${p[@]}"
+  [ "${SKIP_FULL_STAGE1:-0}" = 1 ] || go "s1-full-ckpt-$prec" "$long_secs" --phase stage1 --latent "$full" \
+    --steps "${FULL_STAGE1_STEPS:-2}" --checkpoint-activations "${p[@]}"
+done
 echo "total $(( $(date +%s) - t_start )) s; records in $out/checkpointing.jsonl"

@@ -18,21 +18,22 @@
 # Timing: each `generate` is its own process, as a user runs it. `process_s` is the process's wall
 # time; `load_s` the model load it reports; `rust_s` the clip (text encoder + DiT + decoder) after
 # one warm-up clip in the same process (`--warmup 1`: cuDNN's algorithm choice and the caching
-# allocator's growth happen in a process's first clip); `cold_s` the same clip without warm-up.
+# allocator's growth happen in a process's first clip); `cold_s` the same clip without warm-up,
+# for the configurations named in COLD (default: teacher-2step).
 # The PyTorch side is timed the same way (first clip after building the pipeline, then the
 # median of 3).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 if [ "${1:-}" = --build ]; then
-  venv=${TCHVENV:-$HOME/tchvenv}
-  [ -x "$venv/bin/python" ] || { echo "no $venv: python3 -m venv $venv && $venv/bin/pip install torch==2.11.0"; exit 1; }
-  PATH=$venv/bin:$PATH LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
-    CARGO_TARGET_DIR=target/tch cargo build --release -p xtask -p tmd-cli --features xtask/tch,tmd-cli/tch || exit 1
+  bash scripts/gpu/build.sh --pack || exit 1
   mkdir -p gpu-bin/wheels
-  for b in xtask tmd-cli; do
-    cp target/tch/release/$b /tmp/$b-tch && strip /tmp/$b-tch && xz -T2 -c /tmp/$b-tch > gpu-bin/$b-tch.xz
-  done
-  cp "${WHEELS:-../shared/reference/wheels}"/*.whl gpu-bin/wheels/ 2>/dev/null || echo "no wheels found: set WHEELS=<dir with the diffusers wheel>"
+  # diffusers 0.42.1 for the reference side (the GPU machine has no network): from WHEELS or PyPI.
+  if [ -n "${WHEELS:-}" ]; then
+    cp "$WHEELS"/*.whl gpu-bin/wheels/ || exit 1
+  else
+    python3 -m pip download -q --no-deps -d gpu-bin/wheels diffusers==0.42.1 importlib_metadata \
+      || echo "could not download diffusers==0.42.1 from PyPI: set WHEELS=<dir with the diffusers wheel>"
+  fi
   ls -la gpu-bin gpu-bin/wheels
   exit 0
 fi
@@ -42,11 +43,12 @@ work=${WORK:-/tmp/clip-bench}; mkdir -p "$work"
 log() { echo "$@" >&2; }
 # clip.json is rewritten after every record, so a call stopped at its time limit keeps what ran.
 flush() { python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in open(sys.argv[1]) if l.strip()], indent=1))' "$records" > "$out/clip.json"; }
-torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 for b in xtask tmd-cli; do
   [ -x /tmp/$b-tch ] || { xz -dc gpu-bin/$b-tch.xz > /tmp/$b-tch && chmod +x /tmp/$b-tch; }
 done
+# The binaries find libtorch through the run path build.sh embedded (no LD_LIBRARY_PATH). On a
+# machine other than the build machine, its PyTorch is linked at the build machine's path.
+source scripts/gpu/link_torch.sh
 if [ -d gpu-bin/wheels ] && ! python3 -c 'import diffusers' 2>/dev/null; then
   pip install -q --no-index --no-deps --target /tmp/site gpu-bin/wheels/*.whl && export PYTHONPATH=/tmp/site
 fi
@@ -63,7 +65,7 @@ peak() { # command...: runs it; writes the peak device memory (MiB, nvidia-smi) 
 if [[ ",$items," == *",pieces,"* ]]; then
   for item in vae-decode t5 vae-bf16-error t5-bf16-error; do
     python3 scripts/gpu/torch_bench.py "$item" --warm 1 --rep 3 > "$work/torch-$item.json" 2> "$work/torch-$item.err" || tail -3 "$work/torch-$item.err" >&2
-    peak timeout 300 /tmp/xtask-tch bench --device torch-cuda --items "$item" --warm 1 --rep 3 > "$work/rust-$item.json" 2> "$work/rust-$item.err" || tail -3 "$work/rust-$item.err" >&2
+    peak timeout 300 $NOENV /tmp/xtask-tch bench --device torch-cuda --items "$item" --warm 1 --rep 3 > "$work/rust-$item.json" 2> "$work/rust-$item.err" || tail -3 "$work/rust-$item.err" >&2
     python3 - "$item" "$work/rust-$item.json" "$work/torch-$item.json" "$(cat "$peak_file")" >> "$records" <<'EOF'
 import json, sys
 item, rf, tf, peak = sys.argv[1:]
@@ -92,7 +94,7 @@ if [[ ",$items," == *",clips,"* ]]; then
   model=$work/wan-1.3b-random
   if [ ! -f "$model/student/config.json" ]; then
     t0=$(date +%s%N)
-    /tmp/xtask-tch make-random-model --device torch-cuda --preset wan2.1-t2v-1.3b --student tmd \
+    $NOENV /tmp/xtask-tch make-random-model --device torch-cuda --preset wan2.1-t2v-1.3b --student tmd \
       --head-blocks 5 --outer-steps 2 --inner-steps 2 --light-decoder wan2.1 --out "$model" >&2 || { log "make-random-model failed"; exit 1; }
     log "== random model written in $(( ($(date +%s%N) - t0) / 1000000 )) ms: $(du -sh "$model" | cut -f1)"
   fi
@@ -110,10 +112,12 @@ if [[ ",$items," == *",clips,"* ]]; then
   fi
   for spec in "${runs[@]}"; do
     IFS='|' read -r name flags decoder steps same <<< "$spec"
-    for warm in 0 1; do
+    # The cold clip (no warm-up) only for the configurations in COLD (each process loads 17 GB).
+    warms="1"; [[ " ${COLD-teacher-2step} " == *" $name "* ]] && warms="0 1"
+    for warm in $warms; do
       t0=$(date +%s%N)
       # shellcheck disable=SC2086
-      peak /tmp/tmd-cli-tch generate --device torch-cuda --model "$model" --prompt "$prompt" $flags \
+      peak $NOENV /tmp/tmd-cli-tch generate --device torch-cuda --model "$model" --prompt "$prompt" $flags \
         --warmup $warm --timings --out "$work/$name.gif" > "$work/$name-$warm.txt" 2> "$work/$name-$warm.err"
       rc=$?
       process_ms=$(( ($(date +%s%N) - t0) / 1000000 ))

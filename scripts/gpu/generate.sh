@@ -2,7 +2,7 @@
 # `tmd-cli generate` on the GPU through LibTorch (`--device torch-cuda`): the bundled TMD student
 # and its 50-step CFG teacher, each run three times (the first pays CUDA and cuDNN start-up), with
 # `--timings`. Needs gpu-bin/tmd-cli-tch.xz: on the CPU machine,
-#   PATH=/work/tchvenv/bin:$PATH LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
+#   PATH=~/tchvenv/bin:$PATH LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
 #     CARGO_TARGET_DIR=target/tch cargo build --release -p tmd-cli --features tch
 #   strip target/tch/release/tmd-cli -o /tmp/t && xz -c /tmp/t > gpu-bin/tmd-cli-tch.xz
 # then through the device tool, carrying gpu-bin: `bash scripts/gpu/generate.sh`.

@@ -22,8 +22,8 @@
 # convolutions, no kernel compilation) with gpu-bin/xtask-tch.xz, built on the CPU machine against
 # the PyTorch version of the GPU machine (2.11):
 #
-#   python3 -m venv /work/tchvenv && /work/tchvenv/bin/pip install torch==2.11.0
-#   PATH=/work/tchvenv/bin:$PATH LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
+#   python3 -m venv ~/tchvenv && ~/tchvenv/bin/pip install torch==2.11.0
+#   PATH=~/tchvenv/bin:$PATH LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
 #     CARGO_TARGET_DIR=target/tch cargo build --release -p xtask --features tch
 #   cp target/tch/release/xtask /tmp/xtask-tch && strip /tmp/xtask-tch && xz -c /tmp/xtask-tch > gpu-bin/xtask-tch.xz
 #

@@ -14,12 +14,23 @@
 # is written out from its newest checkpoint, every CKPT steps, default 50; the step reached is in
 # its log), EVAL_SECS (the eval's limit), PROMPTS (held-out prompts evaluated, 0 = all), SEEDS (2).
 # Everything else is the configs' (configs/teacher-data.toml, adapt-head.toml, distill.toml,
-# distill-dmd2v.toml). Writes $OUT/bundled-world.json (+ .md), and every log with both reports in
-# $OUT/results.tar.gz (the device tool brings back at most 8 files), with the students named in
-# KEEP (default tmd-m2-h$H) as $OUT/NAME.tar.gz; the students stay under runs/results/.
+# distill-dmd2v.toml); XTASK (the xtask binary; default gpu-bin/xtask-tch.xz, unpacked). Writes
+# $OUT/bundled-world.json (+ .md), and every log with both reports in $OUT/results.tar.gz (the
+# device tool brings back at most 8 files), with the students named in KEEP (default tmd-m2-h$H)
+# as $OUT/NAME.tar.gz; the students stay under runs/results/.
 # Smoke-tested on the CPU machine (2026-11-27: every stage exits 0 and the table has its rows).
 # The tables in docs/results were made with it on an H100, commands there. The tiny-random model
 # cannot be evaluated (its 9-frame clips are not the world's).
+#
+# Independent training runs (issue 22): SEEDS_TRAIN="0 1 2" trains the four headline students
+# (implies MAIN_ONLY=1) once per training seed, each seed in its own run directory
+# runs/results/seed-N (`--set train.seed=N` in stage 1, stage 2 and the KD warm-up: the seed draws
+# the initial noise, data order and fresh parameters; the teacher data is shared, and the eval's
+# sampling seeds are the same for every run). The eval phase scores each seed's students in its
+# own eval ($OUT/seed-N.json + .md, side by side; the teacher row in the first seed's only) and
+# merges them with `xtask eval-merge` into $OUT/bundled-world.json (+ .md): each row's mean,
+# min-max and `training_runs`. KEEP names students of every seed ($OUT/seed-N-NAME.tar.gz;
+# default none). Unset (the default): one run with the configs' seed, in runs/results, as before.
 set -uo pipefail
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 TEACHER=${TEACHER:-assets/world}; DEVICE=${DEVICE:-torch-cuda}
@@ -28,7 +39,8 @@ S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-1
 # H: the head size of the headline pair (TMD M = 2 and M = 1; default 1); the full set adds the
 # other size at M = 2. BATCH: the batch of stage 1, stage 2 and the KD warm-up (default: the configs').
 H=${H:-1}; Ho=$(( 3 - H )); BATCH=${BATCH:-}
-KEEP=${KEEP:-tmd-m2-h$H}
+SEEDS_TRAIN=${SEEDS_TRAIN:-}
+if [ -n "$SEEDS_TRAIN" ]; then KEEP=${KEEP:-}; MAIN_ONLY=1; else KEEP=${KEEP:-tmd-m2-h$H}; fi
 # PHASES: which of "data s1 s2 eval" to run (default all four): a device call is limited to 10 min,
 # so a longer run splits into back-to-back calls on the same warm machine, where runs/results stays.
 # STORE_DTYPE (f32, or f16 / bf16): the students are re-stored at that dtype (`convert-weights
@@ -39,11 +51,16 @@ phase() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 # 1 and 2 steps), each with a larger share of the card and the cores in the same time.
 MAIN_ONLY=${MAIN_ONLY:-0}
 main() { [ "$MAIN_ONLY" = 1 ]; }
-n1=4; n2=8; main && { n1=2; n2=4; }
-x=/tmp/xtask-tch; [ -x $x ] || { xz -dc gpu-bin/xtask-tch.xz > $x && chmod +x $x; }
+# The training runs: "-" is the configs' seed in runs/results; with SEEDS_TRAIN, one per seed.
+seeds=${SEEDS_TRAIN:--}; nseeds=$(echo $seeds | wc -w)
+dir_of() { if [ "$1" = - ]; then echo runs/results; else echo runs/results/seed-$1; fi; }
+name_of() { if [ "$1" = - ]; then echo "$2"; else echo "seed-$1-$2"; fi; }
+seed_args() { [ "$1" = - ] || echo "--set train.seed=$1"; }
+n1=4; n2=8; main && { n1=2; n2=4; }; n1=$(( n1 * nseeds )); n2=$(( n2 * nseeds ))
+x=${XTASK:-/tmp/xtask-tch}; [ -x $x ] || { xz -dc gpu-bin/xtask-tch.xz > $x && chmod +x $x; }
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:${torch_lib:-}
-r=runs/results; mkdir -p $r
+r=runs/results; mkdir -p $r; data=$r/teacher-data
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 threads() { local n=$(( $(nproc) / $1 )); [ $n -lt 1 ] && n=1; export OMP_NUM_THREADS=$n RAYON_NUM_THREADS=$n; }
 quiet() { tr '\r' '\n' | grep -v '^\s*$' | tail -3; }
@@ -62,68 +79,91 @@ guarded() { # secs steps run_dir log command...: the command with train.steps, s
 
 if phase data; then
 stamp "teacher data: $CLIPS clips"; threads 1
-$x teacher-data --device $DEVICE --teacher $TEACHER --out $r/teacher-data --set clips=$CLIPS \
+$x teacher-data --device $DEVICE --teacher $TEACHER --out $data --set clips=$CLIPS \
   > $out/teacher-data.log 2>&1; quiet < $out/teacher-data.log
 fi
 
 if phase s1; then
 stamp "stage 1 (TM-MeanFlow, $S1 steps): H = $H at M = 2 and M = 1; H = $Ho at M = 2 and the pure TM ablation unless MAIN_ONLY"; threads $n1
-s1() { # name, args
+s1() { # seed, name, args
+  local d; d=$(dir_of "$1"); mkdir -p "$d"
   # shellcheck disable=SC2086
-  guarded "$S1_SECS" "$S1" $r/run-$1 $out/$1.log $x adapt-head --device $DEVICE --teacher $TEACHER \
-    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $2 ${BATCH:+--set train.batch=$BATCH}
-  echo "$1: exit $?"; }
-s1 s1-h$H "--set head.head_blocks=$H" &
-s1 s1-h$H-m1 "--set head.head_blocks=$H --set train.outer_steps=1" &
-main || { s1 s1-h$Ho "--set head.head_blocks=$Ho" & s1 s1-h1-tm "--set head.head_blocks=1 --set train.variant=tm" & }
+  guarded "$S1_SECS" "$S1" $d/run-$2 $out/$(name_of "$1" "$2").log $x adapt-head --device $DEVICE \
+    --teacher $TEACHER --data $data --run-dir $d/run-$2 --out $d/$2 $3 $(seed_args "$1") \
+    ${BATCH:+--set train.batch=$BATCH}
+  echo "$(name_of "$1" "$2"): exit $?"; }
+for sd in $seeds; do
+  s1 $sd s1-h$H "--set head.head_blocks=$H" &
+  s1 $sd s1-h$H-m1 "--set head.head_blocks=$H --set train.outer_steps=1" &
+  main || { s1 $sd s1-h$Ho "--set head.head_blocks=$Ho" & s1 $sd s1-h1-tm "--set head.head_blocks=1 --set train.variant=tm" & }
+done
 wait
 fi
 
 if phase s2; then
 stamp "stage 2 ($S2 iterations): TMD and DMD2-v, side by side"; threads $n2
-s2() { # name, input, args
+s2() { # seed, name, input (a stage-1 name in the seed's directory, or the teacher), args
+  local d in; d=$(dir_of "$1"); in=$3; [ "$in" = "$TEACHER" ] || in=$d/$3
   # shellcheck disable=SC2086
-  guarded "$S2_SECS" "$S2" $r/run-$1 $out/$1.log $x distill --device $DEVICE --input $2 \
-    --data $r/teacher-data --run-dir $r/run-$1 --out $r/$1 $3 ${BATCH:+--set train.batch=$BATCH}
-  echo "$1: exit $?"; }
-s2 tmd-m2-h$H $r/s1-h$H "--set train.outer_steps=2 --set train.inner_steps=2" &
-s2 tmd-m1-h$H $r/s1-h$H-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
-s2 dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD ${BATCH:+--set kd.batch=$BATCH}" &
-s2 dmd2v-m2 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=2" &
-main || {
-  s2 tmd-m2-h$Ho $r/s1-h$Ho "--set train.outer_steps=2 --set train.inner_steps=2" &
-  s2 tmd-m2-h1-nogan $r/s1-h1 "--set train.outer_steps=2 --set train.inner_steps=2 --set train.gan_weight=0" &
-  s2 tmd-m2-h1-tm $r/s1-h1-tm "--set train.outer_steps=2 --set train.inner_steps=2" &
-  s2 dmd2v-m4 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=4" &
-}
+  guarded "$S2_SECS" "$S2" $d/run-$2 $out/$(name_of "$1" "$2").log $x distill --device $DEVICE \
+    --input $in --data $data --run-dir $d/run-$2 --out $d/$2 $4 $(seed_args "$1") \
+    ${BATCH:+--set train.batch=$BATCH}
+  echo "$(name_of "$1" "$2"): exit $?"; }
+for sd in $seeds; do
+  s2 $sd tmd-m2-h$H s1-h$H "--set train.outer_steps=2 --set train.inner_steps=2" &
+  s2 $sd tmd-m1-h$H s1-h$H-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
+  s2 $sd dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD ${BATCH:+--set kd.batch=$BATCH}" &
+  s2 $sd dmd2v-m2 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=2" &
+  main || {
+    s2 $sd tmd-m2-h$Ho s1-h$Ho "--set train.outer_steps=2 --set train.inner_steps=2" &
+    s2 $sd tmd-m2-h1-nogan s1-h1 "--set train.outer_steps=2 --set train.inner_steps=2 --set train.gan_weight=0" &
+    s2 $sd tmd-m2-h1-tm s1-h1-tm "--set train.outer_steps=2 --set train.inner_steps=2" &
+    s2 $sd dmd2v-m4 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=4" &
+  }
+done
 wait
 fi
 
 if phase eval; then
 if [ "$STORE_DTYPE" != f32 ]; then
   stamp "re-storing the students as $STORE_DTYPE"
-  for d in $r/tmd-* $r/dmd2v-*; do
+  for sd in $seeds; do for d in $(dir_of $sd)/tmd-* $(dir_of $sd)/dmd2v-*; do
     # (always: the manifest's dtype is the teacher's, and student/model.bpk is written as f32)
     [ -f "$d/manifest.json" ] || continue
     rm -rf "$d.recast" && $x convert-weights --src "$d" --out "$d.recast" --dtype "$STORE_DTYPE" \
       >> $out/recast.log 2>&1 && rm -rf "$d" && mv "$d.recast" "$d" || echo "recasting $d failed" >&2
-  done
+  done; done
 fi
-stamp "eval"; threads 1
+stamp "eval"; threads "$nseeds"
 row() { # model [label] [outer inner]: a student row, when that student was written
   [ -f "$1/manifest.json" ] || { echo "no student at $1: its row is left out" >&2; return; }
   printf '[[student]]\nmodel = "%s"\n' "$1"
   [ -n "${2:-}" ] && printf 'label = "%s"\n' "$2"
   [ -n "${3:-}" ] && printf 'outer_steps = %d\ninner_steps = %d\n' "$3" "$4"
   return 0; }
-{ printf '[[teacher]]\nsolver = "unipc"\nsteps = 50\n'
-  for h in 1 2; do for m in 1 2; do for n in 2 4; do row $r/tmd-m$m-h$h "" $m $n; done; done; done
-  row $r/tmd-m2-h1-nogan "tmd (no GAN)"; row $r/tmd-m2-h1-tm "tmd (TM, r = s)"
-  for m in 1 2 4; do row $r/dmd2v-m$m; done; } > $r/rows.toml 2> $out/rows.log
-timeout "$EVAL_SECS" $x eval --device $DEVICE --model $TEACHER --rows $r/rows.toml --limit $PROMPTS \
-  --seeds $SEEDS --out $out/bundled-world.json --markdown $out/bundled-world.md > $out/eval.log 2>&1
-echo "eval: exit $?"; cat $out/bundled-world.md 2>/dev/null
-stamp done
-for n in $KEEP; do [ -d $r/$n ] && tar czf - $r/$n | split -b 15M - $out/$n.tar.gz.; done
+evaluate() { # seed, teacher row (1/0): the eval of one training run's students
+  local d name; d=$(dir_of "$1"); name=bundled-world; [ "$1" = - ] || name=seed-$1
+  { [ "$2" = 1 ] && printf '[[teacher]]\nsolver = "unipc"\nsteps = 50\n'
+    for h in 1 2; do for m in 1 2; do for n in 2 4; do row $d/tmd-m$m-h$h "" $m $n; done; done; done
+    row $d/tmd-m2-h1-nogan "tmd (no GAN)"; row $d/tmd-m2-h1-tm "tmd (TM, r = s)"
+    for m in 1 2 4; do row $d/dmd2v-m$m; done; } > $d/rows.toml 2> $out/$(name_of "$1" rows).log
+  timeout "$EVAL_SECS" $x eval --device $DEVICE --model $TEACHER --rows $d/rows.toml --limit $PROMPTS \
+    --seeds $SEEDS --out $out/$name.json --markdown $out/$name.md > $out/$(name_of "$1" eval).log 2>&1
+  echo "$(name_of "$1" eval): exit $?"; }
+first=1
+for sd in $seeds; do evaluate $sd $first & first=0; done
+wait
+if [ -n "$SEEDS_TRAIN" ]; then
+  # shellcheck disable=SC2046
+  $x eval-merge --runs $(for sd in $seeds; do echo $out/seed-$sd.json; done) \
+    --out $out/bundled-world.json --markdown $out/bundled-world.md > $out/eval-merge.log 2>&1
+  echo "eval-merge: exit $?"
 fi
-(cd "$out" && tar czf results.tar.gz ./*.log ./bundled-world.* 2>/dev/null && rm -f ./*.log ./bundled-world.*)
+cat $out/bundled-world.md 2>/dev/null
+stamp done
+for sd in $seeds; do for n in $KEEP; do
+  d=$(dir_of $sd); [ -d $d/$n ] && tar czf - $d/$n | split -b 15M - $out/$(name_of $sd $n).tar.gz.
+done; done
+fi
+(cd "$out" && shopt -s nullglob && f=(./*.log ./bundled-world.* ./seed-*.json ./seed-*.md) &&
+ [ ${#f[@]} -gt 0 ] && tar czf results.tar.gz "${f[@]}" && rm -f "${f[@]}")

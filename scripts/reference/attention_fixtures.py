@@ -3,7 +3,7 @@
 
 Rerun from the workspace root (any Python with torch; no diffusers needed):
 
-    /work/tchvenv/bin/python scripts/reference/attention_fixtures.py
+    python3 scripts/reference/attention_fixtures.py
 
 Writes tests/fixtures/attention/grads.safetensors, f32, seed 0, two cases:
   self_{q,k,v}   [2, 3, 11, 8]   self-attention (batch 2, 3 heads, 11 tokens, head dim 8)

@@ -2,7 +2,7 @@
 
 Rerun from the workspace root:
 
-    /work/refvenv/bin/python scripts/reference/dit_fixtures.py
+    python3 scripts/reference/dit_fixtures.py
 
 Writes (all small, fixed seed):
   tests/fixtures/dit/transformer/config.json                         diffusers config (+ our `text_len`: 16)

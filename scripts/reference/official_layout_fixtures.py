@@ -10,7 +10,7 @@ official layout, including the pickle reader and the bf16 cast, and its output c
 reference outputs of the diffusers fixtures.
 
 Rerun (after the three scripts above):
-    /work/refvenv/bin/python scripts/reference/official_layout_fixtures.py
+    python3 scripts/reference/official_layout_fixtures.py
 Writes tests/fixtures/official/.
 """
 import json

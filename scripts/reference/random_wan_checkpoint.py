@@ -1,7 +1,7 @@
 """Writes a Wan2.1-shaped diffusers checkpoint with random weights, for measuring conversion memory
 and speed without downloading the real weights.
 
-    /work/refvenv/bin/python scripts/reference/random_wan_checkpoint.py --preset 1.3b --out /tmp/wan-1.3b-random
+    python3 scripts/reference/random_wan_checkpoint.py --preset 1.3b --out /tmp/wan-1.3b-random
 
 Writes OUT/transformer (the DiT at full size, f32 safetensors shards as diffusers saves them),
 OUT/vae (the full-size Wan2.1 VAE), and, because umT5-XXL (5.7B parameters, 22.7 GB in f32) does not

@@ -2,7 +2,7 @@
 
 Rerun from the workspace root:
 
-    /work/refvenv/bin/python scripts/reference/t5_fixtures.py
+    python3 scripts/reference/t5_fixtures.py
 
 (needs torch, transformers, tokenizers, safetensors; ftfy is used for the reference cleaning when
 installed, `pip install ftfy==6.3.1`, otherwise its step is skipped and the script says so).

@@ -2,7 +2,7 @@
 
 Rerun from the workspace root:
 
-    /work/refvenv/bin/python scripts/reference/unipc_fixtures.py
+    python3 scripts/reference/unipc_fixtures.py
 
 Writes `tests/fixtures/unipc/*.safetensors` (a few tens of KB each), one file per scheduler run:
 

@@ -2,7 +2,7 @@
 
 Rerun from the workspace root:
 
-    /work/refvenv/bin/python scripts/reference/vae_fixtures.py
+    python3 scripts/reference/vae_fixtures.py
 
 What it writes (all f32, fixed seed 0):
 
@@ -16,7 +16,9 @@ What it writes (all f32, fixed seed 0):
     - `z`           [2,4,4,2,3]   a random latent (4 latent frames, batch 2)
     - `decoded`     [2,3,13,16,24] `vae.decode(z).sample` (clamped to [-1,1])
 * `tests/fixtures/vae/{vae_map.txt,vae_orig_keys.txt,vae_diff_keys.txt}`: copies of the key lists of
-  the real Wan2.1 VAE (`/work/shared/reference/keys/`), facts used by the key-map unit test.
+  the real Wan2.1 VAE, facts used by the key-map unit test. They are copied from the directory
+  named by `WAN_KEYS` when it is set (the project's reference notes, `shared/reference/keys/`);
+  otherwise the copies already in `tests/fixtures/vae/` are kept.
 """
 
 import json
@@ -30,7 +32,7 @@ from safetensors.torch import save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "tests", "fixtures", "vae")
-KEYS = "/work/shared/reference/keys"
+KEYS = os.environ.get("WAN_KEYS")
 
 
 def main() -> None:
@@ -74,7 +76,10 @@ def main() -> None:
         os.path.join(OUT, "io.safetensors"),
     )
     for f in ["vae_map.txt", "vae_orig_keys.txt", "vae_diff_keys.txt"]:
-        shutil.copyfile(os.path.join(KEYS, f), os.path.join(OUT, f))
+        if KEYS:
+            shutil.copyfile(os.path.join(KEYS, f), os.path.join(OUT, f))
+        elif not os.path.exists(os.path.join(OUT, f)):
+            raise SystemExit(f"{os.path.join(OUT, f)} is missing: set WAN_KEYS=<dir with {f}>")
 
     clamped = (decoded.abs() >= 1.0).float().mean().item()
     print(f"decoded max|.| {decoded.abs().max():.4f} mean|.| {decoded.abs().mean():.4f}")

@@ -58,6 +58,11 @@ enum Command {
     /// distance of classifier features, seconds per clip), one row per sampler configuration;
     /// writes a JSON report and prints a Markdown table.
     Eval(cmd::eval::Args),
+    /// Merge the `eval` reports of independent training runs of the same rows (one report per
+    /// run, e.g. per training seed) into one: each row's mean over the runs, its min-max range and
+    /// every run's own scores (`training_runs`); a row in one report only (the teacher) is kept
+    /// as it is. Writes a JSON report and prints a Markdown table (mean and min-max).
+    EvalMerge(cmd::eval_merge::Args),
     /// Time Wan-scale pieces (random weights) on one device and print one JSON line per item:
     /// GEMMs and attention of the 1.3B block (TFLOP/s), DiT forward at 1.3B and 14B, one TMD-N2H5
     /// student step, VAE decode, umT5 encode. `scripts/gpu/bench.sh` runs it beside the PyTorch
@@ -105,6 +110,7 @@ fn main() -> Result<()> {
         Command::Distill(args) => cmd::distill::run(args),
         Command::TrainEvaluator(args) => cmd::train_evaluator::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::EvalMerge(args) => cmd::eval_merge::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::BenchDistill(args) => cmd::bench_distill::run(args),
         Command::MakeRandomModel(args) => cmd::make_random_model::run(args),
@@ -138,7 +144,7 @@ mod tests {
         );
         assert!(about("encode-world").starts_with("Encode clips of the synthetic world"));
         assert!(about("make-random-model").starts_with("Write a model directory with random"));
-        assert_eq!(cli.get_subcommands().count(), 16);
+        assert_eq!(cli.get_subcommands().count(), 17);
         // A flag of a command's own file still reaches it.
         super::Cli::try_parse_from(["xtask", "adapt-head", "--set", "train.optimizer.lr=1e-4"])
             .expect("adapt-head --set");

@@ -16,7 +16,9 @@
 //! ```
 //!
 //! [`Variant::Tm`] is the pure transition-matching ablation (`r = s` always, no derivative).
-//! Every random draw of a step is a pure function of `(seed, step)` ([`crate::train::rng`]).
+//! Every random draw of a step is a pure function of `(seed, step)` ([`crate::train::rng`]), and
+//! the run's one seed (`train.seed`) also draws the data order ([`data_picks`]) and the flow head's
+//! fresh parameters ([`init_student`]).
 
 use std::path::Path;
 
@@ -30,7 +32,7 @@ use tmd_sampler::schedule::shift;
 use tmd_sampler::TmdGrids;
 
 use crate::train::data_parallel::{is_writer, on_rank_zero, try_seeded_init, Rows};
-use crate::train::rng::{step_seed, uniform};
+use crate::train::rng::{init_seed, picks, step_seed, uniform};
 use crate::train::run::{check_shape, settings_hash, train_loop, PretrainReport};
 use crate::train::sections::{CheckpointConfig, OptimizerConfig};
 use crate::train::TrainError;
@@ -101,6 +103,12 @@ pub struct AdaptHeadConfig {
     /// pass of compute; needed for Wan-scale clips on one GPU). Not part of the resume hash: the
     /// gradients are the same up to floating-point order.
     pub checkpoint_activations: bool,
+    /// Precision policy of every DiT pass of the run (teacher, student, critics):
+    /// `"Bf16Matmul"` multiplies (linear layers, attention) in bf16 with f32 weights, optimizer
+    /// state, norms and residual stream, as the original's autocast (mixed precision: on a GPU the
+    /// bf16 tensor cores instead of f32 products); `"F32"` (default) runs everything in f32.
+    /// Part of the resume hash when not `F32`.
+    pub precision: tmd_model::dit::Precision,
 }
 
 impl Default for AdaptHeadConfig {
@@ -135,6 +143,7 @@ impl Default for AdaptHeadConfig {
             },
             progress: true,
             checkpoint_activations: false,
+            precision: tmd_model::dit::Precision::F32,
         }
     }
 }
@@ -142,13 +151,13 @@ impl Default for AdaptHeadConfig {
 impl AdaptHeadConfig {
     /// Hash of the settings that change the trajectory (all but `steps` and the bookkeeping).
     pub fn resume_hash(&self) -> String {
-        settings_hash(&format!(
+        settings_hash(&(format!(
             "{:?};lr={:e};batch={};seed={};M={};N={};go={:e};gi={:e};gs={:e};p={:e};w={:e};drop={:e};d={:e};c={:?};b1={:e};b2={:e};eps={:e};wd={:e};clip={:e}",
             self.variant, self.optimizer.lr, self.batch, self.seed, self.outer_steps, self.inner_steps,
             self.outer_shift, self.inner_shift, self.s_shift, self.r_equals_s, self.guidance,
             self.cond_dropout, self.fd_delta, self.norm_c, self.optimizer.beta1, self.optimizer.beta2, self.optimizer.epsilon,
             self.optimizer.weight_decay, self.optimizer.grad_clip_norm
-        ))
+        ) + &crate::distill::stage2::precision_hash_part(self.precision)))
     }
 }
 
@@ -718,30 +727,28 @@ pub fn run_adapt_head<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(TmdStudent<B>, PretrainReport), TrainError> {
     let cache = crate::latent_cache::LatentCache::open(data)?;
+    if cache.is_empty() {
+        return Err(TrainError::Data {
+            step: 0,
+            message: format!("{} holds no clips", data.display()),
+        });
+    }
     on_rank_zero::<B::InnerBackend>(device, || copy_model_dir(teacher, out))?;
     let dir = tmd_model::model_dir::ModelDir::open(out)?;
     let text = dir.load_text_encoder::<B::InnerBackend>(device)?;
     let negative = text.encode_cached_batch(&[dir.defaults().negative_prompt.as_str()], true)?;
     let config = &recipe.train;
-    // Seeded (the fusion layer is fresh): the same run on any number of ranks.
-    let teacher = dir.load_transformer::<B>(device)?;
-    let student = try_seeded_init(|| {
-        B::seed(device, config.seed);
-        TmdStudent::from_teacher(teacher, &recipe.head.config())
-    })
-    .map_err(student_err)?;
+    let teacher = dir
+        .load_transformer::<B>(device)?
+        .with_precision(config.precision);
+    let student = init_student(teacher, recipe, device)?;
     let (student, report) = adapt_head(
         student,
         config,
         run_dir,
         Tensor::from_inner(negative),
         |step| {
-            let picks: Vec<usize> = (0..config.batch as u64)
-                .map(|i| {
-                    let u = uniform(config.seed, step, STREAM_DATA, i);
-                    ((u * cache.len() as f64) as usize).min(cache.len() - 1)
-                })
-                .collect();
+            let picks = data_picks(config, step, cache.len());
             let (latents, captions) = cache.batch::<B::InnerBackend>(&picks, device);
             let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
             let context = text.encode_cached_batch(&refs, false)?;
@@ -769,4 +776,28 @@ pub fn run_adapt_head<B: AutodiffBackend>(
     Ok((student, report))
 }
 
+/// The student of stage 1: `teacher` with the flow head of `recipe.head`, its fresh parameters
+/// drawn from the run's seed (`train.seed`, stream of its own), the same on any number of ranks.
+///
+/// # Errors
+/// A head that does not fit the teacher.
+pub fn init_student<B: AutodiffBackend>(
+    teacher: tmd_model::dit::WanModel<B>,
+    recipe: &AdaptHeadRecipe,
+    device: &B::Device,
+) -> Result<TmdStudent<B>, TrainError> {
+    try_seeded_init(|| {
+        B::seed(device, init_seed(recipe.train.seed, STREAM_INIT));
+        TmdStudent::from_teacher(teacher, &recipe.head.config())
+    })
+    .map_err(student_err)
+}
+
+/// The data order of stage 1: the indices (of `len` clips) of step `step`'s batch, a function of
+/// the run's seed and the step only.
+pub fn data_picks(config: &AdaptHeadConfig, step: u64, len: usize) -> Vec<usize> {
+    picks(config.seed, step, STREAM_DATA, config.batch, len)
+}
+
 const STREAM_DATA: u64 = 17;
+const STREAM_INIT: u64 = 18;

@@ -1,7 +1,7 @@
 //! The attention backward with O(L) memory (`tmd_model::attention`) against PyTorch autograd
 //! through `scaled_dot_product_attention`, and against burn's own autodiff of plain attention.
 //!
-//! Fixtures: `/work/tchvenv/bin/python scripts/reference/attention_fixtures.py` (see its header):
+//! Fixtures: `python3 scripts/reference/attention_fixtures.py` (see its header):
 //! f64 autograd in PyTorch, stored as f32. Tolerance: rel err = max|a - b| / max|b| <= 1e-5.
 
 use std::path::Path;

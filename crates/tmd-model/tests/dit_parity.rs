@@ -1,6 +1,6 @@
 //! Parity of the Wan2.1 DiT with diffusers `WanTransformer3DModel`.
 //!
-//! Fixtures: `/work/refvenv/bin/python scripts/reference/dit_fixtures.py` (see its header).
+//! Fixtures: `python3 scripts/reference/dit_fixtures.py` (see its header).
 //! The model is loaded through the public loader (`WanModel::from_diffusers_dir`), run on the
 //! saved inputs in f32 on NdArray, and compared with the reference outputs:
 //! rel err = max|a - b| / max|b| <= 1e-4.

@@ -1,6 +1,6 @@
 //! Parity of the umT5 encoder and the Wan2.1 text pipeline with transformers.
 //!
-//! Fixtures: `tests/fixtures/t5/`, written by `/work/refvenv/bin/python scripts/reference/t5_fixtures.py`
+//! Fixtures: `tests/fixtures/t5/`, written by `python3 scripts/reference/t5_fixtures.py`
 //! (tiny tokenizer, tiny random `UMT5EncoderModel`, its outputs, Wan-style contexts).
 //! Run with `cargo test -p tmd-model --test t5_parity -- --nocapture` to see the errors.
 

@@ -1,7 +1,7 @@
 //! Parity of the Wan VAE with diffusers `AutoencoderKLWan` on a tiny random model.
 //!
 //! Fixtures: `tests/fixtures/vae/` at the workspace root, made by
-//! `/work/refvenv/bin/python scripts/reference/vae_fixtures.py`. The model is loaded through the
+//! `python3 scripts/reference/vae_fixtures.py`. The model is loaded through the
 //! public `WanVae::from_diffusers_dir`, exactly like a real `vae/` folder.
 
 use std::path::PathBuf;

@@ -245,12 +245,13 @@ impl std::fmt::Display for Timings {
 
 /// The text encoder and VAE in the dtype of `precision`: bf16 under the bf16 policy where the
 /// backend has bf16, else unchanged.
-fn cast_text_and_vae<B: Backend>(
+fn cast_decoders_and_text<B: Backend>(
     text: TextEncoder<B>,
     vae: WanVae<B>,
+    light: Option<LightDecoder<B>>,
     precision: tmd_model::dit::Precision,
     device: &B::Device,
-) -> (TextEncoder<B>, WanVae<B>) {
+) -> (TextEncoder<B>, WanVae<B>, Option<LightDecoder<B>>) {
     use burn::tensor::DType;
     let dtype = match precision {
         tmd_model::dit::Precision::Bf16Matmul
@@ -260,7 +261,11 @@ fn cast_text_and_vae<B: Backend>(
         }
         _ => DType::F32,
     };
-    (text.with_dtype(dtype), vae.with_dtype(dtype))
+    (
+        text.with_dtype(dtype),
+        vae.with_dtype(dtype),
+        light.map(|l| l.with_dtype(dtype)),
+    )
 }
 
 /// The loaded teacher: text encoder, DiT and VAE of one model directory.
@@ -296,11 +301,17 @@ impl<B: Backend> TeacherPipeline<B> {
     /// Sets the precision of the whole pipeline, as the reference runs it: with
     /// [`Precision::Bf16Matmul`](tmd_model::dit::Precision::Bf16Matmul) the DiT does bf16 matrix
     /// products with f32 norms, modulation and residual stream (the original's autocast), and the
-    /// VAE and umT5 compute in bf16 (diffusers loads them with `torch_dtype=bfloat16`) where the
-    /// backend has bf16 (LibTorch, CUDA; NdArray keeps them f32).
+    /// VAE, the light decoder and umT5 compute in bf16 (diffusers loads them with
+    /// `torch_dtype=bfloat16`) where the backend has bf16 (LibTorch, CUDA; NdArray keeps them f32).
     pub fn with_precision(mut self, precision: tmd_model::dit::Precision) -> Self {
         self.dit = self.dit.with_precision(precision);
-        (self.text, self.vae) = cast_text_and_vae(self.text, self.vae, precision, &self.device);
+        (self.text, self.vae, self.light_decoder) = cast_decoders_and_text(
+            self.text,
+            self.vae,
+            self.light_decoder,
+            precision,
+            &self.device,
+        );
         self
     }
 
@@ -546,11 +557,18 @@ impl<B: Backend> StudentPipeline<B> {
         })
     }
 
-    /// Sets the precision of the whole pipeline: the student's DiT, the VAE and umT5, as
+    /// Sets the precision of the whole pipeline: the student's DiT, the VAE, the light decoder and
+    /// umT5, as
     /// [`TeacherPipeline::with_precision`] does for the teacher.
     pub fn with_precision(mut self, precision: tmd_model::dit::Precision) -> Self {
         self.student = self.student.with_precision(precision);
-        (self.text, self.vae) = cast_text_and_vae(self.text, self.vae, precision, &self.device);
+        (self.text, self.vae, self.light_decoder) = cast_decoders_and_text(
+            self.text,
+            self.vae,
+            self.light_decoder,
+            precision,
+            &self.device,
+        );
         self
     }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use burn::tensor::{DType, FloatDType, IntDType};
 
 /// Errors while turning tensors into a clip or writing it.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +57,12 @@ pub struct Video {
 }
 
 impl Video {
-    /// Converts a VAE output in `[-1, 1]` to 8-bit frames (`(x + 1) / 2 * 255`, rounded, clamped).
+    /// Converts a VAE output in `[-1, 1]` to 8-bit frames (`(x + 1) / 2 * 255`, rounded half to
+    /// even, clamped).
+    ///
+    /// The quantisation and the move to frame-major RGB run on the tensor's device (in f32, whatever
+    /// the decoder's dtype), so only the finished bytes cross to the host: a 480x832x81 clip is
+    /// 97 MB of u8 instead of 390 MB of f32 and a strided loop over 97M values on the CPU.
     ///
     /// # Shapes
     /// - `pixels`: `[1, 3, frames, height, width]`
@@ -66,27 +72,24 @@ impl Video {
             return Err(VideoError::BadShape(dims.to_vec()));
         }
         let [_, _, f, h, w] = dims;
-        let values: Vec<f32> = pixels
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|_| VideoError::BadShape(dims.to_vec()))?;
-        let plane = f * h * w;
-        let frames = (0..f)
-            .map(|fi| {
-                let mut frame = Vec::with_capacity(h * w * 3);
-                for y in 0..h {
-                    for x in 0..w {
-                        for c in 0..3 {
-                            let v = values[c * plane + fi * h * w + y * w + x];
-                            let v = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round();
-                            frame.push(v as u8);
-                        }
-                    }
-                }
-                frame
-            })
-            .collect();
+        let bytes = pixels
+            .cast(FloatDType::F32)
+            .clamp(-1.0, 1.0)
+            .add_scalar(1.0)
+            .mul_scalar(127.5)
+            .round()
+            .reshape([3, f, h, w])
+            .permute([1, 2, 3, 0])
+            .cast(IntDType::U8)
+            .into_data();
+        let bytes: Vec<u8> = match bytes.dtype {
+            DType::U8 => bytes.into_vec::<u8>(),
+            // A backend that keeps its own int type: the values are already 0..=255.
+            _ => bytes.convert::<u8>().into_vec::<u8>(),
+        }
+        .map_err(|_| VideoError::BadShape(dims.to_vec()))?;
+        let frame_len = h * w * 3;
+        let frames = bytes.chunks_exact(frame_len).map(<[u8]>::to_vec).collect();
         Ok(Self {
             width: w,
             height: h,
@@ -287,6 +290,41 @@ mod tests {
         }
         let t = Tensor::<B, 1>::from_floats(v.as_slice(), &device).reshape([1, 3, 2, 2, 3]);
         Video::from_tensor(t, 16).unwrap()
+    }
+
+    /// The device-side quantisation against the per-value formula on the host, on values that
+    /// hit the clamps, exact halves and every layout index.
+    #[test]
+    fn tensor_to_frames_matches_host_formula() {
+        let device = Default::default();
+        let (f, h, w) = (3, 4, 5);
+        let n = 3 * f * h * w;
+        let values: Vec<f32> = (0..n)
+            .map(|i| match i % 7 {
+                0 => -1.5,
+                1 => 1.25,
+                2 => (2 * (i % 128) + 1) as f32 / 255.0 - 1.0, // (x + 1) * 127.5 = k + 0.5
+                _ => ((i * 37) % 101) as f32 / 50.0 - 1.0,
+            })
+            .collect();
+        let t = Tensor::<B, 1>::from_floats(values.as_slice(), &device).reshape([1, 3, f, h, w]);
+        let v = Video::from_tensor(t, 16).unwrap();
+        assert_eq!((v.num_frames(), v.height, v.width), (f, h, w));
+        for fi in 0..f {
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        let src = values[((c * f + fi) * h + y) * w + x];
+                        let want = ((src.clamp(-1.0, 1.0) + 1.0) * 127.5).round_ties_even() as u8;
+                        assert_eq!(
+                            v.frames[fi][(y * w + x) * 3 + c],
+                            want,
+                            "f{fi} y{y} x{x} c{c}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Parity of the teacher samplers with diffusers 0.42.1.
 //!
 //! Fixtures: `tests/fixtures/unipc/*.safetensors`, written by
-//! `/work/refvenv/bin/python scripts/reference/unipc_fixtures.py` (see its header). Each holds the reference
+//! `python3 scripts/reference/unipc_fixtures.py` (see its header). Each holds the reference
 //! scheduler's sigmas and timesteps, an initial latent `x_init`, the "model outputs" `v[k]` fed at step `k`, and
 //! the sample `x[k]` the scheduler returned. Here the same grid is built through the public API, the solver is run
 //! closed-loop on its own outputs with the same `v[k]`, and every step is compared (f32, NdArray).

@@ -40,7 +40,7 @@ use tmd_distill::distill::stage2::{distill, update_of, Stage2Config, Stage2Model
 use tmd_distill::train::data_parallel::{current, seeded_init, try_seeded_init};
 use tmd_distill::train::CheckpointConfig;
 use tmd_flowhead::{FlowHeadConfig, TmdStudent};
-use tmd_model::dit::{WanConfig, WanModel};
+use tmd_model::dit::{Precision, WanConfig, WanModel};
 use tmd_sampler::noise::gaussian;
 
 use crate::common::DeviceKind;
@@ -59,12 +59,32 @@ pub enum Phase {
     Student,
 }
 
+/// `--precision` of `bench-distill` (the training configs' `precision` key).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainPrecision {
+    /// Everything in f32.
+    F32,
+    /// bf16 matrix products and attention, f32 weights and optimizer state.
+    Bf16,
+}
+
+impl From<TrainPrecision> for Precision {
+    fn from(p: TrainPrecision) -> Self {
+        match p {
+            TrainPrecision::F32 => Precision::F32,
+            TrainPrecision::Bf16 => Precision::Bf16Matmul,
+        }
+    }
+}
+
 /// What `bench-distill` runs.
 pub struct DistillBenchArgs {
     /// Which iterations.
     pub phase: Phase,
     /// `train.checkpoint_activations`.
     pub checkpoint_activations: bool,
+    /// The DiT passes' precision policy (`train.precision`).
+    pub precision: Precision,
     /// Phase `stage2`: the student updates on every this-many-th iteration (the paper's 5; 2
     /// gives one critic and one student iteration in 2 steps, with every optimizer state
     /// allocated by the student's).
@@ -179,6 +199,7 @@ fn phase_record(
         "tokens": f / c.patch_size[0] * (h / c.patch_size[1]) * (w / c.patch_size[2]),
         "batch": args.batch,
         "checkpoint_activations": args.checkpoint_activations,
+        "precision": format!("{:?}", args.precision),
         "ms_per_iteration": ms,
         "iterations_timed": timed,
         "peak_gib": Value::Null,
@@ -205,7 +226,7 @@ pub fn bench<B: AutodiffBackend>(
     // (rank 0's parameters are broadcast before the first step).
     let teacher: WanModel<B> = seeded_init(|| {
         B::seed(device, 0);
-        c.init::<B>(device)
+        c.init::<B>(device).with_precision(args.precision)
     })
     .no_grad();
     let disc = DiscriminatorSettings::default()
@@ -240,6 +261,7 @@ pub fn bench<B: AutodiffBackend>(
         progress: false,
         student_every,
         checkpoint_activations: args.checkpoint_activations,
+        precision: args.precision,
         ..Stage2Config::default()
     };
     let stamps = Stamps::<B>::new(device);
@@ -302,6 +324,7 @@ pub fn bench<B: AutodiffBackend>(
         "shard_optimizer": world > 1 && tmd_distill::train::sharded_optimizer::optimizer_sharding(),
         "phase": format!("{:?}", args.phase).to_lowercase(),
         "checkpoint_activations": args.checkpoint_activations,
+        "precision": format!("{:?}", args.precision),
         "steps": args.steps,
         "step_ms": step_ms.iter().map(|&(_, ms)| ms).collect::<Vec<_>>(),
         "critic_ms": critic_ms,
@@ -351,7 +374,7 @@ fn run_stage1<B: AutodiffBackend>(
     let head = FlowHeadConfig::paper(args.head_blocks);
     let student = try_seeded_init(|| {
         B::seed(device, 0);
-        TmdStudent::from_teacher(c.init::<B>(device), &head)
+        TmdStudent::from_teacher(c.init::<B>(device).with_precision(args.precision), &head)
     })
     .context("building the student")?;
     let params = student.num_params();
@@ -368,6 +391,7 @@ fn run_stage1<B: AutodiffBackend>(
         },
         progress: false,
         checkpoint_activations: args.checkpoint_activations,
+        precision: args.precision,
         ..AdaptHeadConfig::default()
     };
     let stamps = Stamps::<B>::new(device);
@@ -395,6 +419,7 @@ fn run_stage1<B: AutodiffBackend>(
         "latent": args.latent,
         "global_batch": args.batch,
         "checkpoint_activations": args.checkpoint_activations,
+        "precision": format!("{:?}", args.precision),
         "steps": args.steps,
         "step_ms": step_ms.iter().map(|&(_, ms)| ms).collect::<Vec<_>>(),
         "losses": report.losses,
@@ -449,6 +474,10 @@ pub struct Args {
     /// forward in the backward.
     #[arg(long)]
     checkpoint_activations: bool,
+    /// Precision policy of the DiT passes (`train.precision`): f32, or bf16 matrix products
+    /// and attention with f32 weights and optimizer state (mixed precision).
+    #[arg(long, value_enum, default_value_t = TrainPrecision::F32)]
+    precision: TrainPrecision,
     /// Phase stage2: the student updates on every this-many-th iteration (the paper's 5; 2
     /// runs one critic and one student iteration in `--steps 2`).
     #[arg(long, default_value_t = 5)]
@@ -473,6 +502,7 @@ pub fn run(args: Args) -> Result<()> {
         run_dir,
         phase,
         checkpoint_activations,
+        precision,
         student_every,
         device,
         parallel,
@@ -480,13 +510,18 @@ pub fn run(args: Args) -> Result<()> {
     let [f, h, w] = latent[..] else {
         bail!("--latent takes frames,height,width (e.g. 1,60,104), got {latent:?}");
     };
-    if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir)
-            .with_context(|| format!("emptying {}", run_dir.display()))?;
+    // Never empties a directory it did not make: an existing --run-dir must be empty.
+    if std::fs::read_dir(&run_dir).is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "--run-dir {} is not empty; bench-distill needs a new or empty directory \
+             (it starts every run from scratch)",
+            run_dir.display()
+        );
     }
     let args = DistillBenchArgs {
         phase,
         checkpoint_activations,
+        precision: precision.into(),
         student_every,
         model,
         blocks,

@@ -8,6 +8,7 @@ pub mod distill;
 pub mod distill_decoder;
 pub mod encode_world;
 pub mod eval;
+pub mod eval_merge;
 pub mod export;
 pub mod make_random_model;
 pub mod make_tiny_model;

@@ -38,7 +38,9 @@ pub struct KdConfig {
     pub optimizer: OptimizerConfig,
     /// Pairs per batch.
     pub batch: usize,
-    /// Seed of the batch draws.
+    /// Seed of the batch draws: the run's one seed, `train.seed` of the recipe
+    /// ([`super::run::DistillRecipe::kd_config`]); not a key of its own (`kd.seed` is an error).
+    #[serde(skip)]
     pub seed: u64,
     /// When checkpoints are written and how many are kept ([`CheckpointConfig`]).
     pub checkpoint: CheckpointConfig,

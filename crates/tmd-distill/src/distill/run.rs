@@ -17,7 +17,8 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
-use tmd_flowhead::{Student, StudentDefaults, StudentManifest, StudentMethod};
+use tmd_flowhead::{Student, StudentDefaults, StudentManifest, StudentMethod, TmdStudent};
+use tmd_model::dit::WanModel;
 use tmd_model::model_dir::ModelDir;
 
 use super::discriminator::DiscriminatorConfig;
@@ -27,7 +28,7 @@ use crate::adapt_head::{copy_model_dir, AdaptHeadBatch};
 use crate::latent_cache::LatentCache;
 use crate::teacher_data::{clip_noise, sampling_of};
 use crate::train::data_parallel::{is_writer, on_rank_zero, seeded_init};
-use crate::train::rng::uniform;
+use crate::train::rng::{init_seed, picks};
 use crate::train::run::PretrainReport;
 use crate::train::TrainError;
 
@@ -158,7 +159,10 @@ pub fn run_distill<B: AutodiffBackend>(
     let dit_config = dir.transformer_config()?;
     let text = dir.load_text_encoder::<B::InnerBackend>(device)?;
     let negative = text.encode_cached_batch(&[dir.defaults().negative_prompt.as_str()], true)?;
-    let teacher = dir.load_transformer::<B>(device)?.no_grad();
+    let teacher = dir
+        .load_transformer::<B>(device)?
+        .with_precision(config.precision)
+        .no_grad();
     let disc = recipe
         .discriminator
         .config(dit_config.dim, dit_config.num_layers)?;
@@ -170,46 +174,25 @@ pub fn run_distill<B: AutodiffBackend>(
     )
     .map_err(|e| data_err(e.to_string()))?;
 
-    // Draws `batch` clips of the cache for `step` of the stream `stream`.
-    let picks = |seed: u64, batch: usize, step: u64, stream: u64| -> Vec<usize> {
-        (0..batch as u64)
-            .map(|i| {
-                let u = uniform(seed, step, stream, i);
-                ((u * cache.len() as f64) as usize).min(cache.len() - 1)
-            })
-            .collect()
-    };
     let context_of = |captions: &[String]| -> Result<Tensor<B, 3>, TrainError> {
         let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
         Ok(Tensor::from_inner(text.encode_cached_batch(&refs, false)?))
     };
 
+    let fresh_models = |student| init_models(student, &teacher, &disc, config.seed, device);
     let (models, kd_report) = match tmd_student {
-        Some(student) => (
-            // Seeded (the discriminator is fresh): the same run on any number of ranks.
-            seeded_init(|| {
-                B::seed(device, config.seed);
-                Stage2Models::with_tmd_student(student, &teacher, &disc, device)
-            }),
-            None,
-        ),
+        Some(student) => (fresh_models(Some(student)), None),
         None => {
-            let mut models = seeded_init(|| {
-                B::seed(device, config.seed);
-                Stage2Models::for_dmd(&teacher, &disc, device)
-            });
+            let mut models = fresh_models(None);
             let mut kd_report = None;
             if recipe.kd.steps > 0 {
+                let kd = recipe.kd_config();
                 let sampling = sampling_of(&cache, data)?;
                 let shape = cache.index().latent_shape;
                 let student = models.dmd.take().expect("for_dmd holds a student");
-                let (student, report) = kd_warmup(
-                    student,
-                    &recipe.kd,
-                    grids.outer[0],
-                    &run_dir.join("kd"),
-                    |step| {
-                        let idx = picks(recipe.kd.seed, recipe.kd.batch, step, STREAM_KD);
+                let (student, report) =
+                    kd_warmup(student, &kd, grids.outer[0], &run_dir.join("kd"), |step| {
+                        let idx = kd_picks(&kd, step, cache.len());
                         let (target, captions) = cache.batch::<B::InnerBackend>(&idx, device);
                         let noise = Tensor::cat(
                             idx.iter()
@@ -222,8 +205,7 @@ pub fn run_distill<B: AutodiffBackend>(
                             target: Tensor::from_inner(target),
                             context: context_of(&captions)?,
                         })
-                    },
-                )?;
+                    })?;
                 models.dmd = Some(student);
                 kd_report = Some(report);
             }
@@ -238,7 +220,7 @@ pub fn run_distill<B: AutodiffBackend>(
         &run_dir.join("stage2"),
         Tensor::from_inner(negative),
         |step| {
-            let idx = picks(config.seed, config.batch, step, STREAM_DATA);
+            let idx = data_picks(config, step, cache.len());
             let (latents, captions) = cache.batch::<B::InnerBackend>(&idx, device);
             Ok(AdaptHeadBatch {
                 latents: Tensor::from_inner(latents),
@@ -292,5 +274,47 @@ pub fn run_distill<B: AutodiffBackend>(
     ))
 }
 
+impl DistillRecipe {
+    /// The KD warm-up's settings as run: `kd`, drawing from the run's one seed, `train.seed`.
+    pub fn kd_config(&self) -> KdConfig {
+        KdConfig {
+            seed: self.train.seed,
+            ..self.kd.clone()
+        }
+    }
+}
+
+/// The models stage 2 starts from: `student` (TMD's, from stage 1) or, without one, the DMD2-v
+/// student (a copy of `teacher`); the fake score a copy of `teacher`; the discriminator fresh, its
+/// parameters drawn from the run's `seed` (a stream of its own), the same on any number of ranks.
+pub fn init_models<B: AutodiffBackend>(
+    student: Option<TmdStudent<B>>,
+    teacher: &WanModel<B>,
+    disc: &DiscriminatorConfig,
+    seed: u64,
+    device: &B::Device,
+) -> Stage2Models<B> {
+    seeded_init(|| {
+        B::seed(device, init_seed(seed, STREAM_CRITICS));
+        match student {
+            Some(student) => Stage2Models::with_tmd_student(student, teacher, disc, device),
+            None => Stage2Models::for_dmd(teacher, disc, device),
+        }
+    })
+}
+
+/// The data order of stage 2: the indices (of `len` clips) of iteration `step`'s batch, a function
+/// of the run's seed and the step only.
+pub fn data_picks(config: &Stage2Config, step: u64, len: usize) -> Vec<usize> {
+    picks(config.seed, step, STREAM_DATA, config.batch, len)
+}
+
+/// The data order of the KD warm-up ([`DistillRecipe::kd_config`]'s seed): the indices (of `len`
+/// teacher pairs) of step `step`'s batch.
+pub fn kd_picks(kd: &KdConfig, step: u64, len: usize) -> Vec<usize> {
+    picks(kd.seed, step, STREAM_KD, kd.batch, len)
+}
+
 const STREAM_DATA: u64 = 26;
 const STREAM_KD: u64 = 27;
+const STREAM_CRITICS: u64 = 28;

@@ -15,7 +15,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use tmd_flowhead::TmdStudent;
-use tmd_model::dit::WanModel;
+use tmd_model::dit::{Precision, WanModel};
 use tmd_model::weights::with_fresh_param_ids;
 use tmd_sampler::schedule::shift;
 use tmd_sampler::TmdGrids;
@@ -82,6 +82,12 @@ pub struct Stage2Config {
     /// the backward (needed for Wan-scale clips on one GPU). Not part of the resume hash: the
     /// gradients are the same up to floating-point order.
     pub checkpoint_activations: bool,
+    /// Precision policy of every DiT pass of the run (teacher, student, critics):
+    /// `"Bf16Matmul"` multiplies (linear layers, attention) in bf16 with f32 weights, optimizer
+    /// state, norms and residual stream, as the original's autocast (mixed precision: on a GPU the
+    /// bf16 tensor cores instead of f32 products); `"F32"` (default) runs everything in f32.
+    /// Part of the resume hash when not `F32`.
+    pub precision: Precision,
 }
 
 impl Default for Stage2Config {
@@ -113,6 +119,7 @@ impl Default for Stage2Config {
             },
             progress: true,
             checkpoint_activations: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -120,12 +127,21 @@ impl Default for Stage2Config {
 impl Stage2Config {
     /// Hash of the settings that change the trajectory.
     pub fn resume_hash(&self) -> String {
-        settings_hash(&format!(
+        settings_hash(&(format!(
             "lr={:e};batch={};seed={};M={};N={};go={:e};gi={:e};gt={:e};w={:e};every={};gan={:e};b1={:e};b2={:e};eps={:e};wd={:e};clip={:e}",
             self.optimizer.lr, self.batch, self.seed, self.outer_steps, self.inner_steps, self.outer_shift,
             self.inner_shift, self.t_shift, self.guidance, self.student_every, self.gan_weight,
             self.optimizer.beta1, self.optimizer.beta2, self.optimizer.epsilon, self.optimizer.weight_decay, self.optimizer.grad_clip_norm
-        ))
+        ) + &precision_hash_part(self.precision)))
+    }
+}
+
+/// The resume-hash suffix of a precision policy: empty for `F32`, so runs from before the
+/// setting existed keep their hash.
+pub(crate) fn precision_hash_part(precision: Precision) -> String {
+    match precision {
+        Precision::F32 => String::new(),
+        other => format!(";precision={other:?}"),
     }
 }
 

@@ -1,5 +1,10 @@
 //! Counter-based randomness: every draw is a pure function of `(seed, step, stream, index)`, so a
 //! resumed run needs only the seed and the step to continue bit for bit.
+//!
+//! A training run has one seed (its config's `seed`, e.g. `--set train.seed=1`) and draws
+//! everything from it through named streams: the data order ([`picks`]), the per-step noise and
+//! times ([`step_seed`], [`uniform`]) and the initialisation of fresh parameters ([`init_seed`]).
+//! Two runs with different seeds are independent; evals keep their own sampling seeds.
 
 /// SplitMix64 finaliser: a bijective 64-bit mix with good avalanche.
 pub fn mix64(mut z: u64) -> u64 {
@@ -22,6 +27,25 @@ pub fn uniform(seed: u64, step: u64, stream: u64, index: u64) -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The seed of the backend's generator (`B::seed`) for initialising the fresh parameters of a run
+/// seeded with `seed` (stream `stream` names what is initialised), so that two stages with the same
+/// run seed, or two runs with different seeds, do not start from the same draws.
+pub fn init_seed(seed: u64, stream: u64) -> u64 {
+    step_seed(seed, u64::MAX, stream)
+}
+
+/// The data order: the `batch` item indices (of `len`, drawn with replacement) of step `step` of
+/// stream `stream` of a run seeded with `seed`.
+///
+/// # Panics
+/// If `len` is 0.
+pub fn picks(seed: u64, step: u64, stream: u64, batch: usize, len: usize) -> Vec<usize> {
+    assert!(len > 0, "picks from an empty data set");
+    (0..batch as u64)
+        .map(|i| ((uniform(seed, step, stream, i) * len as f64) as usize).min(len - 1))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +59,16 @@ mod tests {
         assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
         assert_ne!(uniform(3, 7, 1, 0), uniform(3, 8, 1, 0));
         assert_ne!(uniform(3, 7, 1, 0), uniform(3, 7, 2, 0));
+    }
+
+    #[test]
+    fn picks_follow_the_seed_and_stay_in_range() {
+        let a = picks(0, 1, 26, 64, 1024);
+        assert_eq!(a, picks(0, 1, 26, 64, 1024));
+        assert!(a.iter().all(|&i| i < 1024));
+        assert_ne!(a, picks(1, 1, 26, 64, 1024), "another seed, another order");
+        assert_ne!(a, picks(0, 2, 26, 64, 1024), "another step, another batch");
+        assert_ne!(init_seed(0, 18), init_seed(1, 18));
+        assert_ne!(init_seed(0, 18), init_seed(0, 28));
     }
 }

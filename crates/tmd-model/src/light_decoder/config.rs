@@ -36,16 +36,23 @@ pub struct LightDecoderConfig {
 }
 
 /// Names accepted by [`LightDecoderConfig::preset`].
-pub const PRESETS: &[&str] = &["world", "wan2.1", "tiny"];
+pub const PRESETS: &[&str] = &["world", "world-wide", "wan2.1", "tiny"];
 
 impl LightDecoderConfig {
     /// The bundled world's light decoder: its VAE (`assets/world/vae`) has 16 latent channels,
-    /// 4x temporal but only 4x spatial compression (64x64 clips -> 16x16 latents), hence three
-    /// widths, 48/32/16, with two latent-rate and one frame-rate mixing block. Sized to decode
-    /// the README's first clip (5 latent frames of 16x16 -> 17 frames of 64x64) in about a
-    /// tenth of the full decoder's time on two CPU cores (measured in the module docs).
+    /// 4x temporal but only 4x spatial compression (64x64 clips -> 16x16 latents), hence two
+    /// widths, 48 at the latent resolution and 32 after one x2 upsampling (the sub-pixel output
+    /// makes the second x2), with two latent-rate mixing blocks and no frame-rate block. Sized to
+    /// decode the README's first clip (5 latent frames of 16x16 -> 17 frames of 64x64) in about
+    /// a tenth of the full decoder's time on two CPU cores (docs/results/light-decoder.md).
     pub fn world() -> Self {
         Self::new().with_channels(vec![48, 32])
+    }
+
+    /// [`LightDecoderConfig::world`] widened to 64/48 (about 1.8x its multiply-adds per latent
+    /// frame: 118M against 66M), for when the narrow one loses detail the evaluator reads.
+    pub fn world_wide() -> Self {
+        Self::new().with_channels(vec![64, 48])
     }
 
     /// For Wan2.1 (16 latent channels, 4x8x8): the widths of TAEHV's decoder (256/128/64/64),
@@ -69,10 +76,11 @@ impl LightDecoderConfig {
             .with_frame_blocks(1)
     }
 
-    /// A preset by name: `"world"`, `"wan2.1"` or `"tiny"`.
+    /// A preset by name: `"world"`, `"world-wide"`, `"wan2.1"` or `"tiny"`.
     pub fn preset(name: &str) -> Result<Self> {
         match name {
             "world" => Ok(Self::world()),
+            "world-wide" | "world_wide" => Ok(Self::world_wide()),
             "wan2.1" | "wan2_1" => Ok(Self::wan2_1()),
             "tiny" => Ok(Self::tiny()),
             _ => Err(ModelError::UnknownPreset {

@@ -105,7 +105,7 @@ pub fn conv_unfold<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4
     let cols = if k == 1 {
         x.reshape([n, c, h * w])
     } else {
-        let xp = x.pad([(p, p), (p, p)], burn::tensor::ops::PadMode::Constant(0.0));
+        let xp = crate::dtype::pad_zeros(x, [(0, 0), (0, 0), (p, p), (p, p)]);
         let mut taps = Vec::with_capacity(k * k);
         for dy in 0..k {
             for dx in 0..k {
@@ -176,7 +176,7 @@ fn previous_frame<B: Backend>(x: Tensor<B, 4>, frames: usize) -> Tensor<B, 4> {
     }
     let b = n / frames;
     let x = x.reshape([b, frames, c * h * w]);
-    let zeros = Tensor::zeros([b, 1, c * h * w], &x.device());
+    let zeros = crate::dtype::zeros_as(&x, [b, 1, c * h * w]);
     Tensor::cat(vec![zeros, x.narrow(1, 0, frames - 1)], 1).reshape([n, c, h, w])
 }
 
@@ -263,6 +263,18 @@ fn depth_to_space2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 }
 
 impl<B: Backend> LightDecoder<B> {
+    /// The decoder with its weights cast to `dtype`; it then computes in that dtype (latents of
+    /// another dtype are cast on the way in) and returns pixels of that dtype. bf16 on LibTorch and
+    /// CUDA, as the full VAE ([`crate::vae::WanVae::with_dtype`]).
+    pub fn with_dtype(self, dtype: burn::tensor::DType) -> Self {
+        crate::dtype::cast_float_params(self, dtype)
+    }
+
+    /// The dtype of the weights (what the decoder computes in).
+    pub fn dtype(&self) -> burn::tensor::DType {
+        self.conv_in.weight.val().dtype()
+    }
+
     /// Number of video frames made from `latent_frames`: `1 + temporal_stride (latent_frames - 1)`.
     pub fn decoded_frames(&self, latent_frames: usize) -> usize {
         1 + self.temporal_stride * latent_frames.saturating_sub(1)
@@ -314,6 +326,8 @@ impl<B: Backend> LightDecoder<B> {
             [b, c, t, h, w],
             self.latent_channels
         );
+        let dtype = self.dtype();
+        let z = if z.dtype() == dtype { z } else { z.cast(dtype) };
         let x = z.permute([0, 2, 1, 3, 4]).reshape([b * t, c, h, w]);
         let mut x = relu(run_conv(&self.conv_in, x));
         for block in &self.latent_blocks {
@@ -384,6 +398,23 @@ mod tests {
             .into_scalar();
         assert_eq!(head, 0.0);
         assert!(tail > 0.0);
+    }
+
+    /// Every tensor the decoder makes follows the weights' dtype (burn's `pad` and `zeros` make
+    /// the default float type): f64 weights on NdArray give f64 pixels equal to the f32 ones.
+    #[test]
+    fn computes_in_the_weights_dtype() {
+        use burn::tensor::DType;
+        let dev = Default::default();
+        let d = LightDecoderConfig::tiny().init::<B>(&dev);
+        let z = Tensor::<B, 5>::random([1, 4, 2, 3, 3], Distribution::Normal(0.0, 1.0), &dev);
+        let want = d.forward_unclamped(z.clone());
+        let d64 = d.with_dtype(DType::F64);
+        assert_eq!(d64.dtype(), DType::F64);
+        let got = d64.forward_unclamped(z);
+        assert_eq!(got.dtype(), DType::F64);
+        let diff: f32 = (got.cast(DType::F32) - want).abs().max().into_scalar();
+        assert!(diff < 1e-4, "{diff}");
     }
 
     #[test]
