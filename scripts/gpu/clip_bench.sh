@@ -19,7 +19,10 @@
 # time; `load_s` the model load it reports; `rust_s` the clip (text encoder + DiT + decoder) after
 # one warm-up clip in the same process (`--warmup 1`: cuDNN's algorithm choice and the caching
 # allocator's growth happen in a process's first clip); `cold_s` the same clip without warm-up,
-# for the configurations named in COLD (default: teacher-2step).
+# for the configurations named in COLD (default: teacher-2step). CONFIGS limits the run to the
+# configurations it names (teacher-2step tmd-m2 tmd-m1 tmd-m2-light tmd-m1-light; default all).
+# GEN_FLAGS are added to every `generate` (e.g. --no-verify: skips the 17 GB SHA-256 check, which
+# only changes the reported model load).
 # The PyTorch side is timed the same way (first clip after building the pipeline, then the
 # median of 3).
 set -uo pipefail
@@ -112,12 +115,14 @@ if [[ ",$items," == *",clips,"* ]]; then
   fi
   for spec in "${runs[@]}"; do
     IFS='|' read -r name flags decoder steps same <<< "$spec"
+    # CONFIGS (space-separated names) runs only those configurations; default: all.
+    [ -z "${CONFIGS:-}" ] || [[ " $CONFIGS " == *" $name "* ]] || continue
     # The cold clip (no warm-up) only for the configurations in COLD (each process loads 17 GB).
     warms="1"; [[ " ${COLD-teacher-2step} " == *" $name "* ]] && warms="0 1"
     for warm in $warms; do
       t0=$(date +%s%N)
       # shellcheck disable=SC2086
-      peak $NOENV /tmp/tmd-cli-tch generate --device torch-cuda --model "$model" --prompt "$prompt" $flags \
+      peak $NOENV /tmp/tmd-cli-tch generate --device torch-cuda --model "$model" --prompt "$prompt" $flags ${GEN_FLAGS:-} \
         --warmup $warm --timings --out "$work/$name.gif" > "$work/$name-$warm.txt" 2> "$work/$name-$warm.err"
       rc=$?
       process_ms=$(( ($(date +%s%N) - t0) / 1000000 ))

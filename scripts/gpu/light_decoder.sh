@@ -45,6 +45,11 @@ done
 wait
 for p in $presets; do
   read -r first ms < "$work/calib-$p" || { log "$p: calibration failed"; tail -5 "$work/log-$p.txt" >&2; continue; }
+  # The training loop's own time for the calibration steps (its last checkpoint line: "..., X s,
+  # checkpoint ..."), without the process start and the held-out quality pass; else the wall time.
+  secs=$(grep -E "step $((10 + calib))/$((10 + calib)): .* s, checkpoint" "$work/log-$p.txt" | tail -1 \
+    | sed -E 's/.*, ([0-9.]+) s, checkpoint.*/\1/')
+  [ -n "$secs" ] && ms=$(python3 -c "print(int($secs * 1000))")
   # Both presets train side by side from here: the per-step time measured alone is halved by the
   # sharing only roughly, so budget each as if alone x the number of presets.
   n=$(echo $presets | wc -w)

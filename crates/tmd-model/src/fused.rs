@@ -68,6 +68,28 @@ pub fn channel_l2_norm<B: Backend, const D: usize>(
     }
 }
 
+/// The values of `x` (integers in `0..=255`, e.g. quantised pixels) as bytes on the host, in
+/// `x`'s logical (row-major) order. On LibTorch the cast to u8 runs on the device and only the
+/// bytes are copied (burn-tch's own int readback goes through i64: 8x the bytes, then a host
+/// conversion); elsewhere the f32 values are narrowed in one pass.
+///
+/// # Errors
+/// The data could not be read back as f32 (a backend storing another float type without
+/// converting).
+pub fn to_host_u8<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Vec<u8>, String> {
+    #[cfg(feature = "tch")]
+    let x = match libtorch::to_u8(x) {
+        Ok(bytes) => return Ok(bytes),
+        Err(x) => x,
+    };
+    let values = x
+        .cast(burn::tensor::DType::F32)
+        .into_data()
+        .into_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(values.into_iter().map(|v| v as u8).collect())
+}
+
 /// Tanh-approximated GELU (Wan's FFN activation).
 ///
 /// # Shapes
@@ -253,6 +275,14 @@ mod libtorch {
         let primitive: B::FloatTensorPrimitive =
             same_type(TchTensor::new(t)).expect("checked: B is LibTorch");
         Tensor::from_primitive(TensorPrimitive::Float(primitive))
+    }
+
+    pub fn to_u8<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Vec<u8>, Tensor<B, D>> {
+        if !is_libtorch::<B>() {
+            return Err(x);
+        }
+        let t = tch_of(&x).to_kind(Kind::Uint8).contiguous();
+        Vec::<u8>::try_from(&t).map_err(|_| x)
     }
 
     pub fn unary<B: Backend, const D: usize>(

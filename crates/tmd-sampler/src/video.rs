@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::tensor::{DType, FloatDType, IntDType};
+use burn::tensor::FloatDType;
 
 /// Errors while turning tensors into a clip or writing it.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +61,9 @@ impl Video {
     /// even, clamped).
     ///
     /// The quantisation and the move to frame-major RGB run on the tensor's device (in f32, whatever
-    /// the decoder's dtype), so only the finished bytes cross to the host: a 480x832x81 clip is
-    /// 97 MB of u8 instead of 390 MB of f32 and a strided loop over 97M values on the CPU.
+    /// the decoder's dtype), and on LibTorch the cast to u8 too, so only the finished bytes cross
+    /// to the host ([`tmd_model::fused::to_host_u8`]): a 480x832x81 clip is 97 MB of u8 instead
+    /// of 390 MB of f32 and a strided loop over 97M values on the CPU.
     ///
     /// # Shapes
     /// - `pixels`: `[1, 3, frames, height, width]`
@@ -72,22 +73,16 @@ impl Video {
             return Err(VideoError::BadShape(dims.to_vec()));
         }
         let [_, _, f, h, w] = dims;
-        let bytes = pixels
+        let quantised = pixels
             .cast(FloatDType::F32)
             .clamp(-1.0, 1.0)
             .add_scalar(1.0)
             .mul_scalar(127.5)
             .round()
             .reshape([3, f, h, w])
-            .permute([1, 2, 3, 0])
-            .cast(IntDType::U8)
-            .into_data();
-        let bytes: Vec<u8> = match bytes.dtype {
-            DType::U8 => bytes.into_vec::<u8>(),
-            // A backend that keeps its own int type: the values are already 0..=255.
-            _ => bytes.convert::<u8>().into_vec::<u8>(),
-        }
-        .map_err(|_| VideoError::BadShape(dims.to_vec()))?;
+            .permute([1, 2, 3, 0]);
+        let bytes = tmd_model::fused::to_host_u8(quantised)
+            .map_err(|_| VideoError::BadShape(dims.to_vec()))?;
         let frame_len = h * w * 3;
         let frames = bytes.chunks_exact(frame_len).map(<[u8]>::to_vec).collect();
         Ok(Self {

@@ -142,7 +142,7 @@ pub fn run_distill<B: AutodiffBackend>(
     let config = &recipe.train;
     let (tmd_student, head) = match recipe.method {
         Method::Tmd => {
-            let (student, manifest) =
+            let (mut student, manifest) =
                 tmd_flowhead::load_tmd_student::<B>(input, device).map_err(|e| {
                     data_err(format!(
                         "{}: a TMD distillation starts from stage 1's student \
@@ -150,6 +150,8 @@ pub fn run_distill<B: AutodiffBackend>(
                         input.display()
                     ))
                 })?;
+            // The run's precision policy, like the teacher's and the critics' below.
+            student.dit = student.dit.with_precision(config.precision);
             (Some(student), Some(manifest.method))
         }
         Method::Dmd2V => (None, None),
