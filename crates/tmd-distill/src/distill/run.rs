@@ -142,8 +142,8 @@ pub fn run_distill<B: AutodiffBackend>(
     let config = &recipe.train;
     let (tmd_student, head) = match recipe.method {
         Method::Tmd => {
-            let (mut student, manifest) =
-                tmd_flowhead::load_tmd_student::<B>(input, device).map_err(|e| {
+            let (mut student, manifest) = tmd_flowhead::load_tmd_student::<B>(input, device)
+                .map_err(|e| {
                     data_err(format!(
                         "{}: a TMD distillation starts from stage 1's student \
                          (`cargo xtask adapt-head`): {e}",
