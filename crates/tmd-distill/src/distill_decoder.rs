@@ -13,8 +13,8 @@
 //! seen neighbours).
 //!
 //! **Loss** on the unclamped output against the full decoder's clamped output:
-//! `l1 |y - x| + mse (y - x)^2 + ssim (1 - SSIM(y, x)) + edge * spatial gradient-difference
-//! + motion * temporal gradient-difference`. L1 is the pixel term of TAEHV-style tiny decoders
+//! `l1 |y - x| + mse (y - x)^2 + ssim (1 - SSIM(y, x)) + edge * spatial gradient-difference +
+//! motion * temporal gradient-difference`. L1 is the pixel term of TAEHV-style tiny decoders
 //! and keeps flat regions (most of the world) sharp where MSE alone blurs; 1 - SSIM, the
 //! structural term, is the same uniform-window SSIM that the quality report measures; the two
 //! gradient-difference terms are the VAE pretraining's (`tmd_world::pretrain::vae`: measured there,

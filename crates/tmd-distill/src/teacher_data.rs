@@ -246,7 +246,7 @@ pub fn sampling_of(cache: &LatentCache, dir: &Path) -> Result<TeacherSampling, T
     match &cache.index().source {
         LatentSource::Teacher(s) => Ok(s.clone()),
         other => Err(TrainError::corrupt(
-            &dir.join(crate::latent_cache::INDEX),
+            dir.join(crate::latent_cache::INDEX),
             format!(
                 "holds {other:?}, not teacher-generated pairs; make them with `cargo xtask \
                  teacher-data`"

@@ -491,7 +491,7 @@ fn a_config_edited_after_conversion_is_refused() {
     let heads = json["num_heads"].as_u64().unwrap();
     let dim = json["dim"].as_u64().unwrap();
     let other = (1..=dim)
-        .find(|h| *h != heads && dim % h == 0 && (dim / h) % 2 == 0)
+        .find(|h| *h != heads && dim.is_multiple_of(*h) && (dim / h).is_multiple_of(2))
         .unwrap();
     json["num_heads"] = other.into();
     std::fs::write(&cfg, serde_json::to_string_pretty(&json).unwrap()).unwrap();

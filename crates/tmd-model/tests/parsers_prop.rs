@@ -61,7 +61,7 @@ fn apply(bytes: &[u8], d: &Damage) -> Vec<u8> {
     let mut out = bytes.to_vec();
     let n = bytes.len().max(1);
     let pos = |p: usize| {
-        if p % 2 == 0 {
+        if p.is_multiple_of(2) {
             (p / 2) % n.min(4096)
         } else {
             (p / 2) % n

@@ -690,7 +690,7 @@ pub fn teacher_text_encoder<B: Backend>(
     let dir = run_dir.join(TEXT_ENCODER_DIR);
     let weights = dir.join("model.bpk");
     let encoder: UMT5Encoder<B> = if weights.is_file() {
-        let source = WeightSource::open_files(&[weights.clone()])?;
+        let source = WeightSource::open_files(std::slice::from_ref(&weights))?;
         load_module(
             config.init::<B>(device),
             &source,
