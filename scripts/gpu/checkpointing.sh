@@ -37,7 +37,8 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 [ -x /tmp/xtask-tch ] || { xz -dc gpu-bin/xtask-tch.xz > /tmp/xtask-tch && chmod +x /tmp/xtask-tch; }
 source scripts/gpu/link_torch.sh   # the binary's run path (scripts/gpu/build.sh), no LD_LIBRARY_PATH
-nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$out/gpus.csv"
+gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+echo "$gpu_name" >&2
 t_start=$(date +%s)
 
 # run NAME SECS ARGS...: one bench-distill process with memory sampling; records -> checkpointing.jsonl.
@@ -51,9 +52,9 @@ run() {
   local rc=$?
   kill $smi; wait $smi 2>/dev/null
   echo "== $name (rc $rc, $(( $(date +%s) - t0 )) s): $*"
-  { echo "== $name (rc $rc): $*"; tail -5 "/tmp/run-$name.log" | cut -c1-400; } >> "$out/logs.txt"
-  python3 - "$out" "$name" "$rc" "$*" <<'PY'
-import json, sys
+  { echo "== $name (rc $rc): $*"; tail -5 "/tmp/run-$name.log" | cut -c1-400; } >&2
+  GPU_NAME=$gpu_name python3 - "$out" "$name" "$rc" "$*" <<'PY'
+import json, os, sys
 out, name, rc, args = sys.argv[1:]
 peak_mib = 0
 for line in open(f"/tmp/mem-{name}.csv"):
@@ -78,7 +79,7 @@ if not any(r.get("item") == "distill-phase" for r in records):
                     "checkpoint_activations": "--checkpoint-activations" in argv,
                     "failed": True, "ms_per_iteration": None})
 for r in records:
-    r.update(name=name, args=args, rc=int(rc))
+    r.update(name=name, args=args, rc=int(rc), gpu=os.environ.get("GPU_NAME"))
     if r.get("item") == "distill-phase":
         r["peak_gib"] = peak_gib
         r["peak_source"] = "nvidia-smi memory.used of GPU 0, sampled every 200 ms over the whole process"
