@@ -30,7 +30,8 @@
 # state` (an estimate: it also holds the context, the allocator's slack and the data), the three
 # parts computed by bench-distill from the parameter counts. Every record goes to
 # $OUT/checkpointing.jsonl, a failed or timed-out run as `{"failed": true, "rc": ...}` with its peak
-# (rc 124: timed out).
+# (rc 124: timed out) and the iterations it finished (`finished_iterations`, from bench-distill's
+# per-iteration stderr lines).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -78,6 +79,14 @@ if not any(r.get("item") == "distill-phase" for r in records):
                     "tokens": f * (h // 2) * (w // 2),
                     "checkpoint_activations": "--checkpoint-activations" in argv,
                     "failed": True, "ms_per_iteration": None})
+    # A run stopped by its time limit: the iterations it finished (bench-distill's stderr lines).
+    import re
+    try:
+        done = [(int(i), float(ms)) for i, ms in
+                re.findall(r"iteration (\d+) took ([0-9.]+) ms", open(f"/tmp/run-{name}.log").read())]
+    except OSError:
+        done = []
+    records[-1]["finished_iterations"] = [{"iteration": i, "ms": ms} for i, ms in done]
 for r in records:
     r.update(name=name, args=args, rc=int(rc), gpu=os.environ.get("GPU_NAME"))
     if r.get("item") == "distill-phase":

@@ -138,7 +138,7 @@ def parse(path):
         text = open(path).read()
     except OSError:
         return None
-    nums = {k: float(v) for k, v in re.findall(r"(text encoder|DiT|decode|total|model load) ([0-9.]+) s", text)}
+    nums = {k: float(v) for k, v in re.findall(r"(text encoder|DiT|decode|frames|total|model load) ([0-9.]+) s", text)}
     return nums or None
 cold, warm = parse(cold_f), parse(warm_f)
 def process_s(path):

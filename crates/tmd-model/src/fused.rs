@@ -79,7 +79,7 @@ pub fn channel_l2_norm<B: Backend, const D: usize>(
 pub fn to_host_u8<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Vec<u8>, String> {
     #[cfg(feature = "tch")]
     let x = match libtorch::to_u8(x) {
-        Ok(bytes) => return Ok(bytes),
+        Ok(bytes) => return bytes,
         Err(x) => x,
     };
     let values = x
@@ -88,6 +88,16 @@ pub fn to_host_u8<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Vec<u8>
         .into_vec::<f32>()
         .map_err(|e| format!("{e:?}"))?;
     Ok(values.into_iter().map(|v| v as u8).collect())
+}
+
+/// Whether [`to_host_u8`] copies a CUDA tensor to the host through a page-locked staging buffer
+/// (the default) or through pageable memory (`TMD_READBACK=pageable`, for comparing the two;
+/// benches/NOTES.md). Read once per process.
+pub fn pinned_readback() -> bool {
+    static PINNED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PINNED.get_or_init(|| {
+        !std::env::var("TMD_READBACK").is_ok_and(|v| v.eq_ignore_ascii_case("pageable"))
+    })
 }
 
 /// Tanh-approximated GELU (Wan's FFN activation).
@@ -277,12 +287,32 @@ mod libtorch {
         Tensor::from_primitive(TensorPrimitive::Float(primitive))
     }
 
-    pub fn to_u8<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Vec<u8>, Tensor<B, D>> {
+    /// `Err(x)` only where `B` is not LibTorch; a LibTorch failure is `Ok(Err(reason))`, never
+    /// a silent fall-back to the slow path.
+    #[allow(clippy::type_complexity)]
+    pub fn to_u8<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+    ) -> Result<Result<Vec<u8>, String>, Tensor<B, D>> {
         if !is_libtorch::<B>() {
             return Err(x);
         }
-        let t = tch_of(&x).to_kind(Kind::Uint8).contiguous();
-        Vec::<u8>::try_from(&t).map_err(|_| x)
+        // tch converts only rank-1 tensors to a `Vec`: flatten (row-major, as burn's order).
+        let t = tch_of(&x).to_kind(Kind::Uint8).contiguous().view([-1]);
+        let host = match t.device() {
+            tch::Device::Cuda(_) if super::pinned_readback() => {
+                // Page-locked staging buffer (PyTorch's caching host allocator keeps it for
+                // the next clip): the device-to-host copy is one DMA instead of a pageable copy
+                // staged through the driver's bounce buffers.
+                let mut host = tch::Tensor::empty(t.size(), (Kind::Uint8, tch::Device::Cpu))
+                    .pin_memory(t.device());
+                if let Err(e) = host.f_copy_(&t) {
+                    return Ok(Err(format!("device-to-host copy: {e}")));
+                }
+                host
+            }
+            _ => t,
+        };
+        Ok(Vec::<u8>::try_from(&host).map_err(|e| format!("reading the bytes: {e}")))
     }
 
     pub fn unary<B: Backend, const D: usize>(
@@ -410,5 +440,40 @@ mod libtorch {
         );
         let out = (pairs.view_as_complex() * rotation).view_as_real();
         Ok(from_tch(out.reshape([b, h, l, d]).to_kind(kind)))
+    }
+}
+
+/// The LibTorch paths themselves (only with the `tch` feature: CI has no LibTorch;
+/// `LIBTORCH_USE_PYTORCH=1 cargo test -p tmd-model --features tch --lib fused`).
+#[cfg(all(test, feature = "tch"))]
+mod tch_tests {
+    use burn::backend::libtorch::LibTorchDevice;
+    use burn::backend::LibTorch;
+    use burn::prelude::*;
+
+    /// A rank-4, permuted (non-contiguous) tensor comes back through PyTorch's own readback (not
+    /// the generic fall-back), in burn's logical row-major order. tch converts only rank-1
+    /// tensors to a `Vec`; before the flatten every clip silently took the slow f32 path.
+    #[test]
+    fn to_u8_takes_the_libtorch_path_for_a_permuted_4d_tensor() {
+        let device = LibTorchDevice::Cpu;
+        let values: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let x = Tensor::<LibTorch, 1>::from_floats(values.as_slice(), &device)
+            .reshape([3, 2, 2, 2])
+            .permute([1, 2, 3, 0]);
+        let expected: Vec<u8> = x
+            .clone()
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v as u8)
+            .collect();
+        let bytes = super::libtorch::to_u8(x)
+            .ok()
+            .expect("LibTorch tensors take the LibTorch path")
+            .expect("the readback succeeds");
+        assert_eq!(bytes, expected);
+        assert_ne!(bytes, (0..24).collect::<Vec<u8>>(), "the permutation is honoured");
     }
 }

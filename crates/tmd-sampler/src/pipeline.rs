@@ -207,8 +207,11 @@ pub struct Timings {
     pub text_encoder: Duration,
     /// All DiT evaluations and solver updates.
     pub dit: Duration,
-    /// Decoding the latents to pixels (with [`Timings::decoder`]).
+    /// Decoding the latents to pixels on the device (with [`Timings::decoder`]).
     pub vae: Duration,
+    /// Turning the decoded pixels into the returned 8-bit frames: quantisation on the device and
+    /// the copy to the host ([`Video::from_tensor`]).
+    pub frames: Duration,
     /// Which decoder ran.
     pub decoder: DecoderKind,
     /// Number of DiT forward passes (a CFG step with batched cond/uncond counts 2; a TMD outer
@@ -221,7 +224,7 @@ pub struct Timings {
 impl Timings {
     /// Sum of the parts.
     pub fn total(&self) -> Duration {
-        self.text_encoder + self.dit + self.vae
+        self.text_encoder + self.dit + self.vae + self.frames
     }
 }
 
@@ -229,7 +232,7 @@ impl std::fmt::Display for Timings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "text encoder {:.3} s | DiT {:.3} s (effective NFE {:.2}) | decode {:.3} s ({}) | total {:.3} s",
+            "text encoder {:.3} s | DiT {:.3} s (effective NFE {:.2}) | decode {:.3} s ({}) | frames {:.3} s | total {:.3} s",
             self.text_encoder.as_secs_f64(),
             self.dit.as_secs_f64(),
             self.effective_nfe,
@@ -238,6 +241,7 @@ impl std::fmt::Display for Timings {
                 DecoderKind::Full => "full VAE",
                 DecoderKind::Light => "light decoder",
             },
+            self.frames.as_secs_f64(),
             self.total().as_secs_f64()
         )
     }
@@ -379,9 +383,13 @@ impl<B: Backend> TeacherPipeline<B> {
 
         let t2 = Instant::now();
         let pixels = decode_latents(&self.dir, &self.vae, &self.light_decoder, opts.decoder, x)?;
-        let video = Video::from_tensor(pixels, opts.fps)?;
+        sync::<B>(&self.device);
         timings.vae = t2.elapsed();
         timings.decoder = opts.decoder;
+
+        let t3 = Instant::now();
+        let video = Video::from_tensor(pixels, opts.fps)?;
+        timings.frames = t3.elapsed();
         Ok((video, timings))
     }
 }
@@ -647,9 +655,13 @@ impl<B: Backend> StudentPipeline<B> {
 
         let t2 = Instant::now();
         let pixels = decode_latents(&self.dir, &self.vae, &self.light_decoder, opts.decoder, x)?;
-        let video = Video::from_tensor(pixels, opts.fps)?;
+        sync::<B>(&self.device);
         timings.vae = t2.elapsed();
         timings.decoder = opts.decoder;
+
+        let t3 = Instant::now();
+        let video = Video::from_tensor(pixels, opts.fps)?;
+        timings.frames = t3.elapsed();
         Ok((video, timings))
     }
 }

@@ -12,6 +12,9 @@ pub enum VideoError {
     /// The tensor is not a decoded clip.
     #[error("expected a decoded clip of shape [1, 3, frames, height, width], got {0:?}")]
     BadShape(Vec<usize>),
+    /// The decoded frames could not be copied from the device to the host.
+    #[error("copying the decoded frames to the host: {0}")]
+    Readback(String),
     /// The output path has an extension this build cannot write.
     #[error(
         "{path}: unsupported output format '{ext}'; use .gif, .mp4 or a folder name (PNG frames)"
@@ -81,8 +84,7 @@ impl Video {
             .round()
             .reshape([3, f, h, w])
             .permute([1, 2, 3, 0]);
-        let bytes = tmd_model::fused::to_host_u8(quantised)
-            .map_err(|_| VideoError::BadShape(dims.to_vec()))?;
+        let bytes = tmd_model::fused::to_host_u8(quantised).map_err(VideoError::Readback)?;
         let frame_len = h * w * 3;
         let frames = bytes.chunks_exact(frame_len).map(<[u8]>::to_vec).collect();
         Ok(Self {

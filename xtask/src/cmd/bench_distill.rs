@@ -159,7 +159,16 @@ impl<'a, B: AutodiffBackend> Stamps<'a, B> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if starts.last().is_none_or(|&(last, _)| last != step) {
             let _ = B::sync(self.device);
-            starts.push((step, Instant::now()));
+            let now = Instant::now();
+            // One line per finished iteration on stderr, so that a run stopped by a time limit
+            // still leaves its iteration times (the JSON records come at the end).
+            if let Some(&(last, t)) = starts.last() {
+                eprintln!(
+                    "bench-distill: iteration {last} took {:.1} ms",
+                    (now - t).as_secs_f64() * 1e3
+                );
+            }
+            starts.push((step, now));
         }
     }
 
