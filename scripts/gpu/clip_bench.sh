@@ -20,7 +20,8 @@
 # one warm-up clip in the same process (`--warmup 1`: cuDNN's algorithm choice and the caching
 # allocator's growth happen in a process's first clip); `cold_s` the same clip without warm-up,
 # for the configurations named in COLD (default: teacher-2step). CONFIGS limits the run to the
-# configurations it names (teacher-2step tmd-m2 tmd-m1 tmd-m2-light tmd-m1-light; default all).
+# configurations it names, in its order (teacher-2step tmd-m2 tmd-m1 tmd-m2-light tmd-m1-light;
+# default all, in that order).
 # GEN_FLAGS are added to every `generate` (e.g. --no-verify: skips the 17 GB SHA-256 check, which
 # only changes the reported model load).
 # The PyTorch side is timed the same way (first clip after building the pipeline, then the
@@ -113,10 +114,16 @@ if [[ ",$items," == *",clips,"* ]]; then
   if [ -d "$model/decoder-light" ]; then
     runs+=("tmd-m2-light|--outer-steps 2 --decoder light|light|2|no" "tmd-m1-light|--outer-steps 1 --decoder light|light|1|no")
   fi
+  # CONFIGS (space-separated names) runs only those configurations, in its order; default: all.
+  if [ -n "${CONFIGS:-}" ]; then
+    ordered=()
+    for want in $CONFIGS; do
+      for spec in "${runs[@]}"; do [ "${spec%%|*}" = "$want" ] && ordered+=("$spec"); done
+    done
+    runs=("${ordered[@]}")
+  fi
   for spec in "${runs[@]}"; do
     IFS='|' read -r name flags decoder steps same <<< "$spec"
-    # CONFIGS (space-separated names) runs only those configurations; default: all.
-    [ -z "${CONFIGS:-}" ] || [[ " $CONFIGS " == *" $name "* ]] || continue
     # The cold clip (no warm-up) only for the configurations in COLD (each process loads 17 GB).
     warms="1"; [[ " ${COLD-teacher-2step} " == *" $name "* ]] && warms="0 1"
     for warm in $warms; do

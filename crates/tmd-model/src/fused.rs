@@ -444,7 +444,8 @@ mod libtorch {
 }
 
 /// The LibTorch paths themselves (only with the `tch` feature: CI has no LibTorch;
-/// `LIBTORCH_USE_PYTORCH=1 cargo test -p tmd-model --features tch --lib fused`).
+/// `LIBTORCH_USE_PYTORCH=1 cargo test -p tmd-model --features tch --lib fused`, with PyTorch's
+/// `lib/` folder on `LD_LIBRARY_PATH`: test binaries get no run path).
 #[cfg(all(test, feature = "tch"))]
 mod tch_tests {
     use burn::backend::libtorch::LibTorchDevice;
