@@ -23,6 +23,8 @@
 # 2.1 s critic iteration with quadratic attention), so only the first iteration of each kind
 # runs there: its time includes the warm-up (`warmup_included: true` in the record). The paper's
 # cycle time is 4 x critic + 1 x student. FULL_STAGE2_STEPS / FULL_STUDENT_EVERY run more.
+# SKIP_SHORT=1, SKIP_FULL_STAGE2=1 and SKIP_FULL_STAGE1=1 leave out the 1,560-token set and either
+# 32,760-token run.
 #
 # `nvidia-smi` samples the card every 200 ms beside each process; the peak (whole card: CUDA
 # context and PyTorch's caching allocator included; expandable segments on) goes into each phase
@@ -136,7 +138,7 @@ for prec in ${PRECISIONS:-f32}; do
     go "s2-short-plain-$prec" "$ss" --phase stage2 --latent "$short" --steps 6 "${p[@]}"
     go "s2-short-ckpt-$prec" "$ss" --phase stage2 --latent "$short" --steps 6 --checkpoint-activations "${p[@]}"
   fi
-  go "s2-full-ckpt-$prec" "$long_secs" --phase stage2 --latent "$full" --steps "${FULL_STAGE2_STEPS:-2}" \
+  [ "${SKIP_FULL_STAGE2:-0}" = 1 ] || go "s2-full-ckpt-$prec" "$long_secs" --phase stage2 --latent "$full" --steps "${FULL_STAGE2_STEPS:-2}" \
     --student-every "${FULL_STUDENT_EVERY:-2}" --checkpoint-activations "${p[@]}"
   [ "${SKIP_FULL_STAGE1:-0}" = 1 ] || go "s1-full-ckpt-$prec" "$long_secs" --phase stage1 --latent "$full" \
     --steps "${FULL_STAGE1_STEPS:-2}" --checkpoint-activations "${p[@]}"

@@ -153,6 +153,20 @@ fn decoder_flag_picks_the_decoder_and_names_a_missing_light_one() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("(full VAE)"), "{stdout}");
 
+    // The bundled world has a decoder-light/: without --decoder it is the one that runs.
+    let out = generate_default()
+        .args(["--prompt", "A small blue square moves up.", "--timings", "--out"])
+        .arg(&gif)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("(light decoder)"), "{stdout}");
+
     // tiny-random has no decoder-light/: asking for it names the folder and the channels.
     let err = stderr_of(
         generate()

@@ -299,15 +299,17 @@ mod libtorch {
         // tch converts only rank-1 tensors to a `Vec`: flatten (row-major, as burn's order).
         let t = tch_of(&x).to_kind(Kind::Uint8).contiguous().view([-1]);
         let host = match t.device() {
-            tch::Device::Cuda(_) if super::pinned_readback() => {
-                // Page-locked staging buffer (PyTorch's caching host allocator keeps it for
-                // the next clip): the device-to-host copy is one DMA instead of a pageable copy
-                // staged through the driver's bounce buffers.
-                let mut host = tch::Tensor::empty(t.size(), (Kind::Uint8, tch::Device::Cpu))
-                    .pin_memory(t.device());
-                if let Err(e) = host.f_copy_(&t) {
-                    return Ok(Err(format!("device-to-host copy: {e}")));
-                }
+            tch::Device::Cuda(index) if super::pinned_readback() => {
+                // A non-blocking copy to the CPU lands in page-locked memory (PyTorch allocates
+                // the destination from its caching host allocator, kept for the next clip): one
+                // DMA instead of a pageable copy staged through the driver's bounce buffers
+                // (`Tensor::pin_memory(device)` does the same but warns on every call that its
+                // argument is deprecated). The copy is asynchronous: wait for it.
+                let host = match t.f_to_device_(tch::Device::Cpu, Kind::Uint8, true, false) {
+                    Ok(host) => host,
+                    Err(e) => return Ok(Err(format!("device-to-host copy: {e}"))),
+                };
+                tch::Cuda::synchronize(index as i64);
                 host
             }
             _ => t,
