@@ -79,6 +79,17 @@ fn the_default_is_the_bundled_world_student() {
     );
 }
 
+/// Runs `cmd`, which must succeed; its stdout.
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn stderr_of(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "expected failure");
@@ -134,37 +145,30 @@ fn writes_a_gif_and_png_frames_with_timings() {
 fn decoder_flag_picks_the_decoder_and_names_a_missing_light_one() {
     let dir = out_dir("decoder");
     let gif = dir.join("clip.gif");
-    let out = generate_default()
-        .args([
-            "--prompt",
-            "A small blue square moves up.",
-            "--decoder",
-            "full",
-        ])
-        .args(["--timings", "--out"])
-        .arg(&gif)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of(
+        generate_default()
+            .args([
+                "--prompt",
+                "A small blue square moves up.",
+                "--decoder",
+                "full",
+            ])
+            .args(["--timings", "--out"])
+            .arg(&gif),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("(full VAE)"), "{stdout}");
 
     // The bundled world has a decoder-light/: without --decoder it is the one that runs.
-    let out = generate_default()
-        .args(["--prompt", "A small blue square moves up.", "--timings", "--out"])
-        .arg(&gif)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of(
+        generate_default()
+            .args([
+                "--prompt",
+                "A small blue square moves up.",
+                "--timings",
+                "--out",
+            ])
+            .arg(&gif),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("(light decoder)"), "{stdout}");
 
     // tiny-random has no decoder-light/: asking for it names the folder and the channels.

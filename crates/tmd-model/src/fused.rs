@@ -477,6 +477,10 @@ mod tch_tests {
             .expect("LibTorch tensors take the LibTorch path")
             .expect("the readback succeeds");
         assert_eq!(bytes, expected);
-        assert_ne!(bytes, (0..24).collect::<Vec<u8>>(), "the permutation is honoured");
+        assert_ne!(
+            bytes,
+            (0..24).collect::<Vec<u8>>(),
+            "the permutation is honoured"
+        );
     }
 }
