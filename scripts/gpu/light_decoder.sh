@@ -16,7 +16,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-work=${WORK:-/tmp/ld}; mkdir -p "$work"
+# WORK: where latents, runs and models go. Default: a fresh folder per call, so that a second call
+# on a warm machine trains from scratch; pass the same WORK again to resume its runs instead
+# (steps and decay_start are not in the resume hash, so a resumed run can be extended).
+work=${WORK:-$(mktemp -d /tmp/ld.XXXXXX)}; mkdir -p "$work"
 X=${XTASK:-/tmp/xtask-tch}
 [ -x "$X" ] || { xz -dc gpu-bin/xtask-tch.xz > "$X" && chmod +x "$X"; }
 export TMD_CONV=native   # cuDNN convolutions while training (the unfold path is for NdArray)
