@@ -54,9 +54,9 @@ fn the_default_is_the_bundled_world_student() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("TMD student"), "{stderr}");
     assert!(stdout.contains("effective NFE 2.50"), "{stdout}");
-    // The bundled model ships without decoder-light/ (its distilled light decoder loses 9
-    // points of accuracy, docs/results/light-decoder.md): the full VAE decodes, and says so.
-    assert!(stdout.contains("(full VAE)"), "{stdout}");
+    // The bundled model ships its distilled decoder-light/ (docs/results/light-decoder.md): it
+    // decodes by default, and `--timings` says so.
+    assert!(stdout.contains("(light decoder)"), "{stdout}");
     let frames = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(
         std::fs::File::open(&gif).unwrap(),
     ))

@@ -1,7 +1,7 @@
 //! The light decoder bundled with the world (`assets/world/decoder-light/`) against the full VAE
 //! decoder it was distilled from: `Sampler` takes it by default, and the bundled student's clip
-//! decoded both ways agrees to within the held-out quality it was shipped with
-//! (docs/results/light-decoder.md: 33.6 dB PSNR on 48 held-out clips).
+//! decoded both ways agrees (docs/results/light-decoder.md: 33.6 dB PSNR on 48 held-out clips of
+//! the world, 26-27.5 dB on the student's clips here).
 
 use std::path::PathBuf;
 
@@ -56,6 +56,9 @@ fn bundled_light_decoder_is_the_default_and_reproduces_the_full_decoder() {
             .unwrap();
         let db = psnr(&light, &full);
         println!("{prompt}: light against full decoder {db:.2} dB");
-        assert!(db > 26.0, "{prompt}: {db:.2} dB");
+        // Measured 27.5 and 26.2 dB (the student's latents are further from the training
+        // latents than the held-out teacher clips of the 33.6 dB); a decoder that does not fit
+        // the VAE, or random weights, gives ~10 dB.
+        assert!(db > 24.0, "{prompt}: {db:.2} dB");
     }
 }
