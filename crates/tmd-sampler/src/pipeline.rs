@@ -143,6 +143,27 @@ pub fn decode_latents<B: Backend>(
     }
 }
 
+/// Decodes `z` with the decoder `kind` and turns the pixels into frames, timing the decoder
+/// (`timings.vae`, waited for on the device) and the frames (`timings.frames`) apart.
+fn decode_timed<B: Backend>(
+    (dir, vae, light): (&ModelDir, &WanVae<B>, &Option<LightDecoder<B>>),
+    kind: DecoderKind,
+    z: Tensor<B, 5>,
+    fps: u32,
+    timings: &mut Timings,
+) -> Result<Video> {
+    let device = z.device();
+    let t0 = Instant::now();
+    let pixels = decode_latents(dir, vae, light, kind, z)?;
+    sync::<B>(&device);
+    timings.vae = t0.elapsed();
+    timings.decoder = kind;
+    let t1 = Instant::now();
+    let video = Video::from_tensor(pixels, fps)?;
+    timings.frames = t1.elapsed();
+    Ok(video)
+}
+
 /// What to generate, and how. Start from [`TeacherPipeline::options`], which fills in the model
 /// directory's defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -381,15 +402,13 @@ impl<B: Backend> TeacherPipeline<B> {
         timings.dit = t1.elapsed();
         timings.effective_nfe = crate::effective_nfe::teacher(opts.steps, opts.guidance);
 
-        let t2 = Instant::now();
-        let pixels = decode_latents(&self.dir, &self.vae, &self.light_decoder, opts.decoder, x)?;
-        sync::<B>(&self.device);
-        timings.vae = t2.elapsed();
-        timings.decoder = opts.decoder;
-
-        let t3 = Instant::now();
-        let video = Video::from_tensor(pixels, opts.fps)?;
-        timings.frames = t3.elapsed();
+        let video = decode_timed(
+            (&self.dir, &self.vae, &self.light_decoder),
+            opts.decoder,
+            x,
+            opts.fps,
+            &mut timings,
+        )?;
         Ok((video, timings))
     }
 }
@@ -653,15 +672,13 @@ impl<B: Backend> StudentPipeline<B> {
         sync::<B>(&self.device);
         timings.dit = t1.elapsed();
 
-        let t2 = Instant::now();
-        let pixels = decode_latents(&self.dir, &self.vae, &self.light_decoder, opts.decoder, x)?;
-        sync::<B>(&self.device);
-        timings.vae = t2.elapsed();
-        timings.decoder = opts.decoder;
-
-        let t3 = Instant::now();
-        let video = Video::from_tensor(pixels, opts.fps)?;
-        timings.frames = t3.elapsed();
+        let video = decode_timed(
+            (&self.dir, &self.vae, &self.light_decoder),
+            opts.decoder,
+            x,
+            opts.fps,
+            &mut timings,
+        )?;
         Ok((video, timings))
     }
 }
