@@ -268,15 +268,8 @@ pub fn merged_markdown(report: &MergedReport) -> String {
     let mut out = String::from(
         "| method | M | N | H | CFG | effective NFE | training runs | prompt accuracy (%), mean (min-max) | Frechet distance, mean (min-max) |\n|---|---|---|---|---|---|---|---|---|\n",
     );
-    let dash = |v: usize| {
-        if v == 0 {
-            "-".to_string()
-        } else {
-            v.to_string()
-        }
-    };
     for r in &report.rows {
-        let (m, s) = (&r.mean, &r.mean.spec);
+        let m = &r.mean;
         let (acc, fd) = match (r.prompt_accuracy_range, r.frechet_distance_range) {
             (Some([a0, a1]), Some([f0, f1])) => (
                 format!(
@@ -301,17 +294,8 @@ pub fn merged_markdown(report: &MergedReport) -> String {
             ),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            s.method,
-            s.outer_steps,
-            dash(s.inner_steps),
-            dash(s.head_blocks),
-            if s.guidance == 1.0 {
-                "-".to_string()
-            } else {
-                format!("{}", s.guidance)
-            },
-            s.effective_nfe,
+            "| {} | {} | {} | {} |\n",
+            m.spec.markdown_cells(),
             r.training_runs.len().max(1),
             acc,
             fd

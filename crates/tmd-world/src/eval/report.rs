@@ -23,6 +23,35 @@ pub struct RowSpec {
     pub effective_nfe: f64,
 }
 
+impl RowSpec {
+    /// The row's configuration as the first six cells of a Markdown table row (`method | M | N |
+    /// H | CFG | effective NFE`, no outer pipes; `-` for an absent flow head or CFG), shared by
+    /// every results table.
+    pub fn markdown_cells(&self) -> String {
+        let dash = |v: usize| {
+            if v == 0 {
+                "-".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        let cfg = if self.guidance == 1.0 {
+            "-".to_string()
+        } else {
+            format!("{}", self.guidance)
+        };
+        format!(
+            "{} | {} | {} | {} | {} | {}",
+            self.method,
+            self.outer_steps,
+            dash(self.inner_steps),
+            dash(self.head_blocks),
+            cfg,
+            self.effective_nfe
+        )
+    }
+}
+
 /// The measurements of one row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalRow {
@@ -71,14 +100,6 @@ pub fn markdown_table(report: &EvalReport) -> String {
         "| method | M | N | H | CFG | effective NFE | prompt accuracy (%) | Frechet distance | s/clip |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &report.rows {
-        let s = &r.spec;
-        let dash = |v: usize| {
-            if v == 0 {
-                "-".to_string()
-            } else {
-                v.to_string()
-            }
-        };
         let acc = if r.seeds > 1 {
             format!(
                 "{:.1} ± {:.1}",
@@ -89,17 +110,8 @@ pub fn markdown_table(report: &EvalReport) -> String {
             format!("{:.1}", 100.0 * r.prompt_accuracy)
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |\n",
-            s.method,
-            s.outer_steps,
-            dash(s.inner_steps),
-            dash(s.head_blocks),
-            if s.guidance == 1.0 {
-                "-".to_string()
-            } else {
-                format!("{}", s.guidance)
-            },
-            s.effective_nfe,
+            "| {} | {} | {:.2} | {:.2} |\n",
+            r.spec.markdown_cells(),
             acc,
             r.frechet_distance,
             r.seconds_per_clip
