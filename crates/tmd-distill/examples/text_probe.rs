@@ -43,7 +43,7 @@ fn main() {
         w[pos] = word;
         let cap = format!("{}.", w.join(" "));
         let e = enc(&cap);
-        let at = |t: &Tensor<B, 2>| t.clone().slice([pos..pos + 1]);
+        let at = |t: &Tensor<B, 2>| t.clone().narrow(0, pos, 1);
         println!(
             "{:>9} ({cap}): whole {:.3}, at word {:.3}",
             word,

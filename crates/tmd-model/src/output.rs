@@ -256,10 +256,8 @@ mod tests {
         fs::write(&path, b"old").unwrap();
         for limit in [0u64, 1, 100, 10_000] {
             fail_writes_after(Some(limit));
-            let err = write_file_atomic(&path, &mut |w: &mut dyn Write| {
-                w.write_all(&vec![7u8; 20_000])
-            })
-            .unwrap_err();
+            let err = write_file_atomic(&path, |w: &mut dyn Write| w.write_all(&[7u8; 20_000]))
+                .unwrap_err();
             fail_writes_after(None);
             assert_eq!(err.kind(), ErrorKind::StorageFull, "{err}");
             assert!(err.to_string().contains("No space left"), "{err}");

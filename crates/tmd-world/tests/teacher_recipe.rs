@@ -112,13 +112,15 @@ fn evaluator_trains_and_scores_teacher_rows() {
     train_teacher_dit::<A>(&recipe, &run, &device).unwrap();
     export_teacher::<NdArray>(&recipe, &run, &model_dir, "test", &device).unwrap();
 
-    let mut eval_recipe = EvaluatorRecipe::default();
-    eval_recipe.frames = 5;
-    eval_recipe.height = 32;
-    eval_recipe.width = 32;
-    eval_recipe.sampled_frames = 3;
-    eval_recipe.widths = vec![4, 8];
-    eval_recipe.check_clips = 4;
+    let mut eval_recipe = EvaluatorRecipe {
+        frames: 5,
+        height: 32,
+        width: 32,
+        sampled_frames: 3,
+        widths: vec![4, 8],
+        check_clips: 4,
+        ..EvaluatorRecipe::default()
+    };
     eval_recipe.train.batch = 2;
     eval_recipe.train.steps = 2;
     eval_recipe.train.progress = false;
