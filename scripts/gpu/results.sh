@@ -31,6 +31,13 @@
 # merges them with `xtask eval-merge` into $OUT/bundled-world.json (+ .md): each row's mean,
 # min-max and `training_runs`. KEEP names students of every seed ($OUT/seed-N-NAME.tar.gz;
 # default none). Unset (the default): one run with the configs' seed, in runs/results, as before.
+#
+# One-key experiments (issue 22's hypotheses): STUDENTS picks which of the four headline students
+# are trained and scored (default "tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2"); EXTRA is appended to every
+# stage-1 and stage-2 command (e.g. "--set train.outer_shift=2"); TAG puts the arm's runs under
+# runs/results/TAG (the teacher data stays shared in runs/results). Two arms side by side on one
+# card: one call with PHASES=data, then per phase both arms at once, each with OUT=$OUT/ARM and
+# CORES set to its share of the machine's cores (default all of them).
 set -uo pipefail
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 TEACHER=${TEACHER:-assets/world}; DEVICE=${DEVICE:-torch-cuda}
@@ -39,7 +46,10 @@ S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-1
 # H: the head size of the headline pair (TMD M = 2 and M = 1; default 1); the full set adds the
 # other size at M = 2. BATCH: the batch of stage 1, stage 2 and the KD warm-up (default: the configs').
 H=${H:-1}; Ho=$(( 3 - H )); BATCH=${BATCH:-}
-SEEDS_TRAIN=${SEEDS_TRAIN:-}
+SEEDS_TRAIN=${SEEDS_TRAIN:-}; STUDENTS=${STUDENTS:-tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2}
+EXTRA=${EXTRA:-}; TAG=${TAG:-}; CORES=${CORES:-$(nproc)}
+for st in $STUDENTS; do case $st in tmd-m2|tmd-m1|dmd2v-m1|dmd2v-m2) ;;
+  *) echo "results.sh: STUDENTS: unknown student '$st' (expected tmd-m2, tmd-m1, dmd2v-m1, dmd2v-m2)" >&2; exit 2;; esac; done
 if [ -n "$SEEDS_TRAIN" ]; then KEEP=${KEEP:-}; MAIN_ONLY=1; else KEEP=${KEEP:-tmd-m2-h$H}; fi
 # PHASES: which of "data s1 s2 eval" to run (default all four): a device call is limited to 10 min,
 # so a longer run splits into back-to-back calls on the same warm machine, where runs/results stays.
@@ -51,18 +61,22 @@ phase() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 # 1 and 2 steps), each with a larger share of the card and the cores in the same time.
 MAIN_ONLY=${MAIN_ONLY:-0}
 main() { [ "$MAIN_ONLY" = 1 ]; }
+# wants NAME: whether the headline student NAME is among STUDENTS (every one unless MAIN_ONLY)
+wants() { main || return 0; case " $STUDENTS " in *" $1 "*) return 0;; *) return 1;; esac; }
 # The training runs: "-" is the configs' seed in runs/results; with SEEDS_TRAIN, one per seed.
 seeds=${SEEDS_TRAIN:--}; nseeds=$(echo $seeds | wc -w)
-dir_of() { if [ "$1" = - ]; then echo runs/results; else echo runs/results/seed-$1; fi; }
+dir_of() { local b=runs/results${TAG:+/$TAG}; if [ "$1" = - ]; then echo $b; else echo $b/seed-$1; fi; }
 name_of() { if [ "$1" = - ]; then echo "$2"; else echo "seed-$1-$2"; fi; }
 seed_args() { [ "$1" = - ] || echo "--set train.seed=$1"; }
-n1=4; n2=8; main && { n1=2; n2=4; }; n1=$(( n1 * nseeds )); n2=$(( n2 * nseeds ))
+n1=4; n2=8
+if main; then n1=0; n2=0; for st in $STUDENTS; do n2=$(( n2 + 1 )); case $st in tmd-*) n1=$(( n1 + 1 ));; esac; done; fi
+n1=$(( n1 * nseeds )); n2=$(( n2 * nseeds ))
 x=${XTASK:-/tmp/xtask-tch}; [ -x $x ] || { xz -dc gpu-bin/xtask-tch.xz > $x && chmod +x $x; }
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:${torch_lib:-}
 r=runs/results; mkdir -p $r; data=$r/teacher-data
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-threads() { local n=$(( $(nproc) / $1 )); [ $n -lt 1 ] && n=1; export OMP_NUM_THREADS=$n RAYON_NUM_THREADS=$n; }
+threads() { local n=$(( CORES / ($1 > 0 ? $1 : 1) )); [ $n -lt 1 ] && n=1; export OMP_NUM_THREADS=$n RAYON_NUM_THREADS=$n; }
 quiet() { tr '\r' '\n' | grep -v '^\s*$' | tail -3; }
 guarded() { # secs steps run_dir log command...: the command with train.steps, stopped after secs
   # and then written out from its newest checkpoint (train.steps set to that step)
@@ -71,7 +85,7 @@ guarded() { # secs steps run_dir log command...: the command with train.steps, s
   local rc=$?
   [ $rc -eq 124 ] || return $rc
   # stage 1 checkpoints in run_dir/, stage 2 in run_dir/stage2/ (after the KD warm-up's run_dir/kd/)
-  local last; last=$(ls -d "$run"/step-* "$run"/stage2/step-* 2>/dev/null | sort -t- -k2 | tail -1)
+  local last; last=$(ls -d "$run"/step-* "$run"/stage2/step-* 2>/dev/null | grep -v "\.tmp$" | sort -t- -k2 | tail -1)
   [ -n "$last" ] || { echo "stopped after $secs s before the first checkpoint" >> "$log"; return 124; }
   last=$((10#${last##*step-}))
   echo "== stopped after $secs s; written out from step $last of $steps" >> "$log"
@@ -90,11 +104,11 @@ s1() { # seed, name, args
   # shellcheck disable=SC2086
   guarded "$S1_SECS" "$S1" $d/run-$2 $out/$(name_of "$1" "$2").log $x adapt-head --device $DEVICE \
     --teacher $TEACHER --data $data --run-dir $d/run-$2 --out $d/$2 $3 $(seed_args "$1") \
-    ${BATCH:+--set train.batch=$BATCH}
+    ${BATCH:+--set train.batch=$BATCH} $EXTRA
   echo "$(name_of "$1" "$2"): exit $?"; }
 for sd in $seeds; do
-  s1 $sd s1-h$H "--set head.head_blocks=$H" &
-  s1 $sd s1-h$H-m1 "--set head.head_blocks=$H --set train.outer_steps=1" &
+  wants tmd-m2 && s1 $sd s1-h$H "--set head.head_blocks=$H" &
+  wants tmd-m1 && s1 $sd s1-h$H-m1 "--set head.head_blocks=$H --set train.outer_steps=1" &
   main || { s1 $sd s1-h$Ho "--set head.head_blocks=$Ho" & s1 $sd s1-h1-tm "--set head.head_blocks=1 --set train.variant=tm" & }
 done
 wait
@@ -107,13 +121,13 @@ s2() { # seed, name, input (a stage-1 name in the seed's directory, or the teach
   # shellcheck disable=SC2086
   guarded "$S2_SECS" "$S2" $d/run-$2 $out/$(name_of "$1" "$2").log $x distill --device $DEVICE \
     --input $in --data $data --run-dir $d/run-$2 --out $d/$2 $4 $(seed_args "$1") \
-    ${BATCH:+--set train.batch=$BATCH}
+    ${BATCH:+--set train.batch=$BATCH} $EXTRA
   echo "$(name_of "$1" "$2"): exit $?"; }
 for sd in $seeds; do
-  s2 $sd tmd-m2-h$H s1-h$H "--set train.outer_steps=2 --set train.inner_steps=2" &
-  s2 $sd tmd-m1-h$H s1-h$H-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
-  s2 $sd dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD ${BATCH:+--set kd.batch=$BATCH}" &
-  s2 $sd dmd2v-m2 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=2" &
+  wants tmd-m2 && s2 $sd tmd-m2-h$H s1-h$H "--set train.outer_steps=2 --set train.inner_steps=2" &
+  wants tmd-m1 && s2 $sd tmd-m1-h$H s1-h$H-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
+  wants dmd2v-m1 && s2 $sd dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD ${BATCH:+--set kd.batch=$BATCH}" &
+  wants dmd2v-m2 && s2 $sd dmd2v-m2 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=2" &
   main || {
     s2 $sd tmd-m2-h$Ho s1-h$Ho "--set train.outer_steps=2 --set train.inner_steps=2" &
     s2 $sd tmd-m2-h1-nogan s1-h1 "--set train.outer_steps=2 --set train.inner_steps=2 --set train.gan_weight=0" &
