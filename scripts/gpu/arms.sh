@@ -11,7 +11,7 @@
 # configs' recipe). The data phase runs once, before the arms; each other phase runs every arm at
 # once, with an equal share of the cores, its runs under runs/results/NAME, its report and logs
 # under $OUT/NAME and its progress in $OUT/NAME.log. Every other variable is results.sh's and
-# reaches every arm.
+# reaches every arm; MPS=1 starts NVIDIA's Multi-Process Service first (scripts/gpu/mps.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -28,6 +28,8 @@ if [[ "$phases" == *" data "* ]]; then
 fi
 rest=$(echo "$phases" | sed 's/ data / /; s/^ *//; s/ *$//')
 [ -n "$rest" ] || exit 0
+# MPS=1: NVIDIA's Multi-Process Service for the arms' processes (scripts/gpu/mps.sh)
+if [ "${MPS:-0}" = 1 ]; then . scripts/gpu/mps.sh; mps_start; export MPS=0; fi
 cores=$(( $(nproc) / ${#arms[@]} )); [ $cores -lt 1 ] && cores=1
 for a in "${arms[@]}"; do
   name=${a%%=*}

@@ -74,6 +74,9 @@ n1=$(( n1 * nseeds )); n2=$(( n2 * nseeds ))
 x=${XTASK:-/tmp/xtask-tch}; [ -x $x ] || { xz -dc gpu-bin/xtask-tch.xz > $x && chmod +x $x; }
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:${torch_lib:-}
+# MPS=1: NVIDIA's Multi-Process Service, so that the processes sharing the card run side by side
+# (scripts/gpu/mps.sh; an untested lead: compare the step rates in the logs)
+if [ "${MPS:-0}" = 1 ]; then . scripts/gpu/mps.sh; mps_start; fi
 r=runs/results; mkdir -p $r; data=$r/teacher-data
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 threads() { local n=$(( CORES / ($1 > 0 ? $1 : 1) )); [ $n -lt 1 ] && n=1; export OMP_NUM_THREADS=$n RAYON_NUM_THREADS=$n; }
