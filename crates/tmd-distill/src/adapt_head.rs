@@ -681,6 +681,33 @@ pub struct AdaptHeadRecipe {
     pub sampling: tmd_flowhead::StudentDefaults,
 }
 
+impl AdaptHeadRecipe {
+    /// A note when the written student's default grids (`[sampling]`) are shifted otherwise than
+    /// the grids it is trained on (`[train]`): `--set train.outer_shift=2` alone leaves the
+    /// student sampling at `sampling.outer_shift`. `None` when the shifts agree. (`M` and `N`
+    /// may differ on purpose: stage 1 trains `N` = 4 snapping for a student sampled with 2.)
+    pub fn sampling_shift_mismatch(&self) -> Option<String> {
+        let pairs = [
+            ("outer_shift", self.train.outer_shift, self.sampling.outer_shift),
+            ("inner_shift", self.train.inner_shift, self.sampling.inner_shift),
+        ];
+        let differ: Vec<String> = pairs
+            .iter()
+            .filter(|(_, train, sampling)| train != sampling)
+            .map(|(key, train, sampling)| {
+                format!("train.{key} = {train} but sampling.{key} = {sampling}")
+            })
+            .collect();
+        (!differ.is_empty()).then(|| {
+            format!(
+                "{}: the written student samples by default on grids it was not trained on \
+                 (set the sampling key too to make them agree)",
+                differ.join(", ")
+            )
+        })
+    }
+}
+
 /// Copies the model directory `from` to `to` (every file but a `student/` folder), so that a
 /// student directory carries its teacher.
 ///

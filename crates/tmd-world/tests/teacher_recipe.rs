@@ -291,6 +291,20 @@ fn shipped_recipes_parse_with_every_key_known() {
     )
     .unwrap();
     assert_eq!((adapt.train.steps, adapt.head.head_blocks), (5, 1));
+    // The shipped stage-1 recipe samples on the grids it trains on; a shift overridden in
+    // `[train]` alone is named, with both keys.
+    assert_eq!(adapt.sampling_shift_mismatch(), None);
+    let shifted: AdaptHeadRecipe = tmd_distill::train::load_stage_config(
+        Some(&root.join("configs/adapt-head.toml")),
+        &["train.outer_shift=2".to_string()],
+    )
+    .unwrap();
+    let note = shifted.sampling_shift_mismatch().expect("the shifts differ");
+    assert!(
+        note.contains("train.outer_shift = 2") && note.contains("sampling.outer_shift = 10"),
+        "{note}"
+    );
+    assert!(!note.contains("inner_shift"), "{note}");
     assert!(adapt.head.head_blocks <= teacher.dit.num_layers);
     let distill: tmd_distill::distill::run::DistillRecipe = tmd_distill::train::load_stage_config(
         Some(&root.join("configs/distill.toml")),

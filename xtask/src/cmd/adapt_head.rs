@@ -54,6 +54,9 @@ pub fn run(args: Args) -> Result<()> {
         parallel,
     } = args;
     let recipe: AdaptHeadRecipe = load_stage_config(Some(&config), &overrides)?;
+    if let Some(note) = recipe.sampling_shift_mismatch() {
+        eprintln!("adapt-head: warning: {note}");
+    }
     let source = invocation();
     let t0 = Instant::now();
     let report = on_backend!(device, B, ranks device_of => parallel.run::<B, _>(device_of, |dev| {
