@@ -688,8 +688,16 @@ impl AdaptHeadRecipe {
     /// may differ on purpose: stage 1 trains `N` = 4 snapping for a student sampled with 2.)
     pub fn sampling_shift_mismatch(&self) -> Option<String> {
         let pairs = [
-            ("outer_shift", self.train.outer_shift, self.sampling.outer_shift),
-            ("inner_shift", self.train.inner_shift, self.sampling.inner_shift),
+            (
+                "outer_shift",
+                self.train.outer_shift,
+                self.sampling.outer_shift,
+            ),
+            (
+                "inner_shift",
+                self.train.inner_shift,
+                self.sampling.inner_shift,
+            ),
         ];
         let differ: Vec<String> = pairs
             .iter()

@@ -299,7 +299,9 @@ fn shipped_recipes_parse_with_every_key_known() {
         &["train.outer_shift=2".to_string()],
     )
     .unwrap();
-    let note = shifted.sampling_shift_mismatch().expect("the shifts differ");
+    let note = shifted
+        .sampling_shift_mismatch()
+        .expect("the shifts differ");
     assert!(
         note.contains("train.outer_shift = 2") && note.contains("sampling.outer_shift = 10"),
         "{note}"
