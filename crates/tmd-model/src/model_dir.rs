@@ -427,14 +427,24 @@ impl ModelDir {
     }
 
     /// Loads the light decoder of `decoder-light/` (see [`ModelDir::light_decoder_config`]);
-    /// every weight key and shape is checked.
+    /// every weight key and shape is checked, and the weight files against the SHA-256 map of
+    /// its `config.json` when it has one (written by [`save_light_decoder`]; see
+    /// [`crate::integrity`]).
     ///
     /// # Errors
-    /// As [`ModelDir::light_decoder_config`]; no weight file in the folder, or weights that do
-    /// not match the config (keys and shapes named).
+    /// As [`ModelDir::light_decoder_config`]; no weight file in the folder, a weight file the
+    /// map does not list or whose digest differs (named), or weights that do not match the
+    /// config (keys and shapes named).
     pub fn load_light_decoder<B: Backend>(&self, device: &B::Device) -> Result<LightDecoder<B>> {
         let config = self.light_decoder_config()?;
-        let source = WeightSource::open_dir(self.root.join(LIGHT_DECODER_DIR))?;
+        let folder = self.root.join(LIGHT_DECODER_DIR);
+        let source = WeightSource::open_dir(&folder)?;
+        let names: Vec<String> = source
+            .files()
+            .iter()
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .collect();
+        crate::integrity::verify_files(&folder, &folder.join("config.json"), &names)?;
         load_module(
             config.init::<B>(device),
             &source,
@@ -473,8 +483,9 @@ impl ModelDir {
 }
 
 /// Writes `decoder` (built from `config`) into `root/decoder-light/`: the weights
-/// (`model.bpk`, f32) first, then `config.json`, each atomically. A previous light decoder there
-/// is replaced (its other weight files are removed, so the folder holds one set).
+/// (`model.bpk`, f32) first, then `config.json` with the weights' SHA-256 (checked on load),
+/// each atomically. A previous light decoder there is replaced (its other weight files are
+/// removed, so the folder holds one set).
 ///
 /// # Errors
 /// I/O errors naming the path.
@@ -493,7 +504,12 @@ pub fn save_light_decoder<B: Backend>(
         }
     }
     crate::weights::save_burnpack(decoder, &folder.join("model.bpk"))?;
-    write_config(config, &folder.join("config.json"))
+    crate::integrity::write_sealed(
+        &folder.join("config.json"),
+        config,
+        &folder,
+        &["model.bpk".to_string()],
+    )
 }
 
 /// Reads one of this crate's configs from a JSON file, with an error naming the file.

@@ -58,6 +58,40 @@ fn decoder_light_round_trip() {
 }
 
 #[test]
+fn decoder_light_weights_are_checked_against_their_sha256() {
+    let root = temp("sha");
+    let dir = tiny_copy(&root);
+    let device = Default::default();
+    let config = LightDecoderConfig::tiny();
+    save_light_decoder(&dir, &config.init::<B>(&device), &config).unwrap();
+    let folder = dir.join(LIGHT_DECODER_DIR);
+    let sums = tmd_model::integrity::read_sums(&folder.join("config.json")).unwrap();
+    assert_eq!(sums.keys().collect::<Vec<_>>(), ["model.bpk"]);
+
+    // One byte changed in the last tensor's data: keys and shapes still fit.
+    let weights = folder.join("model.bpk");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&weights, &bytes).unwrap();
+    let model = ModelDir::open(&dir).unwrap();
+    let err = model
+        .load_light_decoder::<B>(&device)
+        .unwrap_err()
+        .to_string();
+    println!("{err}");
+    assert!(
+        err.contains("model.bpk") && err.contains("SHA-256"),
+        "{err}"
+    );
+
+    // A decoder written before the map existed (a config without it) still loads.
+    write_config(&config, &folder.join("config.json")).unwrap();
+    model.load_light_decoder::<B>(&device).unwrap();
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
 fn missing_or_mismatched_decoder_light_is_named() {
     let root = temp("mismatch");
     let dir = tiny_copy(&root);
