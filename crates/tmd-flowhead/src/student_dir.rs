@@ -78,6 +78,8 @@ pub struct StudentManifest {
 
 /// A loaded student.
 #[derive(Debug)]
+// One per process, never in collections: boxing the larger variant would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Student<B: Backend> {
     /// A TMD student.
     Tmd(TmdStudent<B>),

@@ -123,6 +123,10 @@ pub fn video_to_tensor<B: Backend>(video: &Video, device: &B::Device) -> Tensor<
     Tensor::from_data(TensorData::new(values, [1, 3, f, h, w]), device)
 }
 
+/// What [`Judge::judge`] reads off a batch of clips: each clip's predicted class per attribute
+/// head, and each clip's feature row (for the Frechet distance).
+pub type Judged = (Vec<[usize; HEADS]>, Vec<Vec<f32>>);
+
 /// The trained classifier with the files it was loaded from.
 #[derive(Debug)]
 pub struct Judge<B: Backend> {
@@ -179,10 +183,7 @@ impl<B: Backend> Judge<B> {
     }
 
     /// Predicted classes and features of a batch of clips `[batch, 3, frames, H, W]`.
-    pub fn judge(
-        &self,
-        clips: Tensor<B, 5>,
-    ) -> Result<(Vec<[usize; HEADS]>, Vec<Vec<f32>>), TrainError> {
+    pub fn judge(&self, clips: Tensor<B, 5>) -> Result<Judged, TrainError> {
         let (classes, features) = self.classifier.predict(clips)?;
         let [b, d] = features.dims();
         let flat: Vec<f32> = features
@@ -680,6 +681,7 @@ pub fn evaluate_students<B: Backend>(
             pipeline
                 .generate(&opts, &mut |_, _| {})
                 .map(|(video, _)| video)
+                .map_err(Box::new) // a pointer-sized Err through evaluate_row
         };
         rows.push(evaluate_row(
             judge,
@@ -696,6 +698,7 @@ pub fn evaluate_students<B: Backend>(
 
 /// Evaluates every teacher row of `plan` with `pipeline` on `cases` x `seeds`; `on_row(row)` is
 /// told before each row starts, `on_clip(done, total)` after each clip.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_teacher<B: Backend>(
     pipeline: &tmd_sampler::TeacherPipeline<B>,
     judge: &Judge<B>,
@@ -740,6 +743,7 @@ pub fn evaluate_teacher<B: Backend>(
             pipeline
                 .generate(&opts, &mut |_, _| {})
                 .map(|(video, _)| video)
+                .map_err(Box::new) // a pointer-sized Err through evaluate_row
         };
         rows.push(evaluate_row(
             judge,
