@@ -109,8 +109,64 @@ macro_rules! on_backend {
     };
 }
 
-/// The command line as run (`cargo xtask <args>`), stored as the provenance of what it writes.
+/// The command line as run (`cargo xtask <args>`), stored as the provenance of what it writes;
+/// arguments are quoted as a POSIX shell reads them ([`command_line`]).
 pub fn invocation() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    format!("`cargo xtask {}`", args.join(" "))
+    format!("`cargo xtask {}`", command_line(&args))
+}
+
+/// `args` joined into one line that a POSIX shell splits back into the same arguments: an
+/// argument with a space, quote or other shell character is single-quoted (`--names 'outer
+/// shift 2'`), a plain one is written as it is.
+pub fn command_line(args: &[String]) -> String {
+    let quote = |a: &String| {
+        let plain = !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-./=:,@%+".contains(c));
+        if plain {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line;
+
+    #[test]
+    fn command_lines_split_back_into_the_same_arguments() {
+        let args: Vec<String> = [
+            "eval-merge",
+            "--names",
+            "outer shift 2",
+            "it's",
+            "",
+            "--set",
+            "train.outer_shift=2",
+            "runs/a-b_c.json",
+        ]
+        .map(String::from)
+        .to_vec();
+        let line = command_line(&args);
+        assert_eq!(
+            line,
+            r"eval-merge --names 'outer shift 2' 'it'\''s' '' --set train.outer_shift=2 runs/a-b_c.json"
+        );
+        // What a POSIX shell makes of it.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("for a in {line}; do printf '%s\\n' \"$a\"; done"))
+            .output()
+            .unwrap();
+        let back: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(back, args);
+    }
 }

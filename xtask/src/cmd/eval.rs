@@ -187,7 +187,7 @@ fn run_eval<B: burn::prelude::Backend>(
         unexpressible,
         judge_accuracy,
         device: device_name.to_string(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::common::command_line(&std::env::args().collect::<Vec<_>>()),
         rows,
     })
 }

@@ -7,6 +7,11 @@
 //! evaluated once) is copied as it is; a row in some but not all reports is an error, as are
 //! reports of another teacher, another prompt set, or a row scored on other prompts or seeds.
 //! The merged report reads as an `xtask eval` report too (its rows' scores are the means).
+//!
+//! `--tables` instead puts merged reports (or plain eval reports) side by side in one: the
+//! headline students trained in separate device sessions, or the arms of one experiment, each row
+//! kept with its own training runs. Rows identical in every table (the teacher, evaluated once)
+//! are kept once; `--names` tells tables with the same rows apart ("tmd (outer shift 2)").
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,7 +80,8 @@ pub struct MergedReport {
     pub device: String,
     /// The merge's command.
     pub command: String,
-    /// The merged reports, one per training run.
+    /// The merged reports, one per training run (none in a plain `xtask eval` report).
+    #[serde(default)]
     pub training_run_reports: Vec<RunReport>,
     /// The rows.
     pub rows: Vec<MergedRow>,
@@ -262,6 +268,101 @@ pub fn merge_reports(reports: &[(String, EvalReport)], command: &str) -> Result<
     })
 }
 
+/// Whether `a` and `b` are one evaluation copied into two tables (same configuration, scores and
+/// prompts, no training runs of their own): the teacher row of every arm's eval.
+fn same_single_eval(a: &MergedRow, b: &MergedRow) -> bool {
+    a.training_runs.is_empty()
+        && b.training_runs.is_empty()
+        && same_spec(&a.mean.spec, &b.mean.spec)
+        && a.mean.prompt_accuracy == b.mean.prompt_accuracy
+        && a.mean.frechet_distance == b.mean.frechet_distance
+        && (a.mean.prompts, a.mean.seeds) == (b.mean.prompts, b.mean.seeds)
+}
+
+/// Puts `tables` (`(source, report)`: merged reports, or plain eval reports read as merged ones
+/// without training runs; at least two) side by side in one report. With `names` (one per table),
+/// each table's rows get " (name)" after their method, so that tables of the same rows (the arms
+/// of one experiment) can be combined; a row that is the same single evaluation in several tables
+/// (the teacher) is kept once, unnamed.
+///
+/// # Errors
+/// Fewer than two tables; a `names` count other than the tables'; tables of other teachers or
+/// prompt sets; a row in two tables (name the tables), each named.
+pub fn combine_tables(
+    tables: &[(String, MergedReport)],
+    names: &[String],
+    command: &str,
+) -> Result<MergedReport> {
+    ensure!(
+        tables.len() >= 2,
+        "eval-merge --tables needs at least two tables, got {}",
+        tables.len()
+    );
+    ensure!(
+        names.is_empty() || names.len() == tables.len(),
+        "--names gives {} names for {} tables: one per table, in the same order",
+        names.len(),
+        tables.len()
+    );
+    let (first_src, first) = &tables[0];
+    for (src, t) in &tables[1..] {
+        ensure!(
+            t.model == first.model,
+            "{src} evaluated the teacher {:?}, {first_src} {:?}: combine evals of one teacher",
+            t.model,
+            first.model
+        );
+        ensure!(
+            t.prompts_source == first.prompts_source,
+            "{src} scored the prompts of {:?}, {first_src} those of {:?}: combine evals of one \
+             prompt set",
+            t.prompts_source,
+            first.prompts_source
+        );
+    }
+    // (the row as written, the table it came from, the row as it was in that table)
+    let mut rows: Vec<(MergedRow, &str, &MergedRow)> = Vec::new();
+    for (i, (src, t)) in tables.iter().enumerate() {
+        for row in &t.rows {
+            if rows.iter().any(|(_, _, seen)| same_single_eval(seen, row)) {
+                continue;
+            }
+            // One evaluation in several tables belongs to none of them: it keeps its name.
+            let shared = tables.iter().enumerate().any(|(j, (_, other))| {
+                j != i && other.rows.iter().any(|r| same_single_eval(r, row))
+            });
+            let mut named = row.clone();
+            if let (Some(name), false) = (names.get(i), shared) {
+                named.mean.spec.method = format!("{} ({name})", row.mean.spec.method);
+            }
+            if let Some((_, other, _)) = rows
+                .iter()
+                .find(|(kept, _, _)| same_spec(&kept.mean.spec, &named.mean.spec))
+            {
+                bail!(
+                    "the row {} is in {other} and in {src}: give each table a name (--names) to \
+                     keep both",
+                    describe(&named.mean.spec)
+                );
+            }
+            rows.push((named, src, row));
+        }
+    }
+    Ok(MergedReport {
+        model: first.model.clone(),
+        prompts_source: first.prompts_source.clone(),
+        unexpressible: first.unexpressible.clone(),
+        judge_accuracy: first.judge_accuracy.clone(),
+        device: first.device.clone(),
+        command: command.to_string(),
+        training_run_reports: tables
+            .iter()
+            .flat_map(|(_, t)| t.training_run_reports.iter().cloned())
+            .collect(),
+        rows: rows.into_iter().map(|(row, _, _)| row).collect(),
+    })
+}
+
 /// The merged rows as a Markdown table: the mean over the training runs and its min-max range
 /// (a row evaluated once shows its score and its sampling seeds' spread, "±").
 pub fn merged_markdown(report: &MergedReport) -> String {
@@ -315,22 +416,48 @@ pub fn merge(
     markdown: Option<&Path>,
     command: &str,
 ) -> Result<String> {
-    let reports = runs
+    let reports = read_reports::<EvalReport>(runs)?;
+    write_merged(&merge_reports(&reports, command)?, out, markdown)
+}
+
+/// `cargo xtask eval-merge --tables`: reads the tables, combines them ([`combine_tables`]),
+/// writes `out` (JSON) and optionally `markdown`, and returns the table.
+///
+/// # Errors
+/// Unreadable or malformed reports (named), and [`combine_tables`]'s errors.
+pub fn combine(
+    tables: &[PathBuf],
+    names: &[String],
+    out: &Path,
+    markdown: Option<&Path>,
+    command: &str,
+) -> Result<String> {
+    let tables = read_reports::<MergedReport>(tables)?;
+    write_merged(&combine_tables(&tables, names, command)?, out, markdown)
+}
+
+fn read_reports<T: serde::de::DeserializeOwned>(paths: &[PathBuf]) -> Result<Vec<(String, T)>> {
+    paths
         .iter()
         .map(|p| {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let report: EvalReport = serde_json::from_str(&text)
+            let report: T = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not an `xtask eval` report", p.display()))?;
             Ok((p.display().to_string(), report))
         })
-        .collect::<Result<Vec<_>>>()?;
-    let merged = merge_reports(&reports, command)?;
-    let json = serde_json::to_string_pretty(&merged).context("serialising the merged report")?;
-    std::fs::write(out, json).with_context(|| format!("writing {}", out.display()))?;
-    let table = merged_markdown(&merged);
+        .collect()
+}
+
+/// Writes the report (JSON) and its Markdown table, each whole or not at all.
+fn write_merged(merged: &MergedReport, out: &Path, markdown: Option<&Path>) -> Result<String> {
+    let json = serde_json::to_string_pretty(merged).context("serialising the merged report")?;
+    tmd_model::model_dir::write_atomically(out, json.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    let table = merged_markdown(merged);
     if let Some(md) = markdown {
-        std::fs::write(md, &table).with_context(|| format!("writing {}", md.display()))?;
+        tmd_model::model_dir::write_atomically(md, table.as_bytes())
+            .with_context(|| format!("writing {}", md.display()))?;
     }
     Ok(table)
 }
@@ -483,6 +610,82 @@ mod tests {
     }
 
     #[test]
+    fn combines_tables_side_by_side_keeping_each_rows_runs() {
+        let merged = merge_reports(&reports(&[0.0, 0.02, 0.01]), "").unwrap();
+        let mut other = merge_reports(&reports(&[0.0, 0.04]), "").unwrap();
+        let tables = vec![
+            ("base.json".to_string(), merged.clone()),
+            ("shift2.json".to_string(), other.clone()),
+        ];
+        // The same rows in both: refused unless the tables are named.
+        let err = combine_tables(&tables, &[], "").unwrap_err().to_string();
+        assert!(
+            err.contains("tmd M=2") && err.contains("base.json") && err.contains("--names"),
+            "{err}"
+        );
+        let names = ["outer shift 10".to_string(), "outer shift 2".to_string()];
+        let combined = combine_tables(&tables, &names, "xtask eval-merge --tables").unwrap();
+        let methods: Vec<&str> = combined
+            .rows
+            .iter()
+            .map(|r| r.mean.spec.method.as_str())
+            .collect();
+        // The teacher, one evaluation in both tables, once and unnamed.
+        assert_eq!(
+            methods,
+            [
+                "teacher-unipc",
+                "tmd (outer shift 10)",
+                "dmd2-v (outer shift 10)",
+                "tmd (outer shift 2)",
+                "dmd2-v (outer shift 2)"
+            ]
+        );
+        assert_eq!(combined.rows[1].training_runs, merged.rows[1].training_runs);
+        assert_eq!(combined.rows[3].training_runs.len(), 2);
+        assert_eq!(combined.training_run_reports.len(), 5);
+        assert!(merged_markdown(&combined)
+            .contains("| tmd (outer shift 2) | 2 | 2 | 1 | - | 2.5 | 2 | 87.0 (85.0-89.0) |"));
+
+        // Tables of other students need no names; a plain eval report is a table too.
+        other.rows.retain(|r| r.mean.spec.method == "dmd2-v");
+        let mut first = merged.clone();
+        first.rows.retain(|r| r.mean.spec.method != "dmd2-v");
+        let plain: MergedReport = serde_json::from_str(&report_json(0.0, false)).unwrap();
+        assert!(plain.training_run_reports.is_empty());
+        let combined = combine_tables(
+            &[
+                ("m2.json".into(), first),
+                ("m1.json".into(), other.clone()),
+                ("plain.json".into(), plain),
+            ],
+            &[],
+            "",
+        );
+        let err = combined.unwrap_err().to_string();
+        assert!(err.contains("in m2.json and in plain.json"), "{err}");
+
+        // Other teachers, other prompts, a names count that does not fit.
+        let mut t = tables.clone();
+        t[1].1.model = "runs/other".into();
+        assert!(combine_tables(&t, &names, "")
+            .unwrap_err()
+            .to_string()
+            .contains("one teacher"));
+        let mut t = tables.clone();
+        t[1].1.prompts_source = "prompts.txt".into();
+        assert!(combine_tables(&t, &names, "")
+            .unwrap_err()
+            .to_string()
+            .contains("prompt set"));
+        assert!(combine_tables(&tables, &names[..1], "")
+            .unwrap_err()
+            .to_string()
+            .contains("1 names for 2 tables"));
+        assert!(combine_tables(&tables[..1], &[], "").is_err());
+    }
+
+    #[test]
     fn run_reads_writes_and_names_bad_files() {
         let dir = tempfile::tempdir().unwrap();
         let paths: Vec<PathBuf> = [0.0, 0.02]
@@ -517,10 +720,19 @@ mod tests {
 
 /// Arguments of `eval-merge`.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["runs", "tables"])))]
 pub struct Args {
     /// The `eval` reports, one per training run (at least two).
-    #[arg(long, num_args = 2.., required = true, value_name = "REPORT")]
+    #[arg(long, num_args = 2.., value_name = "REPORT")]
     runs: Vec<PathBuf>,
+    /// Instead of --runs: merged reports (or plain `eval` reports) to put side by side in one
+    /// table, each row with its own training runs (at least two).
+    #[arg(long, num_args = 2.., value_name = "REPORT")]
+    tables: Vec<PathBuf>,
+    /// With --tables: one name per table, appended to its rows' method ("tmd (outer shift 2)"),
+    /// for tables of the same rows.
+    #[arg(long, num_args = 1.., requires = "tables", value_name = "NAME")]
+    names: Vec<String>,
     /// JSON report to write.
     #[arg(long)]
     out: PathBuf,
@@ -531,8 +743,18 @@ pub struct Args {
 
 /// Runs `eval-merge`: merges, prints the Markdown table, writes the report.
 pub fn run(args: Args) -> Result<()> {
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let table = merge(&args.runs, &args.out, args.markdown.as_deref(), &command)?;
+    let command = crate::common::command_line(&std::env::args().collect::<Vec<_>>());
+    let table = if args.tables.is_empty() {
+        merge(&args.runs, &args.out, args.markdown.as_deref(), &command)?
+    } else {
+        combine(
+            &args.tables,
+            &args.names,
+            &args.out,
+            args.markdown.as_deref(),
+            &command,
+        )?
+    };
     print!("{table}");
     println!("wrote {}", args.out.display());
     Ok(())
