@@ -96,6 +96,28 @@ fn same_spec(a: &RowSpec, b: &RowSpec) -> bool {
         && a.effective_nfe == b.effective_nfe
 }
 
+/// That every report (`(source, teacher, prompt set)`) evaluated the first one's teacher on its
+/// prompt set.
+fn same_sources<'a>(
+    mut reports: impl Iterator<Item = (&'a String, &'a String, &'a String)>,
+) -> Result<()> {
+    let Some((first_src, model, prompts)) = reports.next() else {
+        return Ok(());
+    };
+    for (src, m, p) in reports {
+        ensure!(
+            m == model,
+            "{src} evaluated the teacher {m:?}, {first_src} {model:?}: merge evals of one teacher"
+        );
+        ensure!(
+            p == prompts,
+            "{src} scored the prompts of {p:?}, {first_src} those of {prompts:?}: merge evals of \
+             one prompt set"
+        );
+    }
+    Ok(())
+}
+
 fn describe(s: &RowSpec) -> String {
     format!(
         "{} M={} N={} H={} CFG={} NFE={}",
@@ -124,21 +146,12 @@ pub fn merge_reports(reports: &[(String, EvalReport)], command: &str) -> Result<
         "eval-merge needs the reports of at least two training runs, got {}",
         reports.len()
     );
-    let (first_src, first) = &reports[0];
-    for (src, r) in &reports[1..] {
-        ensure!(
-            r.model == first.model,
-            "{src} evaluated the teacher {:?}, {first_src} {:?}: merge evals of one teacher",
-            r.model,
-            first.model
-        );
-        ensure!(
-            r.prompts_source == first.prompts_source,
-            "{src} scored the prompts of {:?}, {first_src} those of {:?}: merge evals of one prompt set",
-            r.prompts_source,
-            first.prompts_source
-        );
-    }
+    let first = &reports[0].1;
+    same_sources(
+        reports
+            .iter()
+            .map(|(s, r)| (s, &r.model, &r.prompts_source)),
+    )?;
     for (src, r) in reports {
         for (i, a) in r.rows.iter().enumerate() {
             if r.rows[..i].iter().any(|b| same_spec(&a.spec, &b.spec)) {
@@ -304,22 +317,8 @@ pub fn combine_tables(
         names.len(),
         tables.len()
     );
-    let (first_src, first) = &tables[0];
-    for (src, t) in &tables[1..] {
-        ensure!(
-            t.model == first.model,
-            "{src} evaluated the teacher {:?}, {first_src} {:?}: combine evals of one teacher",
-            t.model,
-            first.model
-        );
-        ensure!(
-            t.prompts_source == first.prompts_source,
-            "{src} scored the prompts of {:?}, {first_src} those of {:?}: combine evals of one \
-             prompt set",
-            t.prompts_source,
-            first.prompts_source
-        );
-    }
+    let first = &tables[0].1;
+    same_sources(tables.iter().map(|(s, t)| (s, &t.model, &t.prompts_source)))?;
     // (the row as written, the table it came from, the row as it was in that table)
     let mut rows: Vec<(MergedRow, &str, &MergedRow)> = Vec::new();
     for (i, (src, t)) in tables.iter().enumerate() {
