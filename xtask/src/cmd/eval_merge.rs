@@ -296,7 +296,7 @@ fn same_single_eval(a: &MergedRow, b: &MergedRow) -> bool {
 /// without training runs; at least two) side by side in one report. With `names` (one per table),
 /// each table's rows get " (name)" after their method, so that tables of the same rows (the arms
 /// of one experiment) can be combined; a row that is the same single evaluation in several tables
-/// (the teacher) is kept once, unnamed.
+/// (the teacher) is kept once, unnamed, and heads the table (it is every table's reference).
 ///
 /// # Errors
 /// Fewer than two tables; a `names` count other than the tables'; tables of other teachers or
@@ -319,11 +319,12 @@ pub fn combine_tables(
     );
     let first = &tables[0].1;
     same_sources(tables.iter().map(|(s, t)| (s, &t.model, &t.prompts_source)))?;
-    // (the row as written, the table it came from, the row as it was in that table)
-    let mut rows: Vec<(MergedRow, &str, &MergedRow)> = Vec::new();
+    // (the row as written, the table it came from, the row as it was in that table, whether it
+    // is one evaluation shared by several tables)
+    let mut rows: Vec<(MergedRow, &str, &MergedRow, bool)> = Vec::new();
     for (i, (src, t)) in tables.iter().enumerate() {
         for row in &t.rows {
-            if rows.iter().any(|(_, _, seen)| same_single_eval(seen, row)) {
+            if rows.iter().any(|(_, _, seen, _)| same_single_eval(seen, row)) {
                 continue;
             }
             // One evaluation in several tables belongs to none of them: it keeps its name.
@@ -334,9 +335,9 @@ pub fn combine_tables(
             if let (Some(name), false) = (names.get(i), shared) {
                 named.mean.spec.method = format!("{} ({name})", row.mean.spec.method);
             }
-            if let Some((_, other, _)) = rows
+            if let Some((_, other, _, _)) = rows
                 .iter()
-                .find(|(kept, _, _)| same_spec(&kept.mean.spec, &named.mean.spec))
+                .find(|(kept, _, _, _)| same_spec(&kept.mean.spec, &named.mean.spec))
             {
                 bail!(
                     "the row {} is in {other} and in {src}: give each table a name (--names) to \
@@ -344,9 +345,11 @@ pub fn combine_tables(
                     describe(&named.mean.spec)
                 );
             }
-            rows.push((named, src, row));
+            rows.push((named, src, row, shared));
         }
     }
+    // The shared rows first, each table's own rows after them in their order.
+    rows.sort_by_key(|(_, _, _, shared)| !shared);
     Ok(MergedReport {
         model: first.model.clone(),
         prompts_source: first.prompts_source.clone(),
@@ -358,7 +361,7 @@ pub fn combine_tables(
             .iter()
             .flat_map(|(_, t)| t.training_run_reports.iter().cloned())
             .collect(),
-        rows: rows.into_iter().map(|(row, _, _)| row).collect(),
+        rows: rows.into_iter().map(|(row, _, _, _)| row).collect(),
     })
 }
 
@@ -645,6 +648,20 @@ mod tests {
         assert_eq!(combined.training_run_reports.len(), 5);
         assert!(merged_markdown(&combined)
             .contains("| tmd (outer shift 2) | 2 | 2 | 1 | - | 2.5 | 2 | 87.0 (85.0-89.0) |"));
+
+        // The shared teacher heads the table also when the first table has no teacher row.
+        let mut students = merged.clone();
+        students.rows.retain(|r| r.mean.spec.method != "teacher-unipc");
+        let three = [
+            ("m1.json".to_string(), students),
+            tables[0].clone(),
+            tables[1].clone(),
+        ];
+        let names3 = ["m1".to_string(), names[0].clone(), names[1].clone()];
+        let combined3 = combine_tables(&three, &names3, "").unwrap();
+        assert_eq!(combined3.rows[0].mean.spec.method, "teacher-unipc");
+        assert_eq!(combined3.rows[1].mean.spec.method, "tmd (m1)");
+        assert_eq!(combined3.rows.len(), 7);
 
         // Tables of other students need no names; a plain eval report is a table too.
         other.rows.retain(|r| r.mean.spec.method == "dmd2-v");
