@@ -12,19 +12,45 @@
 # once, with an equal share of the cores, its runs under runs/results/NAME, its report and logs
 # under $OUT/NAME and its progress in $OUT/NAME.log. Every other variable is results.sh's and
 # reaches every arm; MPS=1 starts NVIDIA's Multi-Process Service first (scripts/gpu/mps.sh).
+#
+# An arm can also set some of results.sh's variables for itself, as VAR=VALUE words among its
+# ARGS: CLIPS, BATCH, KD, H, S1, S2 or EVAL_INNER (the rest of ARGS goes to xtask as before). An
+# arm with a CLIPS other than the shared data's trains on its own teacher data,
+# runs/results/teacher-data-CLIPS, made in the data phase after the shared one; the clips are seeded by index (configs/teacher-data.toml),
+# so 8,192 clips hold the 1,024 of the shared data. E.g. the data experiment at M = 2:
+#   ARMS="c1k=--set train.outer_shift=2;c8k=CLIPS=8192 --set train.outer_shift=2" ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 ARMS=${ARMS:?ARMS is required: ';'-separated NAME=ARGS, e.g. "base=;shift2=--set train.outer_shift=2"}
 IFS=';' read -ra arms <<< "$ARMS"
+# arm_env ARGS / arm_extra ARGS: an arm's VAR=VALUE words (one a line) / the rest of its ARGS
+arm_env() { local w; for w in $1; do [[ "$w" =~ ^[A-Z][A-Z0-9_]*= ]] && echo "$w"; done; return 0; }
+arm_extra() { local w o=(); for w in $1; do [[ "$w" =~ ^[A-Z][A-Z0-9_]*= ]] || o+=("$w"); done; echo "${o[*]}"; }
 for a in "${arms[@]}"; do
   name=${a%%=*}
   [[ "$a" == *=* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] \
     || { echo "arms.sh: ARMS: '$a' is not NAME=ARGS with NAME in letters, digits, '-' and '_'" >&2; exit 2; }
+  for w in $(arm_env "${a#*=}"); do
+    [[ "${w%%=*}" =~ ^(CLIPS|BATCH|KD|H|S1|S2|EVAL_INNER)$ && -n "${w#*=}" ]] || {
+      echo "arms.sh: ARMS: arm '$name' sets '$w'; an arm can set CLIPS, BATCH, KD, H, S1, S2 or EVAL_INNER, each to a value" >&2; exit 2; }
+  done
 done
+# The arm's own variables (one a line), and DATA for an arm with a CLIPS other than the shared data's.
+arm_vars() { local v c; v=$(arm_env "$1"); [ -z "$v" ] || echo "$v"
+  c=$(echo "$v" | sed -n 's/^CLIPS=//p')
+  [ -z "$c" ] || [ "$c" = "${CLIPS:-1024}" ] || echo "DATA=runs/results/teacher-data-$c"; }
 phases=" ${PHASES:-data s1 s2 eval} "
 if [[ "$phases" == *" data "* ]]; then
   PHASES=data OUT=$out bash scripts/gpu/results.sh || exit
+  made=" "
+  for a in "${arms[@]}"; do
+    mapfile -t v < <(arm_vars "${a#*=}")
+    d=$(printf '%s\n' "${v[@]}" | sed -n 's/^DATA=//p')
+    [ -n "$d" ] && [[ "$made" != *" $d "* ]] || continue
+    made="$made$d "
+    env "${v[@]}" PHASES=data OUT=$out bash scripts/gpu/results.sh || exit
+  done
 fi
 rest=$(echo "$phases" | sed 's/ data / /; s/^ *//; s/ *$//')
 [ -n "$rest" ] || exit 0
@@ -32,8 +58,8 @@ rest=$(echo "$phases" | sed 's/ data / /; s/^ *//; s/ *$//')
 if [ "${MPS:-0}" = 1 ]; then . scripts/gpu/mps.sh; mps_start; export MPS=0; fi
 cores=$(( $(nproc) / ${#arms[@]} )); [ $cores -lt 1 ] && cores=1
 for a in "${arms[@]}"; do
-  name=${a%%=*}
-  PHASES="$rest" TAG=$name EXTRA="${a#*=}" CORES=$cores OUT=$out/$name \
+  name=${a%%=*}; mapfile -t v < <(arm_vars "${a#*=}")
+  env ${v[@]+"${v[@]}"} PHASES="$rest" TAG=$name EXTRA="$(arm_extra "${a#*=}")" CORES=$cores OUT=$out/$name \
     bash scripts/gpu/results.sh > "$out/$name.log" 2>&1 &
 done
 wait

@@ -4,8 +4,9 @@
 # Why: the bundled world's DiT (4.86M parameters, 80 tokens a clip) is bound by host-side op
 # issue, and its kernels fill a few of the card's 132 multiprocessors. Without MPS the processes'
 # contexts time-slice the card, and in the 2026-12-06 runs twelve processes made 22 iterations a
-# second together, hardly more than four processes' 19 (benches/NOTES.md). An untested lead,
-# measured by the stage-1 and stage-2 step rates in the logs against those runs.
+# second together, hardly more than four processes' 19 (benches/NOTES.md). Under MPS, six
+# processes made ~33 (docs/results/m1-pair, 2026-12-06; other students and process count, so
+# MPS's own share is not separated).
 #
 # The daemon's folders live under /tmp; it does not change the card's compute mode, and it goes
 # with the machine. If it cannot start, the runs go on without it, as before, and say so.

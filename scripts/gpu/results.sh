@@ -79,9 +79,11 @@ x=${XTASK:-/tmp/xtask-tch}; [ -x $x ] || { xz -dc gpu-bin/xtask-tch.xz > $x && c
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:${torch_lib:-}
 # MPS=1: NVIDIA's Multi-Process Service, so that the processes sharing the card run side by side
-# (scripts/gpu/mps.sh; an untested lead: compare the step rates in the logs)
+# (scripts/gpu/mps.sh; used for docs/results/m1-pair, where the runs were faster than without it)
 if [ "${MPS:-0}" = 1 ]; then . scripts/gpu/mps.sh; mps_start; fi
-r=runs/results; mkdir -p $r; data=$r/teacher-data
+# DATA: the teacher-data directory (default runs/results/teacher-data; arms.sh gives an arm with
+# its own CLIPS its own)
+r=runs/results; mkdir -p $r; data=${DATA:-$r/teacher-data}
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 threads() { local n=$(( CORES / ($1 > 0 ? $1 : 1) )); [ $n -lt 1 ] && n=1; export OMP_NUM_THREADS=$n RAYON_NUM_THREADS=$n; }
 quiet() { tr '\r' '\n' | grep -v '^\s*$' | tail -3; }
@@ -100,8 +102,8 @@ guarded() { # secs steps run_dir log command...: the command with train.steps, s
 
 if phase data; then
 stamp "teacher data: $CLIPS clips"; threads 1
-$x teacher-data --device $DEVICE --teacher $TEACHER --out $data --set clips=$CLIPS \
-  > $out/teacher-data.log 2>&1; quiet < $out/teacher-data.log
+dlog=$out/$(basename "$data").log
+$x teacher-data --device $DEVICE --teacher $TEACHER --out $data --set clips=$CLIPS > $dlog 2>&1; quiet < $dlog
 fi
 
 if phase s1; then
@@ -186,5 +188,8 @@ for sd in $seeds; do for n in $KEEP; do
   d=$(dir_of $sd); [ -d $d/$n ] && tar czf - $d/$n | split -b 15M - $out/$(name_of $sd $n).tar.gz.
 done; done
 fi
-(cd "$out" && shopt -s nullglob && f=(./*.log ./bundled-world.* ./seed-*.json ./seed-*.md) &&
+# (an earlier call's results.tar.gz in the same $OUT is kept in the new one: its files are
+# unpacked first, without replacing this call's)
+(cd "$out" && shopt -s nullglob && { [ ! -f results.tar.gz ] || tar xzf results.tar.gz --skip-old-files; } &&
+ f=(./*.log ./bundled-world.* ./seed-*.json ./seed-*.md) &&
  [ ${#f[@]} -gt 0 ] && tar czf results.tar.gz "${f[@]}" && rm -f "${f[@]}")
