@@ -324,7 +324,10 @@ pub fn combine_tables(
     let mut rows: Vec<(MergedRow, &str, &MergedRow, bool)> = Vec::new();
     for (i, (src, t)) in tables.iter().enumerate() {
         for row in &t.rows {
-            if rows.iter().any(|(_, _, seen, _)| same_single_eval(seen, row)) {
+            if rows
+                .iter()
+                .any(|(_, _, seen, _)| same_single_eval(seen, row))
+            {
                 continue;
             }
             // One evaluation in several tables belongs to none of them: it keeps its name.
@@ -651,7 +654,9 @@ mod tests {
 
         // The shared teacher heads the table also when the first table has no teacher row.
         let mut students = merged.clone();
-        students.rows.retain(|r| r.mean.spec.method != "teacher-unipc");
+        students
+            .rows
+            .retain(|r| r.mean.spec.method != "teacher-unipc");
         let three = [
             ("m1.json".to_string(), students),
             tables[0].clone(),
