@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Tests of the device scripts' orchestration (results.sh, arms.sh) on any machine, in seconds: a
+# stand-in xtask records every command it is given and writes what the real one would (student
+# directories, checkpoints, reports), so the checks read which commands ran with which arguments.
+# It runs in a temporary copy of scripts/gpu; nothing under the checkout's runs/ is touched.
+#
+#   bash scripts/gpu/test_scripts.sh        # CI runs it (.ci/run)
+set -uo pipefail
+src=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/scripts" && cp -r "$src" "$tmp/scripts/gpu"
+cd "$tmp" || exit 1
+fails=0
+check() { # description, command...: the command must succeed
+  if "${@:2}"; then echo "ok: $1"; else echo "FAILED: $1" >&2; fails=$((fails + 1)); fi; }
+has() { grep -qE -- "$2" "$1"; }
+hasnt() { ! grep -qE -- "$2" "$1"; }
+
+# The stand-in xtask: one line per command in $STUB_LOG. A training command given
+# train.steps=40000 leaves a finished step-000100 and an unfinished step-000200.tmp checkpoint
+# and waits to be stopped, as a long run does when the time guard stops it.
+cat > xtask-stub <<'EOF'
+#!/usr/bin/env bash
+echo "$*" >> "$STUB_LOG"
+cmd=$1; shift
+arg() { local k=$1; shift; while [ $# -gt 1 ]; do [ "$1" = "$k" ] && { echo "$2"; return; }; shift; done; }
+case $cmd in
+  teacher-data) mkdir -p "$(arg --out "$@")";;
+  adapt-head|distill|convert-weights)
+    o=$(arg --out "$@"); run=$(arg --run-dir "$@")
+    if [[ " $* " == *" train.steps=40000 "* ]]; then
+      [ "$cmd" = distill ] && run=$run/stage2
+      mkdir -p "$run/step-000100" "$run/step-000200.tmp"; sleep 30; exit 130
+    fi
+    mkdir -p "$o" && echo '{}' > "$o/manifest.json";;
+  eval|eval-merge) echo '{}' > "$(arg --out "$@")"; echo '| stub |' > "$(arg --markdown "$@")";;
+esac
+EOF
+chmod +x xtask-stub
+export XTASK=$tmp/xtask-stub DEVICE=torch-cpu
+
+# 1. Two arms, one with its own teacher data and its own batch, the whole pipeline.
+export STUB_LOG=$tmp/arms.log; : > "$STUB_LOG"
+ARMS="a=--set train.outer_shift=2;b=CLIPS=64 BATCH=8 --set train.outer_shift=5" SEEDS_TRAIN="0 1" \
+  STUDENTS="tmd-m2 dmd2v-m2" CLIPS=32 OUT=$tmp/out1 bash scripts/gpu/arms.sh > arms.out 2>&1
+check "arms.sh exits 0" test $? -eq 0
+check "the shared teacher data, 32 clips" has arms.log "^teacher-data .*--out runs/results/teacher-data --set clips=32$"
+check "arm b's own teacher data, 64 clips" has arms.log "^teacher-data .*--out runs/results/teacher-data-64 --set clips=64$"
+check "teacher data made twice, no more" test "$(grep -c '^teacher-data' arms.log)" -eq 2
+check "arm a trains on the shared data with its arguments" \
+  has arms.log "^distill .*--data runs/results/teacher-data --run-dir runs/results/a/seed-1/run-tmd-m2-h1 .*--set train.seed=1 --set train.outer_shift=2 "
+check "arm b trains on its own data with its batch and arguments" \
+  has arms.log "^distill .*--data runs/results/teacher-data-64 --run-dir runs/results/b/seed-0/run-dmd2v-m2 .*--set train.batch=8 --set train.outer_shift=5 "
+check "arm b's stage 1 too" has arms.log "^adapt-head .*--data runs/results/teacher-data-64 .*--set train.batch=8 --set train.outer_shift=5 "
+check "no VAR=VALUE word reaches xtask" hasnt arms.log "CLIPS=|BATCH="
+check "arm a keeps the shared batch" hasnt arms.log "run-dir runs/results/a/.*train.batch"
+check "each arm evaluates each seed and merges" test "$(grep -c '^eval ' arms.log)" -eq 4 -a "$(grep -c '^eval-merge ' arms.log)" -eq 2
+check "each arm's report comes back" test -f out1/a/results.tar.gz -a -f out1/b/results.tar.gz
+check "both teacher-data logs in one results.tar.gz" \
+  test "$(tar tzf out1/results.tar.gz | grep -c 'teacher-data')" -eq 2
+
+# 2. A bad arm is refused before anything runs, naming the arm and the word.
+: > "$STUB_LOG"
+ARMS="a=;b=FOO=1" OUT=$tmp/out2 bash scripts/gpu/arms.sh > bad.out 2>&1
+check "an unknown arm variable exits 2" test $? -eq 2
+check "the refusal names the arm and the word" has bad.out "arm 'b' sets 'FOO=1'"
+check "nothing ran" test ! -s arms.log
+ARMS="a=;b c=" OUT=$tmp/out2 bash scripts/gpu/arms.sh > bad.out 2>&1
+check "an arm name with a space exits 2" test $? -eq 2
+
+# 3. The time guard: a stopped run is written out from its newest finished checkpoint, never
+# from an unfinished step-N.tmp.
+export STUB_LOG=$tmp/guard.log; : > "$STUB_LOG"
+STUDENTS="tmd-m2" SEEDS_TRAIN="0" CLIPS=8 S1=40000 S1_SECS=1 PHASES="data s1" OUT=$tmp/out3 \
+  bash scripts/gpu/results.sh > guard.out 2>&1
+check "results.sh exits 0 after the guard" test $? -eq 0
+check "stopped, then written out from step 100" \
+  has guard.log "^adapt-head .*--set train.steps=100 --set train.checkpoint.every=50$"
+check "never from the unfinished step 200" hasnt guard.log "train.steps=200 "
+
+if [ $fails -gt 0 ]; then
+  echo "$fails check(s) failed; the scripts' output:" >&2
+  for f in arms.out bad.out guard.out; do echo "== $f" >&2; cat "$f" >&2; done
+  exit 1
+fi
+echo "all checks passed"
