@@ -1,5 +1,6 @@
 //! Stage-2 losses at tiny size: the VSD gradient is `w (x0_fake - x0_teacher)` over the element count, CFG in
-//! `model_x0` is the two-branch combination, and the fake score learns to denoise samples.
+//! `model_x0` is the two-branch combination, the fake score learns to denoise samples, and backward
+//! simulation reaches the sampler's own states.
 
 use burn::backend::{Autodiff, NdArray};
 use burn::optim::{GradientsParams, Optimizer};
@@ -229,4 +230,81 @@ fn the_tmd_generator_backpropagates_through_every_head_pass() {
         .unwrap();
     let diff: f32 = (full - last_only).abs().sum().into_scalar();
     assert!(diff > 0.0, "the first head pass gets no gradient");
+}
+
+#[test]
+fn backward_simulation_reaches_the_samplers_states() {
+    use tmd_distill::distill::generator::{generator_input, simulated_input, tmd_generate};
+    use tmd_flowhead::{FlowHeadConfig, TmdStudent};
+    use tmd_sampler::tmd::{head_noise_seed, tmd_sample, TmdGrids};
+    let device = Default::default();
+    let mut config = WanConfig::tiny();
+    config.num_layers = 3;
+    let student =
+        TmdStudent::from_teacher(config.init::<B>(&device), &FlowHeadConfig::paper(1)).unwrap();
+    let shape = [3, 4, 2, 4, 4];
+    let x = gaussian::<B, 5>(shape, 1, &device);
+    let eps = gaussian::<B, 5>(shape, 2, &device);
+    let context = gaussian::<B, 3>([3, 16, 32], 3, &device);
+    let (outer, inner) = ([0.999, 0.9, 0.6, 0.0], vec![0.999, 0.5, 0.0]);
+    // M = 3: one row at each outer time.
+    let ks = [0, 1, 2];
+    let (x_t, _) = generator_input(x, eps.clone(), &outer, &ks);
+    let seed = 7;
+    let mut calls = Vec::new();
+    let simulated = simulated_input(x_t.clone(), eps.clone(), &outer, &ks, |j, x, t| {
+        calls.push(j);
+        assert!(t
+            .clone()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|&v| (v - outer[j] as f32).abs() < 1e-7));
+        let y1 = gaussian::<B, 5>(shape, head_noise_seed(seed, j), &device);
+        tmd_generate(&student, x, t, context.clone(), y1, &inner)
+    })
+    .unwrap();
+    assert_eq!(
+        calls,
+        [0, 1],
+        "one student pass per outer step before the latest input time"
+    );
+
+    let row = |x: &Tensor<B, 5>, i: usize| x.clone().slice(s![i..i + 1]);
+    // Row 0 (the first outer time) keeps its data-built input.
+    assert_eq!(row(&simulated, 0).into_data(), row(&x_t, 0).into_data());
+    // Rows 1 and 2: Algorithm 1 from the same noise, stopped at their outer time.
+    for k in [1, 2] {
+        let grids = TmdGrids {
+            outer: outer[..=k].to_vec(),
+            inner: inner.clone(),
+        };
+        let sampled = tmd_sample(
+            &student,
+            eps.clone(),
+            context.clone(),
+            &grids,
+            seed,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let diff: f32 = (row(&simulated, k) - row(&sampled, k))
+            .abs()
+            .max()
+            .into_scalar();
+        let apart: f32 = (row(&x_t, k) - row(&sampled, k)).abs().max().into_scalar();
+        assert!(diff < 1e-5, "row {k}: {diff} from the sampler's state");
+        assert!(
+            apart > 0.1,
+            "row {k}: the data-built input is not the sampler's state"
+        );
+    }
+
+    // Every row at the first outer time: no student pass, the data-built input as it is.
+    let unchanged = simulated_input(x_t.clone(), eps, &outer, &[0, 0, 0], |_, _, _| {
+        panic!("no student pass is needed")
+    })
+    .unwrap();
+    assert_eq!(unchanged.into_data(), x_t.into_data());
 }

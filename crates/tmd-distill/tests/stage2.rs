@@ -229,3 +229,57 @@ fn stage2_resumes_exactly_and_runs_the_dmd_baseline() {
     assert!(m.dmd.is_some() && m.tmd.is_none());
     let _ = m.num_params();
 }
+
+/// `train.backward_simulation`: at M = 2 it changes what the student and the critics see (the
+/// later outer time's input is the student's own state), trains the same sides as without it,
+/// is part of the resume hash, and is a no-op at M = 1 (every input is at the first outer time).
+#[test]
+fn backward_simulation_changes_the_later_inputs_only() {
+    let _serial = serial();
+    let device = Dev::default();
+    let teacher = teacher(&device);
+    let negative = gaussian::<A, 3>([1, 16, 32], 7, &device);
+    let on = Stage2Config {
+        backward_simulation: true,
+        ..config()
+    };
+    assert_ne!(on.resume_hash(), config().resume_hash());
+    let student_w = |m: &Stage2Models<A>| m.tmd.as_ref().unwrap().dit.blocks[0].ffn.fc1.weight.id;
+    let m = models(&teacher, true, &device);
+    let loss = |config: &Stage2Config, grids: &TmdGrids, step: u64| {
+        stage2_loss(
+            &m,
+            &teacher,
+            &batch(&device, step),
+            &negative,
+            config,
+            grids,
+            step,
+        )
+        .unwrap()
+    };
+    let m2 = TmdGrids::new(2, 2, 10.0, 10.0).unwrap();
+    // Steps 4 (critics) and 5 (student); with batch 2 and seed 0 each has a row at the later time.
+    for step in [4, 5] {
+        let (off_value, _) = loss(&config(), &m2, step);
+        let (on_value, grads) = loss(&on, &m2, step);
+        assert!(on_value.is_finite());
+        assert_ne!(
+            on_value, off_value,
+            "step {step}: the inputs did not change"
+        );
+        let student = grads.get::<NdArray, 2>(student_w(&m)).is_some();
+        assert_eq!(student, step == 5, "step {step}: the sides trained");
+    }
+    let m1 = TmdGrids::new(1, 2, 10.0, 10.0).unwrap();
+    let one = |c: Stage2Config| Stage2Config {
+        outer_steps: 1,
+        ..c
+    };
+    for step in [4, 5] {
+        assert_eq!(
+            loss(&one(on.clone()), &m1, step).0,
+            loss(&one(config()), &m1, step).0
+        );
+    }
+}

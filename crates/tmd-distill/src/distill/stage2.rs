@@ -24,7 +24,7 @@ use super::discriminator::{
     discriminator_loss, generator_gan_loss, unpatchify_features, Discriminator, GAN_WEIGHT,
 };
 use super::fake_score::fake_score_loss;
-use super::generator::{dmd_generate, generator_input, tmd_generate};
+use super::generator::{dmd_generate, generator_input, simulated_input, tmd_generate};
 use super::vsd::vsd_loss;
 use super::{model_x0, noisy};
 use crate::adapt_head::AdaptHeadBatch;
@@ -43,6 +43,8 @@ const STREAM_EPS: u64 = 22;
 const STREAM_Y1: u64 = 23;
 const STREAM_T: u64 = 24;
 const STREAM_EPS2: u64 = 25;
+/// Backward simulation's head noise of outer step `j`: stream `STREAM_SIM + j`.
+const STREAM_SIM: u64 = 100;
 
 /// Settings of stage 2 (paper values unless marked).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -73,6 +75,11 @@ pub struct Stage2Config {
     pub student_every: u64,
     /// Weight of the generator's GAN loss (paper: 0.03; 0 disables the GAN, the "no GAN" ablation).
     pub gan_weight: f64,
+    /// Backward simulation (DMD2's multi-step training; off in the paper, which builds every
+    /// generator input from the data): for `M >= 2`, an input at a later outer time is the
+    /// student's own state there, stepped from noise as the sampler does, untracked
+    /// ([`super::generator::simulated_input`]). Part of the resume hash when on.
+    pub backward_simulation: bool,
     /// When checkpoints are written and how many are kept ([`CheckpointConfig`]).
     pub checkpoint: CheckpointConfig,
     /// Show a progress bar on stderr.
@@ -112,6 +119,7 @@ impl Default for Stage2Config {
             guidance: 5.0,
             student_every: 5,
             gan_weight: GAN_WEIGHT,
+            backward_simulation: false,
             checkpoint: CheckpointConfig {
                 every: 500,
                 keep_last: 3,
@@ -132,7 +140,8 @@ impl Stage2Config {
             self.optimizer.lr, self.batch, self.seed, self.outer_steps, self.inner_steps, self.outer_shift,
             self.inner_shift, self.t_shift, self.guidance, self.student_every, self.gan_weight,
             self.optimizer.beta1, self.optimizer.beta2, self.optimizer.epsilon, self.optimizer.weight_decay, self.optimizer.grad_clip_norm
-        ) + &precision_hash_part(self.precision)))
+        ) + if self.backward_simulation { ";bsim" } else { "" }
+            + &precision_hash_part(self.precision)))
     }
 }
 
@@ -335,11 +344,29 @@ pub fn stage2_loss<B: AutodiffBackend>(
         })
         .collect();
     let eps = rows.gaussian::<B, 5>(global, step_seed(seed, step, STREAM_EPS), &device);
-    let (x_t, t_gen) = generator_input(x.clone(), eps, &grids.outer, &ks);
+    let (x_t, t_gen) = generator_input(x.clone(), eps.clone(), &grids.outer, &ks);
     let y1 = rows.gaussian::<B, 5>(global, step_seed(seed, step, STREAM_Y1), &device);
     let missing = || TrainError::Data {
         step,
         message: "stage 2 needs a student (TMD or DMD2-v)".into(),
+    };
+    let x_t = if config.backward_simulation && ks.iter().any(|&k| k > 0) {
+        // The student's own states at the later outer times, generated without tracking.
+        let student = models.valid();
+        let context_i = context.clone().inner();
+        let simulated = simulated_input(x_t.inner(), eps.inner(), &grids.outer, &ks, |j, x, t| {
+            let y1 = rows.gaussian::<B::InnerBackend, 5>(
+                global,
+                step_seed(seed, step, STREAM_SIM + j as u64),
+                &device,
+            );
+            student
+                .generate(x, t, context_i.clone(), y1, &grids.inner)?
+                .ok_or_else(missing)
+        })?;
+        Tensor::from_inner(simulated)
+    } else {
+        x_t
     };
     // Critic / VSD times and noise, shared by real and fake.
     let t: Vec<f64> = rows
