@@ -13,6 +13,10 @@
 # under $OUT/NAME and its progress in $OUT/NAME.log. Every other variable is results.sh's and
 # reaches every arm; MPS=1 starts NVIDIA's Multi-Process Service first (scripts/gpu/mps.sh).
 #
+# The words of ARGS after a word --s2 go to the stage-2 commands only (a stage-2 key such as
+# train.backward_simulation is unknown to stage 1, which refuses it):
+#   ARMS="base=;bsim=--s2 --set train.backward_simulation=true" ...
+#
 # An arm can also set some of results.sh's variables for itself, as VAR=VALUE words among its
 # ARGS: CLIPS, BATCH, KD, H, S1, S2 or EVAL_INNER (the rest of ARGS goes to xtask as before). An
 # arm with a CLIPS other than the shared data's trains on its own teacher data,
@@ -24,9 +28,12 @@ cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 ARMS=${ARMS:?ARMS is required: ';'-separated NAME=ARGS, e.g. "base=;shift2=--set train.outer_shift=2"}
 IFS=';' read -ra arms <<< "$ARMS"
-# arm_env ARGS / arm_extra ARGS: an arm's VAR=VALUE words (one a line) / the rest of its ARGS
+# arm_env ARGS: an arm's VAR=VALUE words (one a line); arm_extra ARGS 1|2: the rest of its ARGS
+# before --s2 (both stages) / after it (stage 2 only)
 arm_env() { local w; for w in $1; do [[ "$w" =~ ^[A-Z][A-Z0-9_]*= ]] && echo "$w"; done; return 0; }
-arm_extra() { local w o=(); for w in $1; do [[ "$w" =~ ^[A-Z][A-Z0-9_]*= ]] || o+=("$w"); done; echo "${o[*]}"; }
+arm_extra() { local w o=() part=1; for w in $1; do
+    if [ "$w" = --s2 ]; then part=2; elif ! [[ "$w" =~ ^[A-Z][A-Z0-9_]*= ]] && [ $part = "$2" ]; then o+=("$w"); fi
+  done; echo "${o[*]}"; }
 for a in "${arms[@]}"; do
   name=${a%%=*}
   [[ "$a" == *=* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] \
@@ -59,7 +66,7 @@ if [ "${MPS:-0}" = 1 ]; then . scripts/gpu/mps.sh; mps_start; export MPS=0; fi
 cores=$(( $(nproc) / ${#arms[@]} )); [ $cores -lt 1 ] && cores=1
 for a in "${arms[@]}"; do
   name=${a%%=*}; mapfile -t v < <(arm_vars "${a#*=}")
-  env ${v[@]+"${v[@]}"} PHASES="$rest" TAG=$name EXTRA="$(arm_extra "${a#*=}")" CORES=$cores OUT=$out/$name \
+  env ${v[@]+"${v[@]}"} PHASES="$rest" TAG=$name EXTRA="$(arm_extra "${a#*=}" 1)" EXTRA_S2="$(arm_extra "${a#*=}" 2)" CORES=$cores OUT=$out/$name \
     bash scripts/gpu/results.sh > "$out/$name.log" 2>&1 &
 done
 wait

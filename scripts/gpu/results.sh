@@ -34,7 +34,8 @@
 #
 # One-key experiments (issue 22's hypotheses): STUDENTS picks which of the four headline students
 # are trained and scored (default "tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2"); EXTRA is appended to every
-# stage-1 and stage-2 command (e.g. "--set train.outer_shift=2"); TAG puts the arm's runs under
+# stage-1 and stage-2 command (e.g. "--set train.outer_shift=2"), EXTRA_S2 to the stage-2 ones
+# only (e.g. "--set train.backward_simulation=true"); TAG puts the arm's runs under
 # runs/results/TAG (the teacher data stays shared in runs/results). Two arms side by side on one
 # card: one call with PHASES=data, then per phase both arms at once, each with OUT=$OUT/ARM and
 # CORES set to its share of the machine's cores (default all of them).
@@ -47,7 +48,7 @@ S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-1
 # other size at M = 2. BATCH: the batch of stage 1, stage 2 and the KD warm-up (default: the configs').
 H=${H:-1}; Ho=$(( 3 - H )); BATCH=${BATCH:-}
 SEEDS_TRAIN=${SEEDS_TRAIN:-}; STUDENTS=${STUDENTS:-tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2}
-EXTRA=${EXTRA:-}; TAG=${TAG:-}; CORES=${CORES:-$(nproc)}
+EXTRA=${EXTRA:-}; EXTRA_S2=${EXTRA_S2:-}; TAG=${TAG:-}; CORES=${CORES:-$(nproc)}
 for st in $STUDENTS; do case $st in tmd-m2|tmd-m1|dmd2v-m1|dmd2v-m2) ;;
   *) echo "results.sh: STUDENTS: unknown student '$st' (expected tmd-m2, tmd-m1, dmd2v-m1, dmd2v-m2)" >&2; exit 2;; esac; done
 if [ -n "$SEEDS_TRAIN" ]; then KEEP=${KEEP:-}; MAIN_ONLY=1; else KEEP=${KEEP:-tmd-m2-h$H}; fi
@@ -130,7 +131,7 @@ s2() { # seed, name, input (a stage-1 name in the seed's directory, or the teach
   # shellcheck disable=SC2086
   guarded "$S2_SECS" "$S2" $d/run-$2 $out/$(name_of "$1" "$2").log $x distill --device $DEVICE \
     --input $in --data $data --run-dir $d/run-$2 --out $d/$2 $4 $(seed_args "$1") \
-    ${BATCH:+--set train.batch=$BATCH} $EXTRA
+    ${BATCH:+--set train.batch=$BATCH} $EXTRA $EXTRA_S2
   echo "$(name_of "$1" "$2"): exit $?"; }
 for sd in $seeds; do
   wants tmd-m2 && s2 $sd tmd-m2-h$H s1-h$H "--set train.outer_steps=2 --set train.inner_steps=2" &

@@ -41,7 +41,7 @@ export XTASK=$tmp/xtask-stub DEVICE=torch-cpu
 
 # 1. Two arms, one with its own teacher data and its own batch, the whole pipeline.
 export STUB_LOG=$tmp/arms.log; : > "$STUB_LOG"
-ARMS="a=--set train.outer_shift=2;b=CLIPS=64 BATCH=8 --set train.outer_shift=5" SEEDS_TRAIN="0 1" \
+ARMS="a=--set train.outer_shift=2 --s2 --set train.backward_simulation=true;b=CLIPS=64 BATCH=8 --set train.outer_shift=5" SEEDS_TRAIN="0 1" \
   STUDENTS="tmd-m2 dmd2v-m2" CLIPS=32 OUT=$tmp/out1 bash scripts/gpu/arms.sh > arms.out 2>&1
 check "arms.sh exits 0" test $? -eq 0
 check "the shared teacher data, 32 clips" has arms.log "^teacher-data .*--out runs/results/teacher-data --set clips=32$"
@@ -53,6 +53,10 @@ check "arm b trains on its own data with its batch and arguments" \
   has arms.log "^distill .*--data runs/results/teacher-data-64 --run-dir runs/results/b/seed-0/run-dmd2v-m2 .*--set train.batch=8 --set train.outer_shift=5 "
 check "arm b's stage 1 too" has arms.log "^adapt-head .*--data runs/results/teacher-data-64 .*--set train.batch=8 --set train.outer_shift=5 "
 check "no VAR=VALUE word reaches xtask" hasnt arms.log "CLIPS=|BATCH="
+check "arm a's words after --s2 reach its stage 2" \
+  has arms.log "^distill .*--run-dir runs/results/a/seed-0/run-dmd2v-m2 .*--set train.outer_shift=2 --set train.backward_simulation=true "
+check "and not its stage 1, nor arm b, nor the word --s2 itself" \
+  test "$(grep -c 'backward_simulation' arms.log)" -eq 4 -a "$(grep -c -- '--s2' arms.log)" -eq 0
 check "arm a keeps the shared batch" hasnt arms.log "run-dir runs/results/a/.*train.batch"
 check "each arm evaluates each seed and merges" test "$(grep -c '^eval ' arms.log)" -eq 4 -a "$(grep -c '^eval-merge ' arms.log)" -eq 2
 check "each arm's report comes back" test -f out1/a/results.tar.gz -a -f out1/b/results.tar.gz
