@@ -20,8 +20,9 @@
 # An arm can also set some of results.sh's variables for itself, as VAR=VALUE words among its
 # ARGS: CLIPS, BATCH, KD, H, S1, S2 or EVAL_INNER (the rest of ARGS goes to xtask as before). An
 # arm with a CLIPS other than the shared data's trains on its own teacher data,
-# runs/results/teacher-data-CLIPS, made in the data phase after the shared one; the clips are seeded by index (configs/teacher-data.toml),
-# so 8,192 clips hold the 1,024 of the shared data. E.g. the data experiment at M = 2:
+# runs/results/teacher-data-CLIPS, made in the data phase after the shared one. The clips are
+# seeded by index (configs/teacher-data.toml), so 8,192 clips hold the 1,024 of the shared data.
+# E.g. the data experiment at M = 2:
 #   ARMS="c1k=--set train.outer_shift=2;c8k=CLIPS=8192 --set train.outer_shift=2" ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
