@@ -353,18 +353,15 @@ pub fn combine_tables(
     }
     // The shared rows first, each table's own rows after them in their order.
     rows.sort_by_key(|(_, _, _, shared)| !shared);
+    // The first table's header (teacher, prompts, judge, device), the merge's own rest.
     Ok(MergedReport {
-        model: first.model.clone(),
-        prompts_source: first.prompts_source.clone(),
-        unexpressible: first.unexpressible.clone(),
-        judge_accuracy: first.judge_accuracy.clone(),
-        device: first.device.clone(),
         command: command.to_string(),
         training_run_reports: tables
             .iter()
             .flat_map(|(_, t)| t.training_run_reports.iter().cloned())
             .collect(),
         rows: rows.into_iter().map(|(row, _, _, _)| row).collect(),
+        ..first.clone()
     })
 }
 
