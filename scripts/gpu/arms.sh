@@ -18,7 +18,8 @@
 #   ARMS="base=;bsim=--s2 --set train.backward_simulation=true" ...
 #
 # An arm can also set some of results.sh's variables for itself, as VAR=VALUE words among its
-# ARGS: CLIPS, BATCH, KD, H, S1, S2 or EVAL_INNER (the rest of ARGS goes to xtask as before). An
+# ARGS: CLIPS, BATCH, KD, H, S1, S2, EVAL_INNER or STUDENTS (comma-separated, e.g.
+# STUDENTS=tmd-m2: that arm trains only those; the rest of ARGS goes to xtask as before). An
 # arm with a CLIPS other than the shared data's trains on its own teacher data,
 # runs/results/teacher-data-CLIPS, made in the data phase after the shared one. The clips are
 # seeded by index (configs/teacher-data.toml), so 8,192 clips hold the 1,024 of the shared data.
@@ -40,12 +41,13 @@ for a in "${arms[@]}"; do
   [[ "$a" == *=* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] \
     || { echo "arms.sh: ARMS: '$a' is not NAME=ARGS with NAME in letters, digits, '-' and '_'" >&2; exit 2; }
   for w in $(arm_env "${a#*=}"); do
-    [[ "${w%%=*}" =~ ^(CLIPS|BATCH|KD|H|S1|S2|EVAL_INNER)$ && -n "${w#*=}" ]] || {
-      echo "arms.sh: ARMS: arm '$name' sets '$w'; an arm can set CLIPS, BATCH, KD, H, S1, S2 or EVAL_INNER, each to a value" >&2; exit 2; }
+    [[ "${w%%=*}" =~ ^(CLIPS|BATCH|KD|H|S1|S2|EVAL_INNER|STUDENTS)$ && -n "${w#*=}" ]] || {
+      echo "arms.sh: ARMS: arm '$name' sets '$w'; an arm can set CLIPS, BATCH, KD, H, S1, S2, EVAL_INNER or STUDENTS, each to a value" >&2; exit 2; }
   done
 done
-# The arm's own variables (one a line), and DATA for an arm with a CLIPS other than the shared data's.
-arm_vars() { local v c; v=$(arm_env "$1"); [ -z "$v" ] || echo "$v"
+# The arm's own variables (one a line; STUDENTS' commas become spaces), and DATA for an arm with
+# a CLIPS other than the shared data's.
+arm_vars() { local v c; v=$(arm_env "$1" | sed '/^STUDENTS=/s/,/ /g'); [ -z "$v" ] || echo "$v"
   c=$(echo "$v" | sed -n 's/^CLIPS=//p')
   [ -z "$c" ] || [ "$c" = "${CLIPS:-1024}" ] || echo "DATA=runs/results/teacher-data-$c"; }
 phases=" ${PHASES:-data s1 s2 eval} "

@@ -63,6 +63,18 @@ check "each arm's report comes back" test -f out1/a/results.tar.gz -a -f out1/b/
 check "both teacher-data logs in one results.tar.gz" \
   test "$(tar tzf out1/results.tar.gz | grep -c 'teacher-data')" -eq 2
 
+# 1b. An arm's own students (comma-separated); the other arm keeps the shared STUDENTS.
+: > "$STUB_LOG"
+ARMS="t=STUDENTS=tmd-m1,dmd2v-m1;u=" SEEDS_TRAIN="0" STUDENTS="tmd-m2" CLIPS=32 PHASES="data s1 s2" \
+  OUT=$tmp/out1b bash scripts/gpu/arms.sh > arms.out 2>&1
+check "arms.sh with an arm's STUDENTS exits 0" test $? -eq 0
+check "arm t trains its two students" test "$(grep -c '^distill .*runs/results/t/' arms.log)" -eq 2
+check "arm t's TMD is at M = 1" has arms.log "^distill .*--run-dir runs/results/t/seed-0/run-tmd-m1-h1 "
+check "arm t's DMD2-v is the 1-step one" has arms.log "^distill .*--run-dir runs/results/t/seed-0/run-dmd2v-m1 "
+check "arm u trains the shared students only" \
+  test "$(grep -c '^distill .*runs/results/u/' arms.log)" -eq 1 -a "$(grep -c '^distill .*runs/results/u/seed-0/run-tmd-m2-h1 ' arms.log)" -eq 1
+check "no STUDENTS word reaches xtask" hasnt arms.log "STUDENTS"
+
 # 2. A bad arm is refused before anything runs, naming the arm and the word.
 : > "$STUB_LOG"
 ARMS="a=;b=FOO=1" OUT=$tmp/out2 bash scripts/gpu/arms.sh > bad.out 2>&1
