@@ -292,11 +292,17 @@ fn same_single_eval(a: &MergedRow, b: &MergedRow) -> bool {
         && (a.mean.prompts, a.mean.seeds) == (b.mean.prompts, b.mean.seeds)
 }
 
+/// Whether `row` is the teacher's (the eval names it `teacher-SOLVER`), evaluated once.
+fn is_teacher_row(row: &MergedRow) -> bool {
+    row.mean.spec.method.starts_with("teacher-") && row.training_runs.is_empty()
+}
+
 /// Puts `tables` (`(source, report)`: merged reports, or plain eval reports read as merged ones
 /// without training runs; at least two) side by side in one report. With `names` (one per table),
 /// each table's rows get " (name)" after their method, so that tables of the same rows (the arms
 /// of one experiment) can be combined; a row that is the same single evaluation in several tables
-/// (the teacher) is kept once, unnamed, and heads the table (it is every table's reference).
+/// (the teacher) is kept once, unnamed, and heads the table (it is every table's reference), as
+/// is a teacher row in one table only.
 ///
 /// # Errors
 /// Fewer than two tables; a `names` count other than the tables'; tables of other teachers or
@@ -330,10 +336,20 @@ pub fn combine_tables(
             {
                 continue;
             }
-            // One evaluation in several tables belongs to none of them: it keeps its name.
-            let shared = tables.iter().enumerate().any(|(j, (_, other))| {
-                j != i && other.rows.iter().any(|r| same_single_eval(r, row))
-            });
+            // One evaluation in several tables belongs to none of them: it keeps its name. So
+            // does a teacher row in one table only (every table evaluated the same teacher on
+            // the same prompts, so it is every table's reference), unless another table holds
+            // another evaluation of that teacher row.
+            let others = || tables.iter().enumerate().filter(|(j, _)| *j != i);
+            let shared = others()
+                .any(|(_, (_, other))| other.rows.iter().any(|r| same_single_eval(r, row)))
+                || (is_teacher_row(row)
+                    && !others().any(|(_, (_, other))| {
+                        other
+                            .rows
+                            .iter()
+                            .any(|r| same_spec(&r.mean.spec, &row.mean.spec))
+                    }));
             let mut named = row.clone();
             if let (Some(name), false) = (names.get(i), shared) {
                 named.mean.spec.method = format!("{} ({name})", row.mean.spec.method);
@@ -664,6 +680,29 @@ mod tests {
         assert_eq!(combined3.rows[0].mean.spec.method, "teacher-unipc");
         assert_eq!(combined3.rows[1].mean.spec.method, "tmd (m1)");
         assert_eq!(combined3.rows.len(), 7);
+        // ... and when only one table has it, unnamed.
+        let mut no_teacher = tables[1].clone();
+        no_teacher
+            .1
+            .rows
+            .retain(|r| r.mean.spec.method != "teacher-unipc");
+        let one = [three[0].clone(), no_teacher, tables[0].clone()];
+        let combined1 = combine_tables(&one, &names3, "").unwrap();
+        assert_eq!(combined1.rows[0].mean.spec.method, "teacher-unipc");
+        assert_eq!(
+            combined1.rows[0].training_runs,
+            merged.rows[0].training_runs
+        );
+        assert_eq!(combined1.rows.len(), 7);
+        // Two other evaluations of the same teacher row stay apart, each named.
+        let mut other_teacher = tables[1].clone();
+        other_teacher.1.rows[0].mean.prompt_accuracy += 0.01;
+        let two = [tables[0].clone(), other_teacher];
+        let combined2 = combine_tables(&two, &names, "").unwrap();
+        assert!(combined2
+            .rows
+            .iter()
+            .any(|r| r.mean.spec.method == "teacher-unipc (outer shift 2)"));
 
         // Tables of other students need no names; a plain eval report is a table too.
         other.rows.retain(|r| r.mean.spec.method == "dmd2-v");
