@@ -7,7 +7,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tmd_sampler::TeacherPipeline;
 use tmd_world::eval::{
     evaluate_students, evaluate_teacher, judge_accuracy, load_prompts, markdown_table,
-    split_prompts, spread, EvalPlan, EvalReport, FeatureStats, Judge, CHECK_SEED,
+    split_prompts, spread, EvalCase, EvalPlan, EvalReport, FeatureStats, Judge, Unexpressible,
+    CHECK_SEED,
 };
 use tmd_world::{ClipSpec, Split};
 
@@ -23,9 +24,14 @@ pub struct Args {
     /// Evaluator directory (written by `train-evaluator`).
     #[arg(long, default_value = "assets/world-evaluator")]
     evaluator: PathBuf,
-    /// Prompt file, one caption per line; default: one caption per held-out combination.
-    #[arg(long)]
+    /// Prompt file, one caption per line; default: one caption per combination of --split.
+    #[arg(long, conflicts_with = "split")]
     prompts: Option<PathBuf>,
+    /// Without --prompts: the split whose combinations are the prompts, "held-out" (the 160
+    /// combinations never trained on: the comparison's split) or "train" (the 800 trained on:
+    /// how much of a row's score is generalisation to unseen shape-colour pairs).
+    #[arg(long, default_value = "held-out")]
+    split: Split,
     /// Evaluate at most this many prompts, spread over the list (0: all).
     #[arg(long, default_value_t = 0)]
     limit: usize,
@@ -56,6 +62,7 @@ pub fn run(args: Args) -> Result<()> {
         model,
         evaluator,
         prompts,
+        split,
         limit,
         seeds,
         rows,
@@ -69,6 +76,7 @@ pub fn run(args: Args) -> Result<()> {
         model: &model,
         evaluator: &evaluator,
         prompts: prompts.as_deref(),
+        split,
         limit,
         seeds,
         plan: &plan,
@@ -90,9 +98,29 @@ struct EvalArgs<'a> {
     model: &'a Path,
     evaluator: &'a Path,
     prompts: Option<&'a Path>,
+    split: Split,
     limit: usize,
     seeds: u64,
     plan: &'a EvalPlan,
+}
+
+/// The prompts: a prompt file's parsed captions (with the lines the world cannot express), or one
+/// caption per combination of `split`; and the report's `prompts_source`.
+fn prompt_cases(
+    prompts: Option<&Path>,
+    split: Split,
+) -> Result<(Vec<EvalCase>, Vec<Unexpressible>, String)> {
+    Ok(match prompts {
+        Some(path) => {
+            let (cases, bad) = load_prompts(path)?;
+            (cases, bad, path.display().to_string())
+        }
+        None => (
+            split_prompts(split, 0),
+            Vec::new(),
+            format!("{split} split (one caption per combination)"),
+        ),
+    })
 }
 
 /// Loads the model and the judge on `B` and evaluates every row.
@@ -105,17 +133,7 @@ fn run_eval<B: burn::prelude::Backend>(
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let judge = Judge::<B>::load(args.evaluator, device)
         .with_context(|| format!("loading evaluator {}", args.evaluator.display()))?;
-    let (cases, unexpressible, source) = match args.prompts {
-        Some(path) => {
-            let (cases, bad) = load_prompts(path)?;
-            (cases, bad, path.display().to_string())
-        }
-        None => (
-            split_prompts(Split::HeldOut, 0),
-            Vec::new(),
-            "held-out split (one caption per combination)".to_string(),
-        ),
-    };
+    let (cases, unexpressible, source) = prompt_cases(args.prompts, args.split)?;
     for u in &unexpressible {
         eprintln!(
             "line {}: the world cannot express '{}': {}",
@@ -190,4 +208,53 @@ fn run_eval<B: burn::prelude::Backend>(
         command: crate::common::command_line(&std::env::args().collect::<Vec<_>>()),
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use tmd_world::split_of;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn split_picks_the_prompts_and_names_them() {
+        for (split, n) in [(Split::HeldOut, 160), (Split::Train, 800)] {
+            let (cases, bad, source) = prompt_cases(None, split).unwrap();
+            assert_eq!(cases.len(), n);
+            assert!(bad.is_empty());
+            assert!(cases.iter().all(|c| split_of(&c.attributes) == split));
+            assert_eq!(
+                source,
+                format!("{split} split (one caption per combination)")
+            );
+        }
+        // The held-out source reads as it always has, so older reports still merge with new ones.
+        let (_, _, source) = prompt_cases(None, Split::HeldOut).unwrap();
+        assert_eq!(source, "held-out split (one caption per combination)");
+    }
+
+    #[test]
+    fn split_flag_defaults_to_held_out_and_excludes_a_prompt_file() {
+        let parse =
+            |a: &[&str]| Cli::try_parse_from(std::iter::once("eval").chain(a.iter().copied()));
+        assert_eq!(parse(&[]).unwrap().args.split, Split::HeldOut);
+        assert_eq!(
+            parse(&["--split", "train"]).unwrap().args.split,
+            Split::Train
+        );
+        assert!(parse(&["--prompts", "p.txt"]).is_ok());
+        let err = parse(&["--split", "train", "--prompts", "p.txt"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--prompts"), "{err}");
+        let err = parse(&["--split", "tran"]).err().unwrap().to_string();
+        assert!(err.contains("tran") && err.contains("held-out"), "{err}");
+    }
 }
