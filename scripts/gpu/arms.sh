@@ -25,6 +25,11 @@
 # seeded by index (configs/teacher-data.toml), so 8,192 clips hold the 1,024 of the shared data.
 # E.g. the data experiment at M = 2:
 #   ARMS="c1k=--set train.outer_shift=2;c8k=CLIPS=8192 --set train.outer_shift=2" ...
+#
+# S1_FROM=NAME makes an arm share arm NAME's stage 1 (for arms whose stage-1 arguments are the
+# same): it trains no stage 1 of its own, and its TMD stage-2 runs start from NAME's students.
+# Every arm's stage 1 runs (and ends) before any arm's stage 2 in the same call.
+#   ARMS="bsim=--s2 --set train.backward_simulation=true;ts1=S1_FROM=bsim --s2 --set ..." ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -41,13 +46,21 @@ for a in "${arms[@]}"; do
   [[ "$a" == *=* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] \
     || { echo "arms.sh: ARMS: '$a' is not NAME=ARGS with NAME in letters, digits, '-' and '_'" >&2; exit 2; }
   for w in $(arm_env "${a#*=}"); do
-    [[ "${w%%=*}" =~ ^(CLIPS|BATCH|KD|H|S1|S2|EVAL_INNER|STUDENTS)$ && -n "${w#*=}" ]] || {
-      echo "arms.sh: ARMS: arm '$name' sets '$w'; an arm can set CLIPS, BATCH, KD, H, S1, S2, EVAL_INNER or STUDENTS, each to a value" >&2; exit 2; }
+    [[ "${w%%=*}" =~ ^(CLIPS|BATCH|KD|H|S1|S2|EVAL_INNER|STUDENTS|S1_FROM)$ && -n "${w#*=}" ]] || {
+      echo "arms.sh: ARMS: arm '$name' sets '$w'; an arm can set CLIPS, BATCH, KD, H, S1, S2, EVAL_INNER, STUDENTS or S1_FROM, each to a value" >&2; exit 2; }
   done
+done
+# s1_from ARGS: the arm whose stage 1 an arm shares (empty: its own)
+s1_from() { arm_env "$1" | sed -n 's/^S1_FROM=//p'; }
+for a in "${arms[@]}"; do
+  f=$(s1_from "${a#*=}"); [ -n "$f" ] || continue
+  ok=0; for b in "${arms[@]}"; do
+    [ "${b%%=*}" = "$f" ] && [ "$b" != "$a" ] && [ -z "$(s1_from "${b#*=}")" ] && ok=1; done
+  [ $ok = 1 ] || { echo "arms.sh: ARMS: arm '${a%%=*}' sets S1_FROM=$f; it must name another arm that trains its own stage 1" >&2; exit 2; }
 done
 # The arm's own variables (one a line; STUDENTS' commas become spaces), and DATA for an arm with
 # a CLIPS other than the shared data's.
-arm_vars() { local v c; v=$(arm_env "$1" | sed '/^STUDENTS=/s/,/ /g'); [ -z "$v" ] || echo "$v"
+arm_vars() { local v c; v=$(arm_env "$1" | sed '/^STUDENTS=/s/,/ /g; s/^S1_FROM=/S1_TAG=/'); [ -z "$v" ] || echo "$v"
   c=$(echo "$v" | sed -n 's/^CLIPS=//p')
   [ -z "$c" ] || [ "$c" = "${CLIPS:-1024}" ] || echo "DATA=runs/results/teacher-data-$c"; }
 phases=" ${PHASES:-data s1 s2 eval} "
@@ -67,10 +80,19 @@ rest=$(echo "$phases" | sed 's/ data / /; s/^ *//; s/ *$//')
 # MPS=1: NVIDIA's Multi-Process Service for the arms' processes (scripts/gpu/mps.sh)
 if [ "${MPS:-0}" = 1 ]; then . scripts/gpu/mps.sh; mps_start; export MPS=0; fi
 cores=$(( $(nproc) / ${#arms[@]} )); [ $cores -lt 1 ] && cores=1
-for a in "${arms[@]}"; do
-  name=${a%%=*}; mapfile -t v < <(arm_vars "${a#*=}")
-  env ${v[@]+"${v[@]}"} PHASES="$rest" TAG=$name EXTRA="$(arm_extra "${a#*=}" 1)" EXTRA_S2="$(arm_extra "${a#*=}" 2)" CORES=$cores OUT=$out/$name \
-    bash scripts/gpu/results.sh > "$out/$name.log" 2>&1 &
-done
-wait
+run_arms() { # phases: every arm at once (an arm sharing another's stage 1 leaves s1 out), then wait
+  local a name ph v
+  for a in "${arms[@]}"; do
+    name=${a%%=*}; ph=" $1 "
+    [ -z "$(s1_from "${a#*=}")" ] || ph=${ph/ s1 / }
+    ph=$(echo $ph); [ -n "$ph" ] || continue
+    mapfile -t v < <(arm_vars "${a#*=}")
+    env ${v[@]+"${v[@]}"} PHASES="$ph" TAG=$name EXTRA="$(arm_extra "${a#*=}" 1)" EXTRA_S2="$(arm_extra "${a#*=}" 2)" CORES=$cores OUT=$out/$name \
+      bash scripts/gpu/results.sh >> "$out/$name.log" 2>&1 &
+  done
+  wait; }
+for a in "${arms[@]}"; do : > "$out/${a%%=*}.log"; done
+# stage 1 of every arm first, so that a shared stage 1 is finished before stage 2 reads it
+if [[ " $rest " == *" s1 "* ]]; then run_arms s1; rest=$(echo " $rest " | sed 's/ s1 / /; s/^ *//; s/ *$//'); fi
+[ -z "$rest" ] || run_arms "$rest"
 for a in "${arms[@]}"; do echo "== ${a%%=*}"; tail -n 30 "$out/${a%%=*}.log"; done

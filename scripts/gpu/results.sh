@@ -49,6 +49,9 @@ S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-1
 H=${H:-1}; Ho=$(( 3 - H )); BATCH=${BATCH:-}
 SEEDS_TRAIN=${SEEDS_TRAIN:-}; STUDENTS=${STUDENTS:-tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2}
 EXTRA=${EXTRA:-}; EXTRA_S2=${EXTRA_S2:-}; TAG=${TAG:-}; CORES=${CORES:-$(nproc)}
+# S1_TAG: the tag whose stage-1 students the TMD stage-2 runs start from (default TAG: their own;
+# arms.sh sets it for an arm that shares another arm's stage 1)
+S1_TAG=${S1_TAG-$TAG}
 for st in $STUDENTS; do case $st in tmd-m2|tmd-m1|dmd2v-m1|dmd2v-m2) ;;
   *) echo "results.sh: STUDENTS: unknown student '$st' (expected tmd-m2, tmd-m1, dmd2v-m1, dmd2v-m2)" >&2; exit 2;; esac; done
 if [ -n "$SEEDS_TRAIN" ]; then KEEP=${KEEP:-}; MAIN_ONLY=1; else KEEP=${KEEP:-tmd-m2-h$H}; fi
@@ -70,7 +73,8 @@ main() { [ "$MAIN_ONLY" = 1 ]; }
 wants() { main || return 0; case " $STUDENTS " in *" $1 "*) return 0;; *) return 1;; esac; }
 # The training runs: "-" is the configs' seed in runs/results; with SEEDS_TRAIN, one per seed.
 seeds=${SEEDS_TRAIN:--}; nseeds=$(echo $seeds | wc -w)
-dir_of() { local b=runs/results${TAG:+/$TAG}; if [ "$1" = - ]; then echo $b; else echo $b/seed-$1; fi; }
+dir_of() { # seed [tag, default TAG]
+  local t=${2-$TAG} b; b=runs/results${t:+/$t}; if [ "$1" = - ]; then echo $b; else echo $b/seed-$1; fi; }
 name_of() { if [ "$1" = - ]; then echo "$2"; else echo "seed-$1-$2"; fi; }
 seed_args() { [ "$1" = - ] || echo "--set train.seed=$1"; }
 n1=4; n2=8
@@ -127,7 +131,7 @@ fi
 if phase s2; then
 stamp "stage 2 ($S2 iterations): TMD and DMD2-v, side by side"; threads $n2
 s2() { # seed, name, input (a stage-1 name in the seed's directory, or the teacher), args
-  local d in; d=$(dir_of "$1"); in=$3; [ "$in" = "$TEACHER" ] || in=$d/$3
+  local d in; d=$(dir_of "$1"); in=$3; [ "$in" = "$TEACHER" ] || in=$(dir_of "$1" "$S1_TAG")/$3
   # shellcheck disable=SC2086
   guarded "$S2_SECS" "$S2" $d/run-$2 $out/$(name_of "$1" "$2").log $x distill --device $DEVICE \
     --input $in --data $data --run-dir $d/run-$2 --out $d/$2 $4 $(seed_args "$1") \

@@ -75,6 +75,24 @@ check "arm u trains the shared students only" \
   test "$(grep -c '^distill .*runs/results/u/' arms.log)" -eq 1 -a "$(grep -c '^distill .*runs/results/u/seed-0/run-tmd-m2-h1 ' arms.log)" -eq 1
 check "no STUDENTS word reaches xtask" hasnt arms.log "STUDENTS"
 
+# 1c. An arm sharing another's stage 1: no stage 1 of its own, its TMD starts from the other's,
+# and the stage 1 it reads ends before its stage 2 starts (one call, both phases).
+: > "$STUB_LOG"
+ARMS="a=--set train.outer_shift=2;b=S1_FROM=a --set train.outer_shift=2 --s2 --set train.t_shift=1" \
+  SEEDS_TRAIN="0 1" STUDENTS="tmd-m2 dmd2v-m2" CLIPS=32 PHASES="data s1 s2" OUT=$tmp/out1c \
+  bash scripts/gpu/arms.sh > arms.out 2>&1
+check "arms.sh with S1_FROM exits 0" test $? -eq 0
+check "stage 1 for arm a only, once per seed" \
+  test "$(grep -c '^adapt-head' arms.log)" -eq 2 -a "$(grep -c '^adapt-head .*runs/results/a/' arms.log)" -eq 2
+check "arm b's TMD starts from arm a's stage 1" \
+  has arms.log "^distill .*--input runs/results/a/seed-1/s1-h1 .*--run-dir runs/results/b/seed-1/run-tmd-m2-h1 .*train.t_shift=1"
+check "arm a's TMD from its own" has arms.log "^distill .*--input runs/results/a/seed-0/s1-h1 .*--run-dir runs/results/a/seed-0/"
+check "arm b's DMD2-v from the teacher" has arms.log "^distill .*--input assets/world .*--run-dir runs/results/b/seed-0/run-dmd2v-m2 "
+check "every stage 1 before any stage 2" \
+  test "$(grep -n '^adapt-head' arms.log | tail -1 | cut -d: -f1)" -lt "$(grep -n '^distill' arms.log | head -1 | cut -d: -f1)"
+check "no S1_FROM or S1_TAG word reaches xtask" hasnt arms.log "S1_FROM|S1_TAG"
+check "arm b's log keeps its stage-2 part" has out1c/b.log "stage 2"
+
 # 2. A bad arm is refused before anything runs, naming the arm and the word.
 : > "$STUB_LOG"
 ARMS="a=;b=FOO=1" OUT=$tmp/out2 bash scripts/gpu/arms.sh > bad.out 2>&1
@@ -83,6 +101,12 @@ check "the refusal names the arm and the word" has bad.out "arm 'b' sets 'FOO=1'
 check "nothing ran" test ! -s arms.log
 ARMS="a=;b c=" OUT=$tmp/out2 bash scripts/gpu/arms.sh > bad.out 2>&1
 check "an arm name with a space exits 2" test $? -eq 2
+for bad in "a=S1_FROM=c;b=" "a=S1_FROM=a;b=" "a=S1_FROM=b;b=S1_FROM=a"; do
+  ARMS="$bad" OUT=$tmp/out2 bash scripts/gpu/arms.sh > bad.out 2>&1
+  check "S1_FROM naming no arm, itself or a sharing arm exits 2 ($bad)" test $? -eq 2
+  check "and names the arm" has bad.out "arm 'a' sets S1_FROM"
+done
+check "still nothing ran" test ! -s arms.log
 
 # 3. The time guard: a stopped run is written out from its newest finished checkpoint, never
 # from an unfinished step-N.tmp.
