@@ -181,11 +181,14 @@ evaluate() { # seed, teacher row (1/0): the eval of one training run's students
 first=$TEACHER_ROW
 for sd in $seeds; do evaluate $sd $first & first=0; done
 wait
-if [ -n "$SEEDS_TRAIN" ]; then
+if [ -n "$SEEDS_TRAIN" ] && [ "$nseeds" -ge 2 ]; then
   # shellcheck disable=SC2046
   $x eval-merge --runs $(for sd in $seeds; do echo $out/seed-$sd.json; done) \
     --out $out/bundled-world.json --markdown $out/bundled-world.md > $out/eval-merge.log 2>&1
   echo "eval-merge: exit $?"
+elif [ -n "$SEEDS_TRAIN" ]; then
+  # one training seed: nothing to merge, its report is the table
+  sd=$(echo $seeds); for e in json md; do cp $out/seed-$sd.$e $out/bundled-world.$e 2>/dev/null; done
 fi
 cat $out/bundled-world.md 2>/dev/null
 stamp done

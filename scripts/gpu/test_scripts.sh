@@ -74,6 +74,12 @@ check "arm t's DMD2-v is the 1-step one" has arms.log "^distill .*--run-dir runs
 check "arm u trains the shared students only" \
   test "$(grep -c '^distill .*runs/results/u/' arms.log)" -eq 1 -a "$(grep -c '^distill .*runs/results/u/seed-0/run-tmd-m2-h1 ' arms.log)" -eq 1
 check "no STUDENTS word reaches xtask" hasnt arms.log "STUDENTS"
+# one training seed: its eval is the table, with no merge
+: > "$STUB_LOG"
+SEEDS_TRAIN="3" STUDENTS="tmd-m2" CLIPS=8 OUT=$tmp/out1d bash scripts/gpu/results.sh > arms.out 2>&1
+check "one seed: results.sh exits 0" test $? -eq 0
+check "one seed: no eval-merge" hasnt arms.log "^eval-merge"
+check "one seed: its report is the table" test "$(tar tzf out1d/results.tar.gz | grep -cE '^\./(bundled-world|seed-3)\.json$')" -eq 2
 
 # 1c. An arm sharing another's stage 1: no stage 1 of its own, its TMD starts from the other's,
 # and the stage 1 it reads ends before its stage 2 starts (one call, both phases).
