@@ -29,7 +29,8 @@
 # sampling seeds are the same for every run). The eval phase scores each seed's students in its
 # own eval ($OUT/seed-N.json + .md, side by side; the teacher row in the first seed's only) and
 # merges them with `xtask eval-merge` into $OUT/bundled-world.json (+ .md): each row's mean,
-# min-max and `training_runs`. KEEP names students of every seed ($OUT/seed-N-NAME.tar.gz;
+# min-max and `training_runs` (with one seed, its report is that table as it is). KEEP names
+# students of every seed ($OUT/seed-N-NAME.tar.gz;
 # default none). Unset (the default): one run with the configs' seed, in runs/results, as before.
 #
 # One-key experiments (issue 22's hypotheses): STUDENTS picks which of the four headline students
