@@ -30,8 +30,8 @@
 # own eval ($OUT/seed-N.json + .md, side by side; the teacher row in the first seed's only) and
 # merges them with `xtask eval-merge` into $OUT/bundled-world.json (+ .md): each row's mean,
 # min-max and `training_runs` (with one seed, its report is that table as it is). KEEP names
-# students of every seed ($OUT/seed-N-NAME.tar.gz;
-# default none). Unset (the default): one run with the configs' seed, in runs/results, as before.
+# students of every seed ($OUT/seed-N-NAME.tar.gz; default none). Unset (the default): one run
+# with the configs' seed, in runs/results, as before.
 #
 # One-key experiments (issue 22's hypotheses): STUDENTS picks which of the four headline students
 # are trained and scored (default "tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2"); EXTRA is appended to every
