@@ -38,6 +38,12 @@ pub struct Args {
     /// Seeds per prompt.
     #[arg(long, default_value_t = 1)]
     seeds: u64,
+    /// Which draw of the evaluation: the wording of the split's captions, the sampling seeds and
+    /// the real clips the Frechet distance compares with all change with it (the combinations do
+    /// not). 0 is the comparison's set; another draw re-measures a row on captions and noise it
+    /// was not chosen on. With --prompts, only the seeds and the real clips change.
+    #[arg(long, default_value_t = 0)]
+    draw: u64,
     /// Rows to evaluate (TOML `[[teacher]]` / `[[student]]` tables): exactly the rows it lists;
     /// default: issue 3's seven teacher rows.
     #[arg(long)]
@@ -65,6 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         split,
         limit,
         seeds,
+        draw,
         rows,
         overrides,
         out,
@@ -79,6 +86,7 @@ pub fn run(args: Args) -> Result<()> {
         split,
         limit,
         seeds,
+        draw,
         plan: &plan,
     };
     let report = on_backend!(device, B, dev => run_eval::<B>(&args, &dev, device.name()))?;
@@ -101,26 +109,44 @@ struct EvalArgs<'a> {
     split: Split,
     limit: usize,
     seeds: u64,
+    draw: u64,
     plan: &'a EvalPlan,
 }
 
 /// The prompts: a prompt file's parsed captions (with the lines the world cannot express), or one
-/// caption per combination of `split`; and the report's `prompts_source`.
+/// caption per combination of `split`, worded by `draw`; and the report's `prompts_source`, which
+/// names a draw other than 0 (so reports of different draws never merge).
 fn prompt_cases(
     prompts: Option<&Path>,
     split: Split,
+    draw: u64,
 ) -> Result<(Vec<EvalCase>, Vec<Unexpressible>, String)> {
-    Ok(match prompts {
+    let (cases, bad, source) = match prompts {
         Some(path) => {
             let (cases, bad) = load_prompts(path)?;
             (cases, bad, path.display().to_string())
         }
         None => (
-            split_prompts(split, 0),
+            split_prompts(split, draw),
             Vec::new(),
             format!("{split} split (one caption per combination)"),
         ),
-    })
+    };
+    let source = match draw {
+        0 => source,
+        d => format!("{source}, draw {d}"),
+    };
+    Ok((cases, bad, source))
+}
+
+/// The sampling seeds of `draw`: `0..n` for draw 0, disjoint ranges for the others.
+fn draw_seeds(draw: u64, n: u64) -> Vec<u64> {
+    (0..n).map(|s| (draw << 32) + s).collect()
+}
+
+/// The seed of the real clips the Frechet distance compares with, per draw (draw 0's as before).
+fn draw_real_seed(draw: u64) -> u64 {
+    0x7ea1 + (draw << 32)
 }
 
 /// Loads the model and the judge on `B` and evaluates every row.
@@ -133,7 +159,7 @@ fn run_eval<B: burn::prelude::Backend>(
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let judge = Judge::<B>::load(args.evaluator, device)
         .with_context(|| format!("loading evaluator {}", args.evaluator.display()))?;
-    let (cases, unexpressible, source) = prompt_cases(args.prompts, args.split)?;
+    let (cases, unexpressible, source) = prompt_cases(args.prompts, args.split, args.draw)?;
     for u in &unexpressible {
         eprintln!(
             "line {}: the world cannot express '{}': {}",
@@ -150,10 +176,10 @@ fn run_eval<B: burn::prelude::Backend>(
         .collect::<Result<Vec<_>, _>>()?;
     let attributes: Vec<_> = cases.iter().map(|c| c.attributes).collect();
     let real = FeatureStats::from_rows(
-        &judge.real_features(&attributes, 0x7ea1, spec)?,
+        &judge.real_features(&attributes, draw_real_seed(args.draw), spec)?,
         judge.config.feature_dim(),
     );
-    let seeds: Vec<u64> = (0..args.seeds).collect();
+    let seeds = draw_seeds(args.draw, args.seeds);
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} clips [{elapsed}<{eta}]")
@@ -225,7 +251,7 @@ mod tests {
     #[test]
     fn split_picks_the_prompts_and_names_them() {
         for (split, n) in [(Split::HeldOut, 160), (Split::Train, 800)] {
-            let (cases, bad, source) = prompt_cases(None, split).unwrap();
+            let (cases, bad, source) = prompt_cases(None, split, 0).unwrap();
             assert_eq!(cases.len(), n);
             assert!(bad.is_empty());
             assert!(cases.iter().all(|c| split_of(&c.attributes) == split));
@@ -235,8 +261,34 @@ mod tests {
             );
         }
         // The held-out source reads as it always has, so older reports still merge with new ones.
-        let (_, _, source) = prompt_cases(None, Split::HeldOut).unwrap();
+        let (_, _, source) = prompt_cases(None, Split::HeldOut, 0).unwrap();
         assert_eq!(source, "held-out split (one caption per combination)");
+    }
+
+    #[test]
+    fn another_draw_rewords_the_same_combinations_with_other_seeds() {
+        let (base, _, base_source) = prompt_cases(None, Split::HeldOut, 0).unwrap();
+        let (other, _, source) = prompt_cases(None, Split::HeldOut, 1).unwrap();
+        assert_eq!(source, format!("{base_source}, draw 1"));
+        assert_eq!(base.len(), other.len());
+        assert!(base
+            .iter()
+            .zip(&other)
+            .all(|(a, b)| a.attributes == b.attributes));
+        let reworded = base
+            .iter()
+            .zip(&other)
+            .filter(|(a, b)| a.caption != b.caption)
+            .count();
+        assert!(
+            reworded > base.len() / 2,
+            "only {reworded} captions reworded"
+        );
+        assert_eq!(draw_seeds(0, 2), vec![0, 1]);
+        let (a, b) = (draw_seeds(0, 1000), draw_seeds(1, 1000));
+        assert!(a.iter().all(|s| !b.contains(s)));
+        assert_eq!(draw_real_seed(0), 0x7ea1);
+        assert_ne!(draw_real_seed(1), draw_real_seed(0));
     }
 
     #[test]
