@@ -1,7 +1,7 @@
 //! The light decoder bundled with the world (`assets/world/decoder-light/`) against the full VAE
 //! decoder it was distilled from: `Sampler` takes it by default, and the bundled student's clip
 //! decoded both ways agrees (docs/results/light-decoder.md: 33.6 dB PSNR on 48 held-out clips of
-//! the world, 26-27.5 dB on the student's clips here).
+//! the world, 26-29 dB on the student's clips here).
 
 use std::path::PathBuf;
 
