@@ -26,8 +26,9 @@
 # E.g. the data experiment at M = 2:
 #   ARMS="c1k=--set train.outer_shift=2;c8k=CLIPS=8192 --set train.outer_shift=2" ...
 #
-# S1_FROM=NAME makes an arm share arm NAME's stage 1 (for arms whose stage-1 arguments are the
-# same): it trains no stage 1 of its own, and its TMD stage-2 runs start from NAME's students.
+# S1_FROM=NAME makes an arm share arm NAME's stage 1: it trains no stage 1 of its own, and its
+# TMD stage-2 runs start from NAME's students. The two arms' stage-1 arguments (the words before
+# --s2, and CLIPS, BATCH, H and S1) must be the same; otherwise the arms are refused.
 # Every arm's stage 1 runs (and ends) before any arm's stage 2 in the same call.
 #   ARMS="bsim=--s2 --set train.backward_simulation=true;ts1=S1_FROM=bsim --s2 --set ..." ...
 set -uo pipefail
@@ -57,6 +58,12 @@ for a in "${arms[@]}"; do
   ok=0; for b in "${arms[@]}"; do
     [ "${b%%=*}" = "$f" ] && [ "$b" != "$a" ] && [ -z "$(s1_from "${b#*=}")" ] && ok=1; done
   [ $ok = 1 ] || { echo "arms.sh: ARMS: arm '${a%%=*}' sets S1_FROM=$f; it must name another arm that trains its own stage 1" >&2; exit 2; }
+  # and the two arms' stage 1 must be the same: the words before --s2 and the variables stage 1
+  # reads (its data, batch, head and length)
+  for b in "${arms[@]}"; do [ "${b%%=*}" = "$f" ] && fb=${b#*=}; done
+  s1_of() { echo "$(arm_extra "$1" 1) | $(arm_env "$1" | grep -E '^(CLIPS|BATCH|H|S1)=' | sort | tr '\n' ' ')"; }
+  [ "$(s1_of "${a#*=}")" = "$(s1_of "$fb")" ] || {
+    echo "arms.sh: ARMS: arm '${a%%=*}' sets S1_FROM=$f, but its stage-1 arguments ('$(s1_of "${a#*=}")') differ from arm '$f''s ('$(s1_of "$fb")'); put stage-2-only words after --s2" >&2; exit 2; }
 done
 # The arm's own variables (one a line; STUDENTS' commas become spaces), and DATA for an arm with
 # a CLIPS other than the shared data's.

@@ -112,6 +112,12 @@ for bad in "a=S1_FROM=c;b=" "a=S1_FROM=a;b=" "a=S1_FROM=b;b=S1_FROM=a"; do
   check "S1_FROM naming no arm, itself or a sharing arm exits 2 ($bad)" test $? -eq 2
   check "and names the arm" has bad.out "arm 'a' sets S1_FROM"
 done
+for bad in "a=--set train.outer_shift=2;b=S1_FROM=a --set train.outer_shift=3" \
+           "a=H=1;b=S1_FROM=a H=2" "a=--s2 --set x=1;b=S1_FROM=a CLIPS=64"; do
+  ARMS="$bad" OUT=$tmp/out2 bash scripts/gpu/arms.sh > bad.out 2>&1
+  check "S1_FROM with other stage-1 arguments exits 2 ($bad)" test $? -eq 2
+  check "and names both arms" has bad.out "arm 'b' sets S1_FROM=a, but its stage-1 arguments .* differ from arm 'a'"
+done
 check "still nothing ran" test ! -s arms.log
 
 # 3. The time guard: a stopped run is written out from its newest finished checkpoint, never
