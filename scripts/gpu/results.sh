@@ -34,7 +34,8 @@
 # with the configs' seed, in runs/results, as before.
 #
 # One-key experiments (issue 22's hypotheses): STUDENTS picks which of the four headline students
-# are trained and scored (default "tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2"); EXTRA is appended to every
+# are trained and scored (default "tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2"), or the three-step pair at
+# effective NFE 3, tmd-m3 (M = 3, N = 1, head H) and dmd2v-m3 (named only); EXTRA is appended to every
 # stage-1 and stage-2 command (e.g. "--set train.outer_shift=2"), EXTRA_S2 to the stage-2 ones
 # only (e.g. "--set train.backward_simulation=true"); TAG puts the arm's runs under
 # runs/results/TAG (the teacher data stays shared in runs/results). Two arms side by side on one
@@ -53,8 +54,8 @@ EXTRA=${EXTRA:-}; EXTRA_S2=${EXTRA_S2:-}; TAG=${TAG:-}; CORES=${CORES:-$(nproc)}
 # S1_TAG: the tag whose stage-1 students the TMD stage-2 runs start from (default TAG: their own;
 # arms.sh sets it for an arm that shares another arm's stage 1)
 S1_TAG=${S1_TAG-$TAG}
-for st in $STUDENTS; do case $st in tmd-m2|tmd-m1|dmd2v-m1|dmd2v-m2) ;;
-  *) echo "results.sh: STUDENTS: unknown student '$st' (expected tmd-m2, tmd-m1, dmd2v-m1, dmd2v-m2)" >&2; exit 2;; esac; done
+for st in $STUDENTS; do case $st in tmd-m2|tmd-m1|tmd-m3|dmd2v-m1|dmd2v-m2|dmd2v-m3) ;;
+  *) echo "results.sh: STUDENTS: unknown student '$st' (expected tmd-m2, tmd-m1, tmd-m3, dmd2v-m1, dmd2v-m2, dmd2v-m3)" >&2; exit 2;; esac; done
 if [ -n "$SEEDS_TRAIN" ]; then KEEP=${KEEP:-}; MAIN_ONLY=1; else KEEP=${KEEP:-tmd-m2-h$H}; fi
 # PHASES: which of "data s1 s2 eval" to run (default all four): a device call is limited to 10 min,
 # so a longer run splits into back-to-back calls on the same warm machine, where runs/results stays.
@@ -72,13 +73,15 @@ MAIN_ONLY=${MAIN_ONLY:-0}
 main() { [ "$MAIN_ONLY" = 1 ]; }
 # wants NAME: whether the headline student NAME is among STUDENTS (every one unless MAIN_ONLY)
 wants() { main || return 0; case " $STUDENTS " in *" $1 "*) return 0;; *) return 1;; esac; }
+# named NAME: whether NAME is among STUDENTS (the three-step pair runs only when named)
+named() { case " $STUDENTS " in *" $1 "*) return 0;; *) return 1;; esac; }
 # The training runs: "-" is the configs' seed in runs/results; with SEEDS_TRAIN, one per seed.
 seeds=${SEEDS_TRAIN:--}; nseeds=$(echo $seeds | wc -w)
 dir_of() { # seed [tag, default TAG]
   local t=${2-$TAG} b; b=runs/results${t:+/$t}; if [ "$1" = - ]; then echo $b; else echo $b/seed-$1; fi; }
 name_of() { if [ "$1" = - ]; then echo "$2"; else echo "seed-$1-$2"; fi; }
 seed_args() { [ "$1" = - ] || echo "--set train.seed=$1"; }
-n1=4; n2=8
+n1=4; n2=8; named tmd-m3 && n1=$(( n1 + 1 )) && n2=$(( n2 + 1 )); named dmd2v-m3 && n2=$(( n2 + 1 ))
 if main; then n1=0; n2=0; for st in $STUDENTS; do n2=$(( n2 + 1 )); case $st in tmd-*) n1=$(( n1 + 1 ));; esac; done; fi
 n1=$(( n1 * nseeds )); n2=$(( n2 * nseeds ))
 x=${XTASK:-/tmp/xtask-tch}; [ -x $x ] || { xz -dc gpu-bin/xtask-tch.xz > $x && chmod +x $x; }
@@ -124,6 +127,7 @@ s1() { # seed, name, args
 for sd in $seeds; do
   wants tmd-m2 && s1 $sd s1-h$H "--set head.head_blocks=$H" &
   wants tmd-m1 && s1 $sd s1-h$H-m1 "--set head.head_blocks=$H --set train.outer_steps=1" &
+  named tmd-m3 && s1 $sd s1-h$H-m3 "--set head.head_blocks=$H --set train.outer_steps=3" &
   main || { s1 $sd s1-h$Ho "--set head.head_blocks=$Ho" & s1 $sd s1-h1-tm "--set head.head_blocks=1 --set train.variant=tm" & }
 done
 wait
@@ -143,6 +147,8 @@ for sd in $seeds; do
   wants tmd-m1 && s2 $sd tmd-m1-h$H s1-h$H-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
   wants dmd2v-m1 && s2 $sd dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD ${BATCH:+--set kd.batch=$BATCH}" &
   wants dmd2v-m2 && s2 $sd dmd2v-m2 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=2" &
+  named tmd-m3 && s2 $sd tmd-m3-h$H s1-h$H-m3 "--set train.outer_steps=3 --set train.inner_steps=1" &
+  named dmd2v-m3 && s2 $sd dmd2v-m3 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=3" &
   main || {
     s2 $sd tmd-m2-h$Ho s1-h$Ho "--set train.outer_steps=2 --set train.inner_steps=2" &
     s2 $sd tmd-m2-h1-nogan s1-h1 "--set train.outer_steps=2 --set train.inner_steps=2 --set train.gan_weight=0" &
@@ -175,7 +181,8 @@ evaluate() { # seed, teacher row (1/0): the eval of one training run's students
   { [ "$2" = 1 ] && printf '[[teacher]]\nsolver = "unipc"\nsteps = 50\n'
     for h in 1 2; do for m in 1 2; do for n in $EVAL_INNER; do row $d/tmd-m$m-h$h "" $m $n; done; done; done
     row $d/tmd-m2-h1-nogan "tmd (no GAN)"; row $d/tmd-m2-h1-tm "tmd (TM, r = s)"
-    for m in 1 2 4; do row $d/dmd2v-m$m; done; } > $d/rows.toml 2> $out/$(name_of "$1" rows).log
+    for h in 1 2; do row $d/tmd-m3-h$h "" 3 1; done
+    for m in 1 2 3 4; do row $d/dmd2v-m$m; done; } > $d/rows.toml 2> $out/$(name_of "$1" rows).log
   timeout "$EVAL_SECS" $x eval --device $DEVICE --model $TEACHER --rows $d/rows.toml --limit $PROMPTS \
     --seeds $SEEDS --out $out/$name.json --markdown $out/$name.md > $out/$(name_of "$1" eval).log 2>&1
   echo "$(name_of "$1" eval): exit $?"; }

@@ -74,6 +74,19 @@ check "arm t's DMD2-v is the 1-step one" has arms.log "^distill .*--run-dir runs
 check "arm u trains the shared students only" \
   test "$(grep -c '^distill .*runs/results/u/' arms.log)" -eq 1 -a "$(grep -c '^distill .*runs/results/u/seed-0/run-tmd-m2-h1 ' arms.log)" -eq 1
 check "no STUDENTS word reaches xtask" hasnt arms.log "STUDENTS"
+# the three-step pair, named only: TMD M = 3 N = 1 from a stage 1 at M = 3, DMD2-v 3-step
+: > "$STUB_LOG"
+SEEDS_TRAIN="0" STUDENTS="tmd-m3 dmd2v-m3" H=2 CLIPS=8 OUT=$tmp/out1m3 bash scripts/gpu/results.sh > arms.out 2>&1
+check "three steps: results.sh exits 0" test $? -eq 0
+check "three steps: stage 1 at M = 3" has arms.log "^adapt-head .*--out runs/results/seed-0/s1-h2-m3 .*train.outer_steps=3"
+check "three steps: TMD M = 3 N = 1 from it" \
+  has arms.log "^distill .*--input runs/results/seed-0/s1-h2-m3 .*--out runs/results/seed-0/tmd-m3-h2 .*train.outer_steps=3 --set train.inner_steps=1"
+check "three steps: DMD2-v 3-step" has arms.log "^distill .*--out runs/results/seed-0/dmd2v-m3 .*distill-dmd2v.toml --set train.outer_steps=3"
+check "three steps: only those two" test "$(grep -c '^distill' arms.log)" -eq 2 -a "$(grep -c '^adapt-head' arms.log)" -eq 1
+check "three steps: scored at M = 3, N = 1" \
+  test "$(tr '\n' ' ' < runs/results/seed-0/rows.toml | grep -cE 'tmd-m3-h2" outer_steps = 3 inner_steps = 1 .*dmd2v-m3"')" -eq 1
+SEEDS_TRAIN="0" STUDENTS="tmd-m4" OUT=$tmp/out1m3 bash scripts/gpu/results.sh > bad.out 2>&1
+check "an unknown student exits 2, naming it" test $? -eq 2 -a -n "$(grep "unknown student 'tmd-m4'" bad.out)"
 # one training seed: its eval is the table, with no merge
 : > "$STUB_LOG"
 SEEDS_TRAIN="3" STUDENTS="tmd-m2" CLIPS=8 OUT=$tmp/out1d bash scripts/gpu/results.sh > arms.out 2>&1
