@@ -116,7 +116,8 @@ $x teacher-data --device $DEVICE --teacher $TEACHER --out $data --set clips=$CLI
 fi
 
 if phase s1; then
-stamp "stage 1 (TM-MeanFlow, $S1 steps): H = $H at M = 2 and M = 1; H = $Ho at M = 2 and the pure TM ablation unless MAIN_ONLY"; threads $n1
+s1_ms=""; for m in 2 1 3; do { [ $m = 3 ] && named tmd-m$m; } || { [ $m != 3 ] && wants tmd-m$m; } && s1_ms="$s1_ms, $m"; done
+stamp "stage 1 (TM-MeanFlow, $S1 steps): H = $H at M = ${s1_ms#, }$(main || echo "; H = $Ho at M = 2 and the pure TM ablation")"; threads $n1
 s1() { # seed, name, args
   local d; d=$(dir_of "$1"); mkdir -p "$d"
   # shellcheck disable=SC2086
