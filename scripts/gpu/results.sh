@@ -36,9 +36,9 @@
 # One-key experiments (issue 22's hypotheses): STUDENTS picks which of the four headline students
 # are trained and scored (default "tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2"), or the three-step pair at
 # effective NFE 3, tmd-m3 (M = 3, N = 1, head H) and dmd2v-m3 (run only when named); EXTRA is
-# appended to every stage-1 and stage-2 command (e.g. "--set train.outer_shift=2"), EXTRA_S2 to the stage-2 ones
-# only (e.g. "--set train.backward_simulation=true"); TAG puts the arm's runs under
-# runs/results/TAG (the teacher data stays shared in runs/results). Two arms side by side on one
+# appended to every stage-1 and stage-2 command (e.g. "--set train.outer_shift=2"), EXTRA_S2 to
+# the stage-2 ones only (e.g. "--set train.backward_simulation=true"); TAG puts the arm's runs
+# under runs/results/TAG (the teacher data stays shared in runs/results). Two arms side by side on one
 # card: one call with PHASES=data, then per phase both arms at once, each with OUT=$OUT/ARM and
 # CORES set to its share of the machine's cores (default all of them).
 set -uo pipefail
