@@ -51,6 +51,8 @@ for a in "${arms[@]}"; do
       echo "arms.sh: ARMS: arm '$name' sets '$w'; an arm can set CLIPS, BATCH, KD, H, S1, S2, EVAL_INNER, STUDENTS or S1_FROM, each to a value" >&2; exit 2; }
   done
 done
+# s1_of ARGS: what an arm's stage 1 depends on (its words before --s2, CLIPS, BATCH, H and S1)
+s1_of() { echo "$(arm_extra "$1" 1) | $(arm_env "$1" | grep -E '^(CLIPS|BATCH|H|S1)=' | sort | tr '\n' ' ')"; }
 # s1_from ARGS: the arm whose stage 1 an arm shares (empty: its own)
 s1_from() { arm_env "$1" | sed -n 's/^S1_FROM=//p'; }
 for a in "${arms[@]}"; do
@@ -61,7 +63,6 @@ for a in "${arms[@]}"; do
   # and the two arms' stage 1 must be the same: the words before --s2 and the variables stage 1
   # reads (its data, batch, head and length)
   for b in "${arms[@]}"; do [ "${b%%=*}" = "$f" ] && fb=${b#*=}; done
-  s1_of() { echo "$(arm_extra "$1" 1) | $(arm_env "$1" | grep -E '^(CLIPS|BATCH|H|S1)=' | sort | tr '\n' ' ')"; }
   [ "$(s1_of "${a#*=}")" = "$(s1_of "$fb")" ] || {
     echo "arms.sh: ARMS: arm '${a%%=*}' sets S1_FROM=$f, but its stage-1 arguments ('$(s1_of "${a#*=}")') differ from arm '$f''s ('$(s1_of "$fb")'); put stage-2-only words after --s2" >&2; exit 2; }
 done

@@ -71,17 +71,18 @@ phase() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 # 1 and 2 steps), each with a larger share of the card and the cores in the same time.
 MAIN_ONLY=${MAIN_ONLY:-0}
 main() { [ "$MAIN_ONLY" = 1 ]; }
-# wants NAME: whether the headline student NAME is among STUDENTS (every one unless MAIN_ONLY)
-wants() { main || return 0; case " $STUDENTS " in *" $1 "*) return 0;; *) return 1;; esac; }
-# named NAME: whether NAME is among STUDENTS (the three-step pair runs only when named)
+# named NAME: whether NAME is among STUDENTS
 named() { case " $STUDENTS " in *" $1 "*) return 0;; *) return 1;; esac; }
+# wants NAME: whether student NAME is trained: a headline student when named or unless MAIN_ONLY,
+# the three-step pair (*-m3) only when named
+wants() { case $1 in *-m3) named "$1"; return;; esac; main || return 0; named "$1"; }
 # The training runs: "-" is the configs' seed in runs/results; with SEEDS_TRAIN, one per seed.
 seeds=${SEEDS_TRAIN:--}; nseeds=$(echo $seeds | wc -w)
 dir_of() { # seed [tag, default TAG]
   local t=${2-$TAG} b; b=runs/results${t:+/$t}; if [ "$1" = - ]; then echo $b; else echo $b/seed-$1; fi; }
 name_of() { if [ "$1" = - ]; then echo "$2"; else echo "seed-$1-$2"; fi; }
 seed_args() { [ "$1" = - ] || echo "--set train.seed=$1"; }
-n1=4; n2=8; named tmd-m3 && n1=$(( n1 + 1 )) && n2=$(( n2 + 1 )); named dmd2v-m3 && n2=$(( n2 + 1 ))
+n1=4; n2=8; wants tmd-m3 && n1=$(( n1 + 1 )) && n2=$(( n2 + 1 )); wants dmd2v-m3 && n2=$(( n2 + 1 ))
 if main; then n1=0; n2=0; for st in $STUDENTS; do n2=$(( n2 + 1 )); case $st in tmd-*) n1=$(( n1 + 1 ));; esac; done; fi
 n1=$(( n1 * nseeds )); n2=$(( n2 * nseeds ))
 x=${XTASK:-/tmp/xtask-tch}; [ -x $x ] || { xz -dc gpu-bin/xtask-tch.xz > $x && chmod +x $x; }
@@ -116,7 +117,7 @@ $x teacher-data --device $DEVICE --teacher $TEACHER --out $data --set clips=$CLI
 fi
 
 if phase s1; then
-s1_ms=""; for m in 2 1 3; do { [ $m = 3 ] && named tmd-m$m; } || { [ $m != 3 ] && wants tmd-m$m; } && s1_ms="$s1_ms, $m"; done
+s1_ms=""; for m in 2 1 3; do wants tmd-m$m && s1_ms="$s1_ms, $m"; done
 stamp "stage 1 (TM-MeanFlow, $S1 steps): H = $H at M = ${s1_ms#, }$(main || echo "; H = $Ho at M = 2 and the pure TM ablation")"; threads $n1
 s1() { # seed, name, args
   local d; d=$(dir_of "$1"); mkdir -p "$d"
@@ -128,7 +129,7 @@ s1() { # seed, name, args
 for sd in $seeds; do
   wants tmd-m2 && s1 $sd s1-h$H "--set head.head_blocks=$H" &
   wants tmd-m1 && s1 $sd s1-h$H-m1 "--set head.head_blocks=$H --set train.outer_steps=1" &
-  named tmd-m3 && s1 $sd s1-h$H-m3 "--set head.head_blocks=$H --set train.outer_steps=3" &
+  wants tmd-m3 && s1 $sd s1-h$H-m3 "--set head.head_blocks=$H --set train.outer_steps=3" &
   main || { s1 $sd s1-h$Ho "--set head.head_blocks=$Ho" & s1 $sd s1-h1-tm "--set head.head_blocks=1 --set train.variant=tm" & }
 done
 wait
@@ -148,8 +149,8 @@ for sd in $seeds; do
   wants tmd-m1 && s2 $sd tmd-m1-h$H s1-h$H-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
   wants dmd2v-m1 && s2 $sd dmd2v-m1 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=1 --set kd.steps=$KD ${BATCH:+--set kd.batch=$BATCH}" &
   wants dmd2v-m2 && s2 $sd dmd2v-m2 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=2" &
-  named tmd-m3 && s2 $sd tmd-m3-h$H s1-h$H-m3 "--set train.outer_steps=3 --set train.inner_steps=1" &
-  named dmd2v-m3 && s2 $sd dmd2v-m3 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=3" &
+  wants tmd-m3 && s2 $sd tmd-m3-h$H s1-h$H-m3 "--set train.outer_steps=3 --set train.inner_steps=1" &
+  wants dmd2v-m3 && s2 $sd dmd2v-m3 $TEACHER "--config configs/distill-dmd2v.toml --set train.outer_steps=3" &
   main || {
     s2 $sd tmd-m2-h$Ho s1-h$Ho "--set train.outer_steps=2 --set train.inner_steps=2" &
     s2 $sd tmd-m2-h1-nogan s1-h1 "--set train.outer_steps=2 --set train.inner_steps=2 --set train.gan_weight=0" &
