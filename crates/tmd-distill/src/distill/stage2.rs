@@ -7,6 +7,7 @@
 //! [`Stage2Models`] with one AdamW: each update hands the optimizer only its own side's gradients,
 //! so a checkpoint holds all three models and the optimizer state, and resume is exact.
 
+use std::cell::OnceCell;
 use std::path::Path;
 
 use burn::module::AutodiffModule;
@@ -350,9 +351,12 @@ pub fn stage2_loss<B: AutodiffBackend>(
         step,
         message: "stage 2 needs a student (TMD or DMD2-v)".into(),
     };
+    // The student without tracking, made once at most: backward simulation and the critics'
+    // update both sample from it.
+    let student_i = OnceCell::new();
     let x_t = if config.backward_simulation && ks.iter().any(|&k| k > 0) {
         // The student's own states at the later outer times, generated without tracking.
-        let student = models.valid();
+        let student = student_i.get_or_init(|| models.valid());
         let context_i = context.clone().inner();
         let simulated = simulated_input(x_t.inner(), eps.inner(), &grids.outer, &ks, |j, x, t| {
             let y1 = rows.gaussian::<B::InnerBackend, 5>(
@@ -434,8 +438,8 @@ pub fn stage2_loss<B: AutodiffBackend>(
         }
         Stage2Update::Critics => {
             // The critics see the student's sample as data: generate it without tracking.
-            let x_hat = models
-                .valid()
+            let x_hat = student_i
+                .get_or_init(|| models.valid())
                 .generate(
                     x_t.inner(),
                     t_gen.inner(),
