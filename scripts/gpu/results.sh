@@ -125,7 +125,7 @@ s1() { # seed, name, args
   guarded "$S1_SECS" "$S1" $d/run-$2 $out/$(name_of "$1" "$2").log $x adapt-head --device $DEVICE \
     --teacher $TEACHER --data $data --run-dir $d/run-$2 --out $d/$2 $3 $(seed_args "$1") \
     ${BATCH:+--set train.batch=$BATCH} $EXTRA
-  echo "$(name_of "$1" "$2"): exit $?"; }
+  local rc=$?; echo "$(name_of "$1" "$2"): exit $rc"; }
 for sd in $seeds; do
   wants tmd-m2 && s1 $sd s1-h$H "--set head.head_blocks=$H" &
   wants tmd-m1 && s1 $sd s1-h$H-m1 "--set head.head_blocks=$H --set train.outer_steps=1" &
@@ -143,7 +143,7 @@ s2() { # seed, name, input (a stage-1 name in the seed's directory, or the teach
   guarded "$S2_SECS" "$S2" $d/run-$2 $out/$(name_of "$1" "$2").log $x distill --device $DEVICE \
     --input $in --data $data --run-dir $d/run-$2 --out $d/$2 $4 $(seed_args "$1") \
     ${BATCH:+--set train.batch=$BATCH} $EXTRA $EXTRA_S2
-  echo "$(name_of "$1" "$2"): exit $?"; }
+  local rc=$?; echo "$(name_of "$1" "$2"): exit $rc"; }
 for sd in $seeds; do
   wants tmd-m2 && s2 $sd tmd-m2-h$H s1-h$H "--set train.outer_steps=2 --set train.inner_steps=2" &
   wants tmd-m1 && s2 $sd tmd-m1-h$H s1-h$H-m1 "--set train.outer_steps=1 --set train.inner_steps=4" &
@@ -187,7 +187,7 @@ evaluate() { # seed, teacher row (1/0): the eval of one training run's students
     for m in 1 2 3 4; do row $d/dmd2v-m$m; done; } > $d/rows.toml 2> $out/$(name_of "$1" rows).log
   timeout "$EVAL_SECS" $x eval --device $DEVICE --model $TEACHER --rows $d/rows.toml --limit $PROMPTS \
     --seeds $SEEDS --out $out/$name.json --markdown $out/$name.md > $out/$(name_of "$1" eval).log 2>&1
-  echo "$(name_of "$1" eval): exit $?"; }
+  local rc=$?; echo "$(name_of "$1" eval): exit $rc"; }
 first=$TEACHER_ROW
 for sd in $seeds; do evaluate $sd $first & first=0; done
 wait

@@ -18,11 +18,13 @@ hasnt() { ! grep -qE -- "$2" "$1"; }
 
 # The stand-in xtask: one line per command in $STUB_LOG. A training command given
 # train.steps=40000 leaves a finished step-000100 and an unfinished step-000200.tmp checkpoint
-# and waits to be stopped, as a long run does when the time guard stops it.
+# and waits to be stopped, as a long run does when the time guard stops it. A command given
+# stub.fail=1, or an eval given --limit 99, fails with status 3.
 cat > xtask-stub <<'EOF'
 #!/usr/bin/env bash
 echo "$*" >> "$STUB_LOG"
 cmd=$1; shift
+[[ " $* " == *" stub.fail=1 "* || ( $cmd = eval && " $* " == *" --limit 99 "* ) ]] && { echo "stub: failing" >&2; exit 3; }
 arg() { local k=$1; shift; while [ $# -gt 1 ]; do [ "$1" = "$k" ] && { echo "$2"; return; }; shift; done; }
 case $cmd in
   teacher-data) mkdir -p "$(arg --out "$@")";;
@@ -93,6 +95,14 @@ SEEDS_TRAIN="3" STUDENTS="tmd-m2" CLIPS=8 OUT=$tmp/out1d bash scripts/gpu/result
 check "one seed: results.sh exits 0" test $? -eq 0
 check "one seed: no eval-merge" hasnt arms.log "^eval-merge"
 check "one seed: its report is the table" test "$(tar tzf out1d/results.tar.gz | grep -cE '^\./(bundled-world|seed-3)\.json$')" -eq 2
+
+# 1d. Each run's report line carries that run's own exit status.
+: > "$STUB_LOG"
+ARMS="f=--s2 --set stub.fail=1" SEEDS_TRAIN="0" STUDENTS="tmd-m2" CLIPS=8 PROMPTS=99 \
+  OUT=$tmp/out1f bash scripts/gpu/arms.sh > arms.out 2>&1
+check "a failed stage-2 run reports its status" has arms.out "^seed-0-tmd-m2-h1: exit 3$"
+check "a failed eval reports its status" has arms.out "^seed-0-eval: exit 3$"
+check "a stage-1 run that finished reports 0" has arms.out "^seed-0-s1-h1: exit 0$"
 
 # 1c. An arm sharing another's stage 1: no stage 1 of its own, its TMD starts from the other's,
 # and the stage 1 it reads ends before its stage 2 starts (one call, both phases).
