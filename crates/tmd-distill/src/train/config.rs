@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use config::{Config, File, FileFormat};
+use config::{Config, File, FileFormat, Value as ConfigValue, ValueKind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -105,6 +105,30 @@ fn moved_hint(key: &str, keys: &BTreeSet<String>) -> String {
     }
 }
 
+/// An override's value: a bracketed list, `[1, 2, 3]` or `[]`, becomes a list of its
+/// comma-separated items (quotes around an item dropped); anything else stays one value. Each is
+/// read as the field's type when the settings are deserialised, as a file's values are.
+fn override_value(value: &str) -> ValueKind {
+    let value = value.trim();
+    match value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+        Some(items) if items.trim().is_empty() => ValueKind::Array(Vec::new()),
+        Some(items) => ValueKind::Array(
+            items
+                .split(',')
+                .map(|item| {
+                    let item = item.trim();
+                    let unquoted = ['"', '\'']
+                        .iter()
+                        .find_map(|q| item.strip_prefix(*q).and_then(|i| i.strip_suffix(*q)))
+                        .unwrap_or(item);
+                    ConfigValue::from(unquoted.to_string())
+                })
+                .collect(),
+        ),
+        None => ValueKind::String(value.to_string()),
+    }
+}
+
 /// Reads a stage's settings: `T::default()`, overlaid by the TOML `file` (if any), overlaid by
 /// `overrides` of the form `key=value` (dotted keys reach nested tables; values are parsed as the
 /// field's type).
@@ -188,7 +212,7 @@ where
             ));
         }
         builder = builder
-            .set_override(key, value.trim().to_string())
+            .set_override(key, override_value(value))
             .map_err(|e| config_err(file, Some(key), e.to_string()))?;
     }
 
@@ -317,4 +341,60 @@ fn check_numbers<T: Serialize>(
         }
     }
     walk(&value, defaults, "", file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(default)]
+    struct Disc {
+        feature_blocks: Vec<usize>,
+        hidden: usize,
+    }
+
+    impl Default for Disc {
+        fn default() -> Self {
+            Self {
+                feature_blocks: vec![2, 3],
+                hidden: 64,
+            }
+        }
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq, Default)]
+    #[serde(default)]
+    struct Recipe {
+        discriminator: Disc,
+        labels: Vec<String>,
+    }
+
+    fn load(overrides: &[&str]) -> Result<Recipe, TrainError> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        load_stage_config(None, &overrides)
+    }
+
+    #[test]
+    fn a_bracketed_override_is_a_list() {
+        let r = load(&["discriminator.feature_blocks=[0, 1,3]"]).expect("list");
+        assert_eq!(r.discriminator.feature_blocks, vec![0, 1, 3]);
+        assert_eq!(r.discriminator.hidden, 64);
+        let r = load(&["discriminator.feature_blocks=[]"]).expect("empty list");
+        assert!(r.discriminator.feature_blocks.is_empty());
+        let r = load(&["labels=[\"a b\", 'c']"]).expect("strings");
+        assert_eq!(r.labels, vec!["a b".to_string(), "c".to_string()]);
+        // a scalar stays a scalar
+        let r = load(&["discriminator.hidden=32"]).expect("scalar");
+        assert_eq!(r.discriminator.hidden, 32);
+    }
+
+    #[test]
+    fn a_list_item_of_the_wrong_type_names_the_key() {
+        let err = load(&["discriminator.feature_blocks=[1, x]"]).expect_err("bad item");
+        assert!(err.to_string().contains("feature_blocks"), "{err}");
+        let err = load(&["discriminator.feature_blocks=3"]).expect_err("not a list");
+        assert!(err.to_string().contains("feature_blocks"), "{err}");
+    }
 }
