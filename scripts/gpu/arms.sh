@@ -37,9 +37,10 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 ARMS=${ARMS:?ARMS is required: ';'-separated NAME=ARGS, e.g. "base=;shift2=--set train.outer_shift=2"}
 IFS=';' read -ra arms <<< "$ARMS"
 # arm_env ARGS: an arm's VAR=VALUE words (one a line); arm_extra ARGS 1|2: the rest of its ARGS
-# before --s2 (both stages) / after it (stage 2 only)
-arm_env() { local w; for w in $1; do [[ "$w" =~ ^[A-Z][A-Z0-9_]*= ]] && echo "$w"; done; return 0; }
-arm_extra() { local w o=() part=1; for w in $1; do
+# before --s2 (both stages) / after it (stage 2 only). Words are split at blanks and never
+# expanded as file patterns, so '--set discriminator.feature_blocks=[1,2,3]' arrives as written.
+arm_env() { local w ws; read -ra ws <<< "$1"; for w in ${ws[@]+"${ws[@]}"}; do [[ "$w" =~ ^[A-Z][A-Z0-9_]*= ]] && echo "$w"; done; return 0; }
+arm_extra() { local w ws o=() part=1; read -ra ws <<< "$1"; for w in ${ws[@]+"${ws[@]}"}; do
     if [ "$w" = --s2 ]; then part=2; elif ! [[ "$w" =~ ^[A-Z][A-Z0-9_]*= ]] && [ $part = "$2" ]; then o+=("$w"); fi
   done; echo "${o[*]}"; }
 for a in "${arms[@]}"; do

@@ -51,6 +51,8 @@ S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-1
 H=${H:-1}; Ho=$(( 3 - H )); BATCH=${BATCH:-}
 SEEDS_TRAIN=${SEEDS_TRAIN:-}; STUDENTS=${STUDENTS:-tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2}
 EXTRA=${EXTRA:-}; EXTRA_S2=${EXTRA_S2:-}; TAG=${TAG:-}; CORES=${CORES:-$(nproc)}
+# (split at blanks, never expanded as file patterns: '--set key=[1,2,3]' reaches xtask as written)
+read -ra extra <<< "$EXTRA"; read -ra extra_s2 <<< "$EXTRA_S2"
 # S1_TAG: the tag whose stage-1 students the TMD stage-2 runs start from (default TAG: their own;
 # arms.sh sets it for an arm that shares another arm's stage 1)
 S1_TAG=${S1_TAG-$TAG}
@@ -124,7 +126,7 @@ s1() { # seed, name, args
   # shellcheck disable=SC2086
   guarded "$S1_SECS" "$S1" $d/run-$2 $out/$(name_of "$1" "$2").log $x adapt-head --device $DEVICE \
     --teacher $TEACHER --data $data --run-dir $d/run-$2 --out $d/$2 $3 $(seed_args "$1") \
-    ${BATCH:+--set train.batch=$BATCH} $EXTRA
+    ${BATCH:+--set train.batch=$BATCH} ${extra[@]+"${extra[@]}"}
   local rc=$?; echo "$(name_of "$1" "$2"): exit $rc"; }
 for sd in $seeds; do
   wants tmd-m2 && s1 $sd s1-h$H "--set head.head_blocks=$H" &
@@ -142,7 +144,7 @@ s2() { # seed, name, input (a stage-1 name in the seed's directory, or the teach
   # shellcheck disable=SC2086
   guarded "$S2_SECS" "$S2" $d/run-$2 $out/$(name_of "$1" "$2").log $x distill --device $DEVICE \
     --input $in --data $data --run-dir $d/run-$2 --out $d/$2 $4 $(seed_args "$1") \
-    ${BATCH:+--set train.batch=$BATCH} $EXTRA $EXTRA_S2
+    ${BATCH:+--set train.batch=$BATCH} ${extra[@]+"${extra[@]}"} ${extra_s2[@]+"${extra_s2[@]}"}
   local rc=$?; echo "$(name_of "$1" "$2"): exit $rc"; }
 for sd in $seeds; do
   wants tmd-m2 && s2 $sd tmd-m2-h$H s1-h$H "--set train.outer_steps=2 --set train.inner_steps=2" &

@@ -103,6 +103,13 @@ ARMS="f=--s2 --set stub.fail=1" SEEDS_TRAIN="0" STUDENTS="tmd-m2" CLIPS=8 PROMPT
 check "a failed stage-2 run reports its status" has arms.out "^seed-0-tmd-m2-h1: exit 3$"
 check "a failed eval reports its status" has arms.out "^seed-0-eval: exit 3$"
 check "a stage-1 run that finished reports 0" has arms.out "^seed-0-s1-h1: exit 0$"
+# A list value reaches xtask as written, even where a file matches it as a pattern.
+: > "$STUB_LOG"; touch "x=1"
+ARMS="l=--set y=[0,1] --s2 --set x=[1,2,3]" SEEDS_TRAIN="0" STUDENTS="tmd-m2" CLIPS=8 PHASES="data s1 s2" \
+  OUT=$tmp/out1l bash scripts/gpu/arms.sh > arms.out 2>&1
+check "a bracketed list reaches stage 1 and stage 2 as written" \
+  test "$(grep -c -- '--set y=\[0,1\]' arms.log)" -eq 2 -a "$(grep -c -- '--set x=\[1,2,3\]' arms.log)" -eq 1
+rm -f "x=1"
 
 # 1c. An arm sharing another's stage 1: no stage 1 of its own, its TMD starts from the other's,
 # and the stage 1 it reads ends before its stage 2 starts (one call, both phases).
