@@ -47,10 +47,10 @@ for a in "${arms[@]}"; do
   name=${a%%=*}
   [[ "$a" == *=* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] \
     || { echo "arms.sh: ARMS: '$a' is not NAME=ARGS with NAME in letters, digits, '-' and '_'" >&2; exit 2; }
-  for w in $(arm_env "${a#*=}"); do
+  while IFS= read -r w; do
     [[ "${w%%=*}" =~ ^(CLIPS|BATCH|KD|H|S1|S2|EVAL_INNER|STUDENTS|S1_FROM)$ && -n "${w#*=}" ]] || {
       echo "arms.sh: ARMS: arm '$name' sets '$w'; an arm can set CLIPS, BATCH, KD, H, S1, S2, EVAL_INNER, STUDENTS or S1_FROM, each to a value" >&2; exit 2; }
-  done
+  done < <(arm_env "${a#*=}")
 done
 # s1_of ARGS: what an arm's stage 1 depends on (its words before --s2, CLIPS, BATCH, H and S1)
 s1_of() { echo "$(arm_extra "$1" 1) | $(arm_env "$1" | grep -E '^(CLIPS|BATCH|H|S1)=' | sort | tr '\n' ' ')"; }

@@ -135,6 +135,12 @@ ARMS="a=;b=FOO=1" OUT=$tmp/out2 bash scripts/gpu/arms.sh > bad.out 2>&1
 check "an unknown arm variable exits 2" test $? -eq 2
 check "the refusal names the arm and the word" has bad.out "arm 'b' sets 'FOO=1'"
 check "nothing ran" test ! -s arms.log
+# a bad word that a file matches as a pattern is named as written, not as the file
+touch "FOO=1x"
+ARMS="a=;b=FOO=1*" OUT=$tmp/out2 bash scripts/gpu/arms.sh > bad.out 2>&1
+check "a bad word with a pattern exits 2" test $? -eq 2
+check "and is named as written" has bad.out "arm 'b' sets 'FOO=1\\*'"
+rm -f "FOO=1x"
 ARMS="a=;b c=" OUT=$tmp/out2 bash scripts/gpu/arms.sh > bad.out 2>&1
 check "an arm name with a space exits 2" test $? -eq 2
 for bad in "a=S1_FROM=c;b=" "a=S1_FROM=a;b=" "a=S1_FROM=b;b=S1_FROM=a"; do
