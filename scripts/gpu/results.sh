@@ -48,7 +48,9 @@ CLIPS=${CLIPS:-1024}; S1=${S1:-1000}; S2=${S2:-1000}; KD=${KD:-300}; PROMPTS=${P
 S1_SECS=${S1_SECS:-100000}; S2_SECS=${S2_SECS:-100000}; EVAL_SECS=${EVAL_SECS:-100000}; CKPT=${CKPT:-50}
 # H: the head size of the headline pair (TMD M = 2 and M = 1; default 1); the full set adds the
 # other size at M = 2. BATCH: the batch of stage 1, stage 2 and the KD warm-up (default: the configs').
-H=${H:-1}; Ho=$(( 3 - H )); BATCH=${BATCH:-}
+H=${H:-1}; BATCH=${BATCH:-}
+[[ "$H" =~ ^[1-9][0-9]*$ ]] || { echo "results.sh: H: '$H' is not a number of blocks (1, 2, ...)" >&2; exit 2; }
+Ho=$(( 3 - H ))
 SEEDS_TRAIN=${SEEDS_TRAIN:-}; STUDENTS=${STUDENTS:-tmd-m2 tmd-m1 dmd2v-m1 dmd2v-m2}
 EXTRA=${EXTRA:-}; EXTRA_S2=${EXTRA_S2:-}; TAG=${TAG:-}; CORES=${CORES:-$(nproc)}
 # (split at blanks, never expanded as file patterns: '--set key=[1,2,3]' reaches xtask as written)
@@ -59,6 +61,10 @@ S1_TAG=${S1_TAG-$TAG}
 for st in $STUDENTS; do case $st in tmd-m2|tmd-m1|tmd-m3|dmd2v-m1|dmd2v-m2|dmd2v-m3) ;;
   *) echo "results.sh: STUDENTS: unknown student '$st' (expected tmd-m2, tmd-m1, tmd-m3, dmd2v-m1, dmd2v-m2, dmd2v-m3)" >&2; exit 2;; esac; done
 if [ -n "$SEEDS_TRAIN" ]; then KEEP=${KEEP:-}; MAIN_ONLY=1; else KEEP=${KEEP:-tmd-m2-h$H}; fi
+# the runs beside the headline ones (MAIN_ONLY=0) use the other of H = 1 and 2 (3 - H), so there H
+# is 1 or 2; with SEEDS_TRAIN or MAIN_ONLY=1 it is any number of blocks the teacher has
+[ "${MAIN_ONLY:-0}" = 1 ] || [ "$H" -le 2 ] || {
+  echo "results.sh: H=$H needs SEEDS_TRAIN or MAIN_ONLY=1 (without them the other runs use H = 3 - H)" >&2; exit 2; }
 # PHASES: which of "data s1 s2 eval" to run (default all four): a device call is limited to 10 min,
 # so a longer run splits into back-to-back calls on the same warm machine, where runs/results stays.
 # STORE_DTYPE (f32, or f16 / bf16): the students are re-stored at that dtype (`convert-weights
@@ -174,6 +180,7 @@ if [ "$STORE_DTYPE" != f32 ]; then
   done; done
 fi
 stamp "eval"; threads "$nseeds"
+hs=$(printf '%s\n' 1 2 "$H" | sort -un)  # the head sizes whose rows are looked for (H may be 3 or more)
 row() { # model [label] [outer inner]: a student row, when that student was written
   [ -f "$1/manifest.json" ] || { echo "no student at $1: its row is left out" >&2; return; }
   printf '[[student]]\nmodel = "%s"\n' "$1"
@@ -183,9 +190,9 @@ row() { # model [label] [outer inner]: a student row, when that student was writ
 evaluate() { # seed, teacher row (1/0): the eval of one training run's students
   local d name; d=$(dir_of "$1"); name=bundled-world; [ "$1" = - ] || name=seed-$1
   { [ "$2" = 1 ] && printf '[[teacher]]\nsolver = "unipc"\nsteps = 50\n'
-    for h in 1 2; do for m in 1 2; do for n in $EVAL_INNER; do row $d/tmd-m$m-h$h "" $m $n; done; done; done
+    for h in $hs; do for m in 1 2; do for n in $EVAL_INNER; do row $d/tmd-m$m-h$h "" $m $n; done; done; done
     row $d/tmd-m2-h1-nogan "tmd (no GAN)"; row $d/tmd-m2-h1-tm "tmd (TM, r = s)"
-    for h in 1 2; do row $d/tmd-m3-h$h "" 3 1; done
+    for h in $hs; do row $d/tmd-m3-h$h "" 3 1; done
     for m in 1 2 3 4; do row $d/dmd2v-m$m; done; } > $d/rows.toml 2> $out/$(name_of "$1" rows).log
   timeout "$EVAL_SECS" $x eval --device $DEVICE --model $TEACHER --rows $d/rows.toml --limit $PROMPTS \
     --seeds $SEEDS --out $out/$name.json --markdown $out/$name.md > $out/$(name_of "$1" eval).log 2>&1

@@ -87,6 +87,16 @@ check "three steps: DMD2-v 3-step" has arms.log "^distill .*--out runs/results/s
 check "three steps: only those two" test "$(grep -c '^distill' arms.log)" -eq 2 -a "$(grep -c '^adapt-head' arms.log)" -eq 1
 check "three steps: scored at M = 3, N = 1" \
   test "$(tr '\n' ' ' < runs/results/seed-0/rows.toml | grep -cE 'tmd-m3-h2" outer_steps = 3 inner_steps = 1 .*dmd2v-m3"')" -eq 1
+# a flow head of three blocks: trained, and scored
+: > "$STUB_LOG"
+SEEDS_TRAIN="0" STUDENTS="tmd-m2" H=3 CLIPS=8 OUT=$tmp/out1h3 bash scripts/gpu/results.sh > arms.out 2>&1
+check "H = 3: results.sh exits 0" test $? -eq 0
+check "H = 3: stage 1 with three head blocks" has arms.log "^adapt-head .*--out runs/results/seed-0/s1-h3 .*head.head_blocks=3"
+check "H = 3: its student is scored" has runs/results/seed-0/rows.toml 'model = "runs/results/seed-0/tmd-m2-h3"'
+H=3 OUT=$tmp/out1h3 bash scripts/gpu/results.sh > bad.out 2>&1
+check "H = 3 beside the other-H runs exits 2, naming H" test $? -eq 2 -a -n "$(grep "H=3 needs SEEDS_TRAIN" bad.out)"
+H=x SEEDS_TRAIN="0" OUT=$tmp/out1h3 bash scripts/gpu/results.sh > bad.out 2>&1
+check "a bad H exits 2, naming it" test $? -eq 2 -a -n "$(grep "H: 'x'" bad.out)"
 SEEDS_TRAIN="0" STUDENTS="tmd-m4" OUT=$tmp/out1m3 bash scripts/gpu/results.sh > bad.out 2>&1
 check "an unknown student exits 2, naming it" test $? -eq 2 -a -n "$(grep "unknown student 'tmd-m4'" bad.out)"
 # one training seed: its eval is the table, with no merge
