@@ -61,10 +61,6 @@ S1_TAG=${S1_TAG-$TAG}
 for st in $STUDENTS; do case $st in tmd-m2|tmd-m1|tmd-m3|dmd2v-m1|dmd2v-m2|dmd2v-m3) ;;
   *) echo "results.sh: STUDENTS: unknown student '$st' (expected tmd-m2, tmd-m1, tmd-m3, dmd2v-m1, dmd2v-m2, dmd2v-m3)" >&2; exit 2;; esac; done
 if [ -n "$SEEDS_TRAIN" ]; then KEEP=${KEEP:-}; MAIN_ONLY=1; else KEEP=${KEEP:-tmd-m2-h$H}; fi
-# the runs beside the headline ones (MAIN_ONLY=0) use the other of H = 1 and 2 (3 - H), so there H
-# is 1 or 2; with SEEDS_TRAIN or MAIN_ONLY=1 it is any number of blocks the teacher has
-[ "${MAIN_ONLY:-0}" = 1 ] || [ "$H" -le 2 ] || {
-  echo "results.sh: H=$H needs SEEDS_TRAIN or MAIN_ONLY=1 (without them the other runs use H = 3 - H)" >&2; exit 2; }
 # PHASES: which of "data s1 s2 eval" to run (default all four): a device call is limited to 10 min,
 # so a longer run splits into back-to-back calls on the same warm machine, where runs/results stays.
 # STORE_DTYPE (f32, or f16 / bf16): the students are re-stored at that dtype (`convert-weights
@@ -79,6 +75,10 @@ phase() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 # 1 and 2 steps), each with a larger share of the card and the cores in the same time.
 MAIN_ONLY=${MAIN_ONLY:-0}
 main() { [ "$MAIN_ONLY" = 1 ]; }
+# the runs beside the headline ones (MAIN_ONLY=0) use the other of H = 1 and 2 (3 - H), so there H
+# is 1 or 2; with SEEDS_TRAIN or MAIN_ONLY=1 it is any number of blocks the teacher has
+main || [ "$H" -le 2 ] || {
+  echo "results.sh: H=$H needs SEEDS_TRAIN or MAIN_ONLY=1 (without them the other runs use H = 3 - H)" >&2; exit 2; }
 # named NAME: whether NAME is among STUDENTS
 named() { case " $STUDENTS " in *" $1 "*) return 0;; *) return 1;; esac; }
 # wants NAME: whether student NAME is trained: a headline student when named or unless MAIN_ONLY,
