@@ -16,8 +16,9 @@
 //!   buckets of [`BUCKET_VALUES`], and [`DataParallel::mean_scalar`]); a step that updates only part
 //!   of the model (stage 2's student/critic turns) does so on every rank, since the turn is a
 //!   function of the step;
-//! - only rank 0 writes checkpoints and the loss log; every rank resumes from the same checkpoint,
-//!   so a run can restart on a different number of ranks.
+//! - only rank 0 writes checkpoints and the loss log, and it resumes first (moving corrupt
+//!   checkpoints aside, cutting the log); every rank then resumes from the same checkpoint, so a
+//!   run can restart on a different number of ranks.
 //!
 //! Ranks must not share autodiff tensors: concurrent backward passes over shared leaves lose
 //! gradients. Each rank builds or loads its own models ([`DataParallel::sync_module`] also gives
@@ -437,6 +438,27 @@ impl DataParallel {
     ) -> Result<bool, TrainError> {
         let failures = self.mean_scalar::<B>(if ok { 0.0 } else { 1.0 }, device)?;
         Ok(failures == 0.0)
+    }
+
+    /// Returns once every rank has called it (one all-reduce of a scalar); `what` names the wait
+    /// in the error of a failed collective.
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] when the collective fails.
+    pub fn barrier<B: AutodiffBackend>(
+        &self,
+        what: &str,
+        device: &B::Device,
+    ) -> Result<(), TrainError> {
+        let t = Tensor::<B, 1>::zeros([1], device).inner();
+        self.collective(what, || {
+            burn::collective::all_reduce::<B::InnerBackend>(
+                PeerId::from(self.rank),
+                t.into_primitive().tensor(),
+                ReduceOperation::Sum,
+            )
+        })?;
+        Ok(())
     }
 
     /// The mean over the ranks of `value` (a step's loss).

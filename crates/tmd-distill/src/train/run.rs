@@ -69,6 +69,12 @@ pub struct Resumed<M, O> {
 /// deleted. The loss log loses lines after the start step; a run that starts from step 0 moves an
 /// existing log aside instead ([`LossLog::keep_unresumed`]).
 ///
+/// Only a `writer` (the single process of a run, or rank 0 of a data-parallel one) changes the run
+/// directory: another rank reads the same checkpoint but moves nothing aside and leaves the loss
+/// log alone, and its log appends nothing. (Two ranks rewriting `loss.csv` at once could each read
+/// the other's half-written file and cut the log's history: a failure CI once caught.) Ranks that
+/// are not the writer must resume after it ([`train_loop`] waits for it).
+///
 /// # Errors
 /// [`TrainError::ConfigMismatch`] for a checkpoint of different settings;
 /// [`TrainError::NoValidCheckpoint`] when the run has checkpoints but none verifies (starting over
@@ -81,6 +87,7 @@ pub fn resume<B, M, O>(
     optimizer: O,
     device: &B::Device,
     loss_tail: usize,
+    writer: bool,
 ) -> Result<Resumed<M, O>, TrainError>
 where
     B: AutodiffBackend,
@@ -92,7 +99,7 @@ where
     let mut report = PretrainReport::default();
     let mut tail = Vec::new();
     let latest = latest_valid(run_dir)?;
-    for (path, reason) in &latest.skipped {
+    for (path, reason) in latest.skipped.iter().filter(|_| writer) {
         let aside = super::checkpoint::move_aside(path)?;
         eprintln!(
             "skipping corrupt checkpoint {}: {reason} (moved aside to {})",
@@ -126,10 +133,10 @@ where
         report.resumed_from = Some(ckpt.path);
     }
     report.end_step = report.start_step;
-    if report.resumed_from.is_none() {
+    if report.resumed_from.is_none() && writer {
         LossLog::keep_unresumed(run_dir)?;
     }
-    let log = LossLog::open(run_dir, report.start_step, tail, loss_tail)?;
+    let log = LossLog::open(run_dir, report.start_step, tail, loss_tail, writer)?;
     Ok(Resumed {
         model,
         optimizer,
@@ -329,15 +336,22 @@ pub struct LossLog {
 impl LossLog {
     /// Opens the log of `run_dir`, dropping lines after `step` (written by an interrupted run past
     /// its last checkpoint); `tail` is the loss tail of the checkpoint resumed from, `keep` how
-    /// many losses the tail holds.
+    /// many losses the tail holds. Unless `write`, the file is neither cut nor appended to (a
+    /// data-parallel rank other than 0 keeps only the tail).
     pub fn open(
         run_dir: &Path,
         step: u64,
         tail: Vec<(u64, f64)>,
         keep: usize,
+        write: bool,
     ) -> Result<Self, TrainError> {
         let path = run_dir.join(LOSS_LOG);
-        if let Ok(text) = std::fs::read_to_string(&path) {
+        let text = if write {
+            std::fs::read_to_string(&path).ok()
+        } else {
+            None
+        };
+        if let Some(text) = text {
             let kept: String = text
                 .lines()
                 .filter(|line| {
@@ -354,7 +368,7 @@ impl LossLog {
             path,
             tail,
             keep,
-            write: true,
+            write,
         })
     }
 
@@ -386,11 +400,6 @@ impl LossLog {
             target.display()
         );
         Ok(())
-    }
-
-    /// Stops appending to the file; the tail is still kept (data-parallel ranks other than 0).
-    pub fn detach(&mut self) {
-        self.write = false;
     }
 
     /// Appends `step,loss` to the file and to the tail.
@@ -651,6 +660,11 @@ where
         s.grad_clip_norm,
     )
     .init::<B, M>();
+    // Rank 0 resumes first (it may move corrupt checkpoints aside and cuts the loss log); the
+    // other ranks then read what it left.
+    if let Some(p) = parallel.as_ref().filter(|_| !writer) {
+        p.barrier::<B>("waiting for rank 0 to resume", &device)?;
+    }
     let resumed = resume::<B, _, _>(
         run_dir,
         &hash,
@@ -659,7 +673,11 @@ where
         optimizer,
         &device,
         s.loss_tail,
+        writer,
     )?;
+    if let Some(p) = parallel.as_ref().filter(|_| writer) {
+        p.barrier::<B>("waiting for rank 0 to resume", &device)?;
+    }
     let (mut model, mut optimizer, mut report, mut log) = (
         resumed.model,
         resumed.optimizer,
@@ -670,9 +688,6 @@ where
     let mut ownership = None;
     if let Some(p) = &parallel {
         model = p.sync_module::<B, M>(model)?;
-        if !writer {
-            log.detach();
-        }
         if optimizer_sharding() {
             let own = Ownership::of::<B, M>(&model, p.world());
             let mine = own.keep_owned_state(p.rank(), optimizer.to_record());
@@ -733,7 +748,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{scheduled_lr, warmup_lr, DECAY_FLOOR};
+    use super::{scheduled_lr, warmup_lr, LossLog, DECAY_FLOOR, LOSS_LOG};
 
     #[test]
     fn warmup_rises_linearly_then_holds() {
@@ -765,5 +780,25 @@ mod tests {
             .map(|s| scheduled_lr(1e-3, 0, 600, 1000, s))
             .collect();
         assert!(rates.windows(2).all(|w| w[1] <= w[0]));
+    }
+
+    #[test]
+    fn only_the_writer_cuts_and_appends_the_loss_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOSS_LOG);
+        let six: String = (1..=6).map(|s| format!("{s},0.5\n")).collect();
+        std::fs::write(&path, &six).unwrap();
+        // A rank other than 0, resumed at step 4: the file stays as it is, before and after a step.
+        let mut other = LossLog::open(dir.path(), 4, vec![(4, 0.5)], 3, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), six);
+        other.push(5, 0.25).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), six);
+        assert_eq!(other.tail(), &[(4, 0.5), (5, 0.25)]);
+        // The writer cuts the lines past step 4 and appends its own.
+        let mut writer = LossLog::open(dir.path(), 4, vec![(4, 0.5)], 3, true).unwrap();
+        writer.push(5, 0.25).unwrap();
+        let expected: String =
+            (1..=4).map(|s| format!("{s},0.5\n")).collect::<String>() + "5,0.25\n";
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
     }
 }
