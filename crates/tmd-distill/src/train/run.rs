@@ -79,6 +79,7 @@ pub struct Resumed<M, O> {
 /// [`TrainError::ConfigMismatch`] for a checkpoint of different settings;
 /// [`TrainError::NoValidCheckpoint`] when the run has checkpoints but none verifies (starting over
 /// would train over its history); checkpoint and I/O errors.
+#[allow(clippy::too_many_arguments)]
 pub fn resume<B, M, O>(
     run_dir: &Path,
     hash: &str,
