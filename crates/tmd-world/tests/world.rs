@@ -484,7 +484,10 @@ fn tensor_shape() {
     assert!(to_tensor::<B>(&[clips[0].clone(), other], &Default::default()).is_err());
 }
 
+/// A measurement, not a test (it asserts nothing): `cargo test -p tmd-world --test world
+/// -- --ignored --nocapture throughput`.
 #[test]
+#[ignore = "a measurement: prints the rendering rate, asserts nothing"]
 fn throughput() {
     let d = WorldDataset::new(Some(Split::Train), 11, spec());
     let _ = d.batch(0, 16);
