@@ -16,6 +16,7 @@ use burn::backend::NdArray;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use tempfile::TempDir;
 use tmd_flowhead::{
     load_exported_student, load_student, save_student, Student, StudentDefaults, StudentManifest,
     StudentMethod,
@@ -64,11 +65,12 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tmd-xtask-export-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed when the returned guard drops (at the end of the test).
+fn tmp(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tmd-xtask-export-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Runs `xtask export ARGS`; returns (success, stdout + stderr).
@@ -118,7 +120,8 @@ fn copy_dir(from: &Path, to: &Path) {
 fn the_teacher_exported_as_diffusers_loads_back_equal() {
     let device = Default::default();
     let model = root().join("assets/tiny-random");
-    let out = tmp("teacher").join("transformer");
+    let dir = tmp("teacher");
+    let out = dir.path().join("transformer");
     let o = out.to_str().unwrap();
     export_ok(&[
         "--model",
@@ -176,7 +179,8 @@ fn frob(v: impl Iterator<Item = f64>) -> f64 {
 #[test]
 fn a_dmd2v_student_exports_as_diffusers_and_as_a_lora() {
     let device = Default::default();
-    let dir = tmp("dmd2v");
+    let scratch = tmp("dmd2v");
+    let dir = scratch.path();
     let model = dir.join("model");
     copy_dir(&root().join("assets/tiny-random"), &model);
     let teacher = ModelDir::open(&model)
@@ -374,14 +378,13 @@ fn a_dmd2v_student_exports_as_diffusers_and_as_a_lora() {
         !ok && text.contains("'to_qq' selects no Linear module"),
         "{text}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_bundled_tmd_student_exports_as_safetensors_and_loads_back_equal() {
     let device = Default::default();
     let dir = tmp("tmd");
-    let out = dir.join("student");
+    let out = dir.path().join("student");
     let o = out.to_str().unwrap();
     export_ok(&[
         "--model",
@@ -416,5 +419,4 @@ fn the_bundled_tmd_student_exports_as_safetensors_and_loads_back_equal() {
         o,
     ]);
     assert!(!ok && text.contains("--format safetensors"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -81,8 +81,10 @@ impl<B: burn::tensor::backend::AutodiffBackend> burn::module::ModuleVisitor<B>
 }
 
 /// The bundled teacher's DiT shape, its loss and every gradient on backend `B`, from weights and
-/// inputs fixed on NdArray.
+/// inputs fixed on NdArray; the weights are written to `file` on the first call and read back from
+/// it on every call.
 fn dit_loss_and_grads<B: burn::tensor::backend::AutodiffBackend>(
+    file: &std::path::Path,
     device: &B::Device,
 ) -> (f32, Vec<(String, Vec<f32>)>) {
     use burn::module::Module;
@@ -92,12 +94,11 @@ fn dit_loss_and_grads<B: burn::tensor::backend::AutodiffBackend>(
     type N = NdArray;
     let recipe = tmd_world::pretrain::teacher::TeacherRecipe::default();
     let config = recipe.dit_config();
-    let file = std::env::temp_dir().join(format!("tmd-libtorch-dit-{}.bpk", std::process::id()));
     if !file.exists() {
         <N as burn::tensor::backend::Backend>::seed(&Default::default(), 77);
-        save_burnpack::<N, _>(&config.init::<N>(&Default::default()), &file).unwrap();
+        save_burnpack::<N, _>(&config.init::<N>(&Default::default()), file).unwrap();
     }
-    let source = WeightSource::open_files(&[file]).unwrap();
+    let source = WeightSource::open_files(&[file.to_path_buf()]).unwrap();
     let model = load_module::<B, _>(
         config.init::<B>(device),
         &source,
@@ -138,8 +139,13 @@ fn dit_loss_and_grads<B: burn::tensor::backend::AutodiffBackend>(
 #[test]
 fn libtorch_trains_the_dit_with_ndarray_gradients() {
     use burn::backend::Autodiff;
-    let (want_loss, want) = dit_loss_and_grads::<Autodiff<NdArray>>(&Default::default());
-    let (loss, got) = dit_loss_and_grads::<Autodiff<LibTorch>>(&LibTorchDevice::Cpu);
+    let dir = tempfile::Builder::new()
+        .prefix("tmd-libtorch-dit-")
+        .tempdir()
+        .unwrap();
+    let file = dir.path().join("dit.bpk");
+    let (want_loss, want) = dit_loss_and_grads::<Autodiff<NdArray>>(&file, &Default::default());
+    let (loss, got) = dit_loss_and_grads::<Autodiff<LibTorch>>(&file, &LibTorchDevice::Cpu);
     assert!(
         (loss - want_loss).abs() < 1e-4 * want_loss.abs(),
         "loss {loss} against {want_loss}"

@@ -5,12 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use tempfile::TempDir;
 
-fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tmd-cli-bad-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh output folder, removed when the returned guard drops (at the end of the test, after
+/// every `tmd-cli` it ran has exited).
+fn out_dir(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tmd-cli-bad-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn assets(name: &str) -> PathBuf {
@@ -56,7 +59,8 @@ const HUGE: [&str; 6] = ["--frames", "4001", "--height", "512", "--width", "512"
 /// Row 8: a guidance scale so large the clip is constant (1e30: every pixel 128), NaN, negative.
 #[test]
 fn degenerate_guidance_is_refused() {
-    let gif = out_dir("guidance").join("c.gif");
+    let dir = out_dir("guidance");
+    let gif = dir.path().join("c.gif");
     for g in ["1e30", "NaN", "-3", "101"] {
         let err = stderr_of(
             generate(&assets("tiny-random"))
@@ -80,7 +84,8 @@ fn degenerate_guidance_is_refused() {
 /// after 110 s in an allocation of 131 GB).
 #[test]
 fn requests_that_cannot_fit_in_memory_are_refused_with_the_figure() {
-    let gif = out_dir("memory").join("c.gif");
+    let dir = out_dir("memory");
+    let gif = dir.path().join("c.gif");
     for args in [&["--height", "4096", "--width", "4096"][..], &HUGE[..]] {
         let start = std::time::Instant::now();
         let err = stderr_of(
@@ -102,7 +107,8 @@ fn requests_that_cannot_fit_in_memory_are_refused_with_the_figure() {
 /// key. Negative and fractional numbers likewise.
 #[test]
 fn config_values_of_the_wrong_type_are_named() {
-    let dir = out_dir("config-types");
+    let tmp = out_dir("config-types");
+    let dir = tmp.path();
     let cfg = dir.join("gen.toml");
     for (text, key) in [
         ("frames = true\n", "frames"),
@@ -128,7 +134,8 @@ fn config_values_of_the_wrong_type_are_named() {
 /// Row 11: `--out` into a missing folder is refused before the model is even loaded.
 #[test]
 fn an_output_in_a_missing_folder_is_refused_before_sampling() {
-    let dir = out_dir("missing");
+    let tmp = out_dir("missing");
+    let dir = tmp.path();
     for out in ["nope/c.gif", "nope/frames"] {
         let err = stderr_of(
             generate(&assets("tiny-random"))
@@ -144,7 +151,8 @@ fn an_output_in_a_missing_folder_is_refused_before_sampling() {
 /// another script get a warning naming what is dropped or cannot be drawn.
 #[test]
 fn prompts_the_model_cannot_follow_are_warned_about() {
-    let gif = out_dir("prompt").join("c.gif");
+    let dir = out_dir("prompt");
+    let gif = dir.path().join("c.gif");
     let long = "a red ball moves left ".repeat(1000);
     for (prompt, needle) in [
         ("an orange star spins", "'orange'"),
@@ -178,7 +186,8 @@ fn prompts_the_model_cannot_follow_are_warned_about() {
 /// check.
 #[test]
 fn a_flipped_byte_in_the_student_is_refused_unless_no_verify() {
-    let dir = out_dir("flip");
+    let tmp = out_dir("flip");
+    let dir = tmp.path();
     let model = dir.join("world");
     copy(&assets("world"), &model);
     let file = model.join("student/model.bpk");

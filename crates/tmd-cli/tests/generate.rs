@@ -5,12 +5,15 @@
 use std::path::PathBuf;
 
 use assert_cmd::Command;
+use tempfile::TempDir;
 
-fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tmd-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh output folder, removed when the returned guard drops (at the end of the test, after
+/// every `tmd-cli` it ran has exited).
+fn out_dir(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tmd-cli-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn tiny_random() -> PathBuf {
@@ -33,7 +36,8 @@ fn generate() -> Command {
 
 #[test]
 fn the_default_is_the_bundled_world_student() {
-    let dir = out_dir("default");
+    let tmp = out_dir("default");
+    let dir = tmp.path();
     let gif = dir.join("clip.gif");
     let out = generate_default()
         .args([
@@ -99,7 +103,8 @@ fn stderr_of(cmd: &mut Command) -> String {
 
 #[test]
 fn writes_a_gif_and_png_frames_with_timings() {
-    let dir = out_dir("ok");
+    let tmp = out_dir("ok");
+    let dir = tmp.path();
     let gif = dir.join("clip.gif");
     let out = generate()
         .args([
@@ -144,7 +149,8 @@ fn writes_a_gif_and_png_frames_with_timings() {
 
 #[test]
 fn decoder_flag_picks_the_decoder_and_names_a_missing_light_one() {
-    let dir = out_dir("decoder");
+    let tmp = out_dir("decoder");
+    let dir = tmp.path();
     let gif = dir.join("clip.gif");
     let stdout = stdout_of(
         generate_default()
@@ -200,7 +206,8 @@ fn decoder_flag_picks_the_decoder_and_names_a_missing_light_one() {
 
 #[test]
 fn config_file_sets_options_and_flags_win() {
-    let dir = out_dir("config");
+    let tmp = out_dir("config");
+    let dir = tmp.path();
     let cfg = dir.join("gen.toml");
     std::fs::write(
         &cfg,
@@ -229,7 +236,8 @@ fn config_file_sets_options_and_flags_win() {
 
 #[test]
 fn bad_input_is_named() {
-    let dir = out_dir("bad");
+    let tmp = out_dir("bad");
+    let dir = tmp.path();
     let gif = dir.join("c.gif");
     let run = |args: &[&str]| stderr_of(generate().args(args).arg("--out").arg(&gif));
 
@@ -283,8 +291,9 @@ fn bad_input_is_named() {
 }
 
 /// A student directory made from the bundled model: its files plus `student/` (a fresh student,
-/// H = 1, sampling 1 x 2 steps by default).
-fn student_dir(name: &str) -> PathBuf {
+/// H = 1, sampling 1 x 2 steps by default), as `model/` in a scratch folder removed when the
+/// returned guard drops.
+fn student_dir(name: &str) -> (TempDir, PathBuf) {
     fn copy(from: &std::path::Path, to: &std::path::Path) {
         std::fs::create_dir_all(to).unwrap();
         for entry in std::fs::read_dir(from).unwrap() {
@@ -298,7 +307,8 @@ fn student_dir(name: &str) -> PathBuf {
         }
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-random");
-    let dir = out_dir(name).join("model");
+    let tmp = out_dir(name);
+    let dir = tmp.path().join("model");
     copy(&root, &dir);
     type B = burn::backend::NdArray;
     let device = Default::default();
@@ -323,12 +333,12 @@ fn student_dir(name: &str) -> PathBuf {
         },
     )
     .unwrap();
-    dir
+    (tmp, dir)
 }
 
 #[test]
 fn a_student_directory_samples_the_student_unless_asked_for_the_teacher() {
-    let model = student_dir("student");
+    let (_tmp, model) = student_dir("student");
     let gif = model.parent().unwrap().join("clip.gif");
     let out = generate_default()
         .arg("--model")

@@ -289,7 +289,11 @@ fn exported_students_load_back_equal() {
     let device = Default::default();
     let mut config = WanConfig::tiny();
     config.num_layers = L;
-    let dir = std::env::temp_dir().join(format!("tmd-student-export-{}", std::process::id()));
+    let tmp = tempfile::Builder::new()
+        .prefix("tmd-student-export-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     for (i, fusion) in [Fusion::Gated, Fusion::Concat].into_iter().enumerate() {
         let head = FlowHeadConfig::paper(2).with_fusion(fusion);
         let student = perturbed(
@@ -352,5 +356,4 @@ fn exported_students_load_back_equal() {
         panic!("a DMD2-v student came back as another method");
     };
     assert_same_params(a, b);
-    let _ = std::fs::remove_dir_all(&dir);
 }

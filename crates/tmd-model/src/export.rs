@@ -345,8 +345,11 @@ mod tests {
     #[test]
     fn a_module_written_in_pytorch_layout_loads_back_equal() {
         let device = Default::default();
-        let dir = std::env::temp_dir().join(format!("tmd-export-toy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("tmd-export-toy-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let m = toy(&device);
         let to_file = KeyMap::new(&[(r"^proj\.", "fc."), (r"^norm\.", "ln.")]);
         let tensors = pytorch_tensors(&m, &to_file, "toy").unwrap();

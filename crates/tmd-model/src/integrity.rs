@@ -200,27 +200,29 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_named_and_an_unsealed_manifest_is_accepted() {
-        let dir = std::env::temp_dir().join(format!("tmd-integrity-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("tmd-integrity-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         std::fs::write(dir.join("w.bin"), [1u8, 2, 3]).unwrap();
         let manifest = dir.join("m.json");
         std::fs::write(&manifest, "{\"a\": 1}").unwrap();
-        verify_files(&dir, &manifest, &["w.bin".into()]).unwrap();
+        verify_files(dir, &manifest, &["w.bin".into()]).unwrap();
         write_sealed(
             &manifest,
             &serde_json::json!({"a": 1}),
-            &dir,
+            dir,
             &["w.bin".into()],
         )
         .unwrap();
-        verify_files(&dir, &manifest, &["w.bin".into()]).unwrap();
+        verify_files(dir, &manifest, &["w.bin".into()]).unwrap();
         std::fs::write(dir.join("w.bin"), [1u8, 2, 4]).unwrap();
-        let err = verify_files(&dir, &manifest, &["w.bin".into()])
+        let err = verify_files(dir, &manifest, &["w.bin".into()])
             .unwrap_err()
             .to_string();
         assert!(err.contains("w.bin") && err.contains("SHA-256"), "{err}");
-        let err = verify_files(&dir, &manifest, &["x.bin".into()])
+        let err = verify_files(dir, &manifest, &["x.bin".into()])
             .unwrap_err()
             .to_string();
         assert!(err.contains("no checksum"), "{err}");
@@ -231,14 +233,17 @@ mod tests {
     #[test]
     #[ignore]
     fn measure_sha256_throughput() {
-        let path = std::env::temp_dir().join(format!("tmd-sha-{}", std::process::id()));
+        let file = tempfile::Builder::new()
+            .prefix("tmd-sha-")
+            .tempfile()
+            .unwrap();
+        let path = file.path();
         let mb = 256usize;
-        std::fs::write(&path, vec![0x5au8; mb << 20]).unwrap();
-        let _ = sha256_file(&path).unwrap(); // warm the page cache
+        std::fs::write(path, vec![0x5au8; mb << 20]).unwrap();
+        let _ = sha256_file(path).unwrap(); // warm the page cache
         let start = std::time::Instant::now();
-        sha256_file(&path).unwrap();
+        sha256_file(path).unwrap();
         let s = start.elapsed().as_secs_f64();
         println!("sha256: {mb} MiB in {s:.3} s = {:.0} MiB/s", mb as f64 / s);
-        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -233,11 +233,12 @@ pub fn check_parent_dir(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("tmd-output-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
+    /// A fresh scratch directory, removed when the returned guard drops (at the end of the test).
+    fn scratch(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("tmd-output-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     fn entries(dir: &Path) -> Vec<String> {
@@ -251,7 +252,8 @@ mod tests {
 
     #[test]
     fn a_failing_file_write_leaves_the_old_file_and_no_temporary() {
-        let dir = scratch("file");
+        let tmp = scratch("file");
+        let dir = tmp.path();
         let path = dir.join("a.bin");
         fs::write(&path, b"old").unwrap();
         for limit in [0u64, 1, 100, 10_000] {
@@ -262,16 +264,17 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::StorageFull, "{err}");
             assert!(err.to_string().contains("No space left"), "{err}");
             assert_eq!(fs::read(&path).unwrap(), b"old");
-            assert_eq!(entries(&dir), vec!["a.bin"]);
+            assert_eq!(entries(dir), vec!["a.bin"]);
         }
         write_file_atomic(&path, |w| w.write_all(b"new")).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
-        assert_eq!(entries(&dir), vec!["a.bin"]);
+        assert_eq!(entries(dir), vec!["a.bin"]);
     }
 
     #[test]
     fn a_folder_is_replaced_whole_or_not_at_all() {
-        let dir = scratch("dir");
+        let tmp = scratch("dir");
+        let dir = tmp.path();
         let out = dir.join("frames");
         let is_frame = |n: &str| n.starts_with("f");
         let fill = |count: usize| {
@@ -290,11 +293,11 @@ mod tests {
         fail_writes_after(None);
         assert_eq!(err.kind(), ErrorKind::StorageFull);
         assert_eq!(entries(&out).len(), 5);
-        assert_eq!(entries(&dir), vec!["frames"]);
+        assert_eq!(entries(dir), vec!["frames"]);
         // Succeeds with fewer files: exactly the new ones, no mix.
         write_dir_atomic(&out, is_frame, fill(2)).unwrap();
         assert_eq!(entries(&out), vec!["f0", "f1"]);
-        assert_eq!(entries(&dir), vec!["frames"]);
+        assert_eq!(entries(dir), vec!["frames"]);
         // A folder with a foreign file is refused and left alone.
         fs::write(out.join("notes.txt"), b"mine").unwrap();
         let err = write_dir_atomic(&out, is_frame, fill(1)).unwrap_err();
@@ -304,7 +307,8 @@ mod tests {
 
     #[test]
     fn a_missing_parent_folder_is_named() {
-        let dir = scratch("parent");
+        let tmp = scratch("parent");
+        let dir = tmp.path();
         let err = check_parent_dir(&dir.join("nope/clip.gif")).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
         check_parent_dir(&dir.join("clip.gif")).unwrap();

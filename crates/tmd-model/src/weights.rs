@@ -919,15 +919,18 @@ mod tests {
         unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) }
     }
 
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("tmd-weights-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A fresh scratch directory, removed when the returned guard drops (at the end of the test).
+    fn tmpdir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("tmd-weights-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
     fn loads_pytorch_layout_with_transpose_and_norm_rename() {
-        let dir = tmpdir("ok");
+        let tmp = tmpdir("ok");
+        let dir = tmp.path();
         let w: Vec<f32> = (0..6).map(|i| i as f32).collect(); // [out=2, in=3]
         write_st(
             &dir.join("m.safetensors"),
@@ -939,7 +942,7 @@ mod tests {
             ],
         );
         let device = Default::default();
-        let source = WeightSource::open_dir(&dir).unwrap();
+        let source = WeightSource::open_dir(dir).unwrap();
         let map =
             KeyMap::new(&[(r"^fc\.", "proj."), (r"^ln\.", "norm.")]).with_prefix_stripped("model.");
         let m = load_module::<B, _>(toy(&device), &source, &map, &[], "toy").unwrap();
@@ -960,7 +963,8 @@ mod tests {
 
     #[test]
     fn mismatches_are_listed_by_key_and_shape() {
-        let dir = tmpdir("bad");
+        let tmp = tmpdir("bad");
+        let dir = tmp.path();
         write_st(
             &dir.join("m.safetensors"),
             &[
@@ -970,7 +974,7 @@ mod tests {
             ],
         );
         let device = Default::default();
-        let source = WeightSource::open_dir(&dir).unwrap();
+        let source = WeightSource::open_dir(dir).unwrap();
         let map = KeyMap::new(&[(r"^fc\.", "proj.")]);
         let err = load_module::<B, _>(toy(&device), &source, &map, &[], "toy").unwrap_err();
         let msg = err.to_string();
@@ -984,17 +988,18 @@ mod tests {
 
     #[test]
     fn truncated_file_is_reported_with_its_path() {
-        let dir = tmpdir("trunc");
+        let tmp = tmpdir("trunc");
+        let dir = tmp.path();
         let path = dir.join("m.safetensors");
         write_st(&path, &[("fc.weight", vec![0.0; 6], vec![2, 3])]);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
-        let err = WeightSource::open_dir(&dir).unwrap_err();
+        let err = WeightSource::open_dir(dir).unwrap_err();
         assert!(matches!(err, ModelError::CorruptWeights { .. }), "{err}");
         assert!(err.to_string().contains("m.safetensors"));
         let empty = tmpdir("empty");
         assert!(matches!(
-            WeightSource::open_dir(&empty).unwrap_err(),
+            WeightSource::open_dir(empty.path()).unwrap_err(),
             ModelError::NoWeights { .. }
         ));
     }

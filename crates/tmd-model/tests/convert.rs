@@ -13,6 +13,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn_store::ModuleSnapshot;
+use tempfile::TempDir;
 use tmd_model::convert::{convert, ConvertOptions};
 use tmd_model::dit::{WanConfig, WanModel};
 use tmd_model::export::export_diffusers_transformer;
@@ -28,11 +29,13 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tmd-convert-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh, empty scratch directory, removed when the returned guard drops (at the end of the
+/// test).
+fn tmp(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tmd-convert-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -48,14 +51,16 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A diffusers-layout folder assembled from the three component fixtures.
-fn diffusers_src(name: &str) -> PathBuf {
+/// A diffusers-layout folder assembled from the three component fixtures, in a scratch directory
+/// removed when the returned guard drops.
+fn diffusers_src(name: &str) -> TempDir {
     let f = fixtures();
     let src = tmp(name);
-    copy_dir(&f.join("dit/transformer"), &src.join("transformer"));
-    copy_dir(&f.join("vae/vae"), &src.join("vae"));
-    copy_dir(&f.join("t5/text_encoder"), &src.join("text_encoder"));
-    copy_dir(&f.join("t5/tokenizer"), &src.join("tokenizer"));
+    let dir = src.path();
+    copy_dir(&f.join("dit/transformer"), &dir.join("transformer"));
+    copy_dir(&f.join("vae/vae"), &dir.join("vae"));
+    copy_dir(&f.join("t5/text_encoder"), &dir.join("text_encoder"));
+    copy_dir(&f.join("t5/tokenizer"), &dir.join("tokenizer"));
     src
 }
 
@@ -104,14 +109,16 @@ fn dit_parity(dir: &ModelDir) {
 #[test]
 fn diffusers_layout_converts_to_an_equal_model() {
     let device = Default::default();
-    let src = diffusers_src("diffusers-src");
-    let out = tmp("diffusers-out");
-    let manifest = convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let src_dir = diffusers_src("diffusers-src");
+    let src = src_dir.path();
+    let out_dir = tmp("diffusers-out");
+    let out = out_dir.path();
+    let manifest = convert(src, out, &ConvertOptions::default(), &mut |_| {}).unwrap();
     assert_eq!(
         manifest.transformer.weights,
         vec!["transformer/model.bpk".to_string()]
     );
-    let dir = ModelDir::open(&out).unwrap();
+    let dir = ModelDir::open(out).unwrap();
     dit_parity(&dir);
 
     let f = fixtures();
@@ -138,7 +145,8 @@ fn a_dit_exported_as_diffusers_is_diffusers_own_checkpoint() {
     let reference = f.join("dit/transformer");
     let dit = WanModel::<TB>::from_diffusers_dir(&reference, &device).unwrap();
     let config = WanConfig::from_diffusers_config(&reference.join("config.json")).unwrap();
-    let src = diffusers_src("export-src");
+    let src_dir = diffusers_src("export-src");
+    let src = src_dir.path();
     let transformer = src.join("transformer");
     std::fs::remove_dir_all(&transformer).unwrap();
     let n = export_diffusers_transformer(&dit, &config, DType::F32, &transformer).unwrap();
@@ -163,9 +171,10 @@ fn a_dit_exported_as_diffusers_is_diffusers_own_checkpoint() {
         json(reference.join("config.json"))
     );
 
-    let out = tmp("export-converted");
-    convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
-    let dir = ModelDir::open(&out).unwrap();
+    let out_dir = tmp("export-converted");
+    let out = out_dir.path();
+    convert(src, out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let dir = ModelDir::open(out).unwrap();
     dit_parity(&dir);
     assert_same_params("DiT", &dir.load_transformer::<TB>(&device).unwrap(), &dit);
 }
@@ -184,15 +193,16 @@ fn official_opts() -> ConvertOptions {
 #[test]
 fn official_layout_converts_to_the_same_model() {
     let device = Default::default();
-    let out = tmp("official-out");
+    let out_dir = tmp("official-out");
+    let out = out_dir.path();
     convert(
         &fixtures().join("official"),
-        &out,
+        out,
         &official_opts(),
         &mut |_| {},
     )
     .unwrap();
-    let dir = ModelDir::open(&out).unwrap();
+    let dir = ModelDir::open(out).unwrap();
     dit_parity(&dir);
     let f = fixtures();
     let vae_ref = WanVae::<TB>::from_diffusers_dir(f.join("vae/vae"), &device).unwrap();
@@ -221,8 +231,9 @@ fn official_layout_converts_to_the_same_model() {
 }
 
 fn expect_err(src: &Path, opts: &ConvertOptions, needles: &[&str]) -> ModelError {
-    let out = tmp("bad-out");
-    let err = convert(src, &out, opts, &mut |_| {}).unwrap_err();
+    let out_dir = tmp("bad-out");
+    let out = out_dir.path();
+    let err = convert(src, out, opts, &mut |_| {}).unwrap_err();
     let msg = err.to_string();
     println!("{msg}\n---");
     for n in needles {
@@ -266,79 +277,88 @@ fn bad_inputs_are_named() {
     let dit_file = |src: &Path| src.join("transformer/diffusion_pytorch_model.safetensors");
 
     // Not a checkpoint at all.
-    let empty = tmp("empty");
-    expect_err(&empty, &opts, &["not a Wan2.1 checkpoint folder"]);
+    let empty_dir = tmp("empty");
+    let empty = empty_dir.path();
+    expect_err(empty, &opts, &["not a Wan2.1 checkpoint folder"]);
 
     // A missing key.
-    let src = diffusers_src("missing");
-    edit_safetensors(&dit_file(&src), |m| {
+    let src_dir = diffusers_src("missing");
+    let src = src_dir.path();
+    edit_safetensors(&dit_file(src), |m| {
         m.remove("proj_out.bias");
     });
-    expect_err(&src, &opts, &["missing keys", "head.proj.bias"]);
+    expect_err(src, &opts, &["missing keys", "head.proj.bias"]);
 
     // An unknown key.
-    let src = diffusers_src("unknown");
-    edit_safetensors(&dit_file(&src), |m| {
+    let src_dir = diffusers_src("unknown");
+    let src = src_dir.path();
+    edit_safetensors(&dit_file(src), |m| {
         m.insert(
             "blocks.0.attn1.to_x.weight".into(),
             (safetensors::Dtype::F32, vec![1], vec![0; 4]),
         );
     });
     expect_err(
-        &src,
+        src,
         &opts,
         &["unexpected keys", "blocks.0.attn1.to_x.weight"],
     );
 
     // A shape mismatch (key, expected, found).
-    let src = diffusers_src("shape");
-    edit_safetensors(&dit_file(&src), |m| {
+    let src_dir = diffusers_src("shape");
+    let src = src_dir.path();
+    edit_safetensors(&dit_file(src), |m| {
         m.insert(
             "proj_out.bias".into(),
             (safetensors::Dtype::F32, vec![3], vec![0; 12]),
         );
     });
-    expect_err(&src, &opts, &["proj_out.bias", "expected [20], found [3]"]);
+    expect_err(src, &opts, &["proj_out.bias", "expected [20], found [3]"]);
 
     // An unsupported dtype.
-    let src = diffusers_src("dtype");
-    edit_safetensors(&dit_file(&src), |m| {
+    let src_dir = diffusers_src("dtype");
+    let src = src_dir.path();
+    edit_safetensors(&dit_file(src), |m| {
         let (_, s, b) = m.remove("proj_out.bias").unwrap();
         m.insert("proj_out.bias".into(), (safetensors::Dtype::I32, s, b));
     });
-    expect_err(&src, &opts, &["proj_out.bias", "unsupported dtype", "I32"]);
+    expect_err(src, &opts, &["proj_out.bias", "unsupported dtype", "I32"]);
 
     // A truncated file.
-    let src = diffusers_src("truncated");
-    let bytes = std::fs::read(dit_file(&src)).unwrap();
-    std::fs::write(dit_file(&src), &bytes[..bytes.len() / 2]).unwrap();
+    let src_dir = diffusers_src("truncated");
+    let src = src_dir.path();
+    let bytes = std::fs::read(dit_file(src)).unwrap();
+    std::fs::write(dit_file(src), &bytes[..bytes.len() / 2]).unwrap();
     expect_err(
-        &src,
+        src,
         &opts,
         &["diffusion_pytorch_model.safetensors", "corrupt"],
     );
 
     // A corrupt pickle in the official layout.
-    let off = tmp("official-corrupt");
-    copy_dir(&fixtures().join("official"), &off);
+    let off_dir = tmp("official-corrupt");
+    let off = off_dir.path();
+    copy_dir(&fixtures().join("official"), off);
     std::fs::write(off.join("Wan2.1_VAE.pth"), b"not a pickle").unwrap();
-    expect_err(&off, &official_opts(), &["Wan2.1_VAE.pth"]);
+    expect_err(off, &official_opts(), &["Wan2.1_VAE.pth"]);
 
     // A missing file in the official layout.
-    let off = tmp("official-missing");
-    copy_dir(&fixtures().join("official"), &off);
+    let off_dir = tmp("official-missing");
+    let off = off_dir.path();
+    copy_dir(&fixtures().join("official"), off);
     std::fs::remove_file(off.join("models_t5_umt5-xxl-enc-bf16.pth")).unwrap();
-    expect_err(&off, &official_opts(), &["models_t5_umt5-xxl-enc-bf16.pth"]);
+    expect_err(off, &official_opts(), &["models_t5_umt5-xxl-enc-bf16.pth"]);
 
     // A config that does not describe the weights (wrong ffn_dim): every mismatched key is listed.
-    let src = diffusers_src("config");
+    let src_dir = diffusers_src("config");
+    let src = src_dir.path();
     let cfg = src.join("transformer/config.json");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("\"ffn_dim\": 64", "\"ffn_dim\": 32");
     std::fs::write(&cfg, text).unwrap();
     expect_err(
-        &src,
+        src,
         &opts,
         &[
             "blocks.0.ffn.net.0.proj.weight",
@@ -349,11 +369,13 @@ fn bad_inputs_are_named() {
 
 #[test]
 fn an_unfinished_conversion_is_not_loaded() {
-    let src = diffusers_src("unfinished");
-    let out = tmp("unfinished-out");
-    convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let src_dir = diffusers_src("unfinished");
+    let src = src_dir.path();
+    let out_dir = tmp("unfinished-out");
+    let out = out_dir.path();
+    convert(src, out, &ConvertOptions::default(), &mut |_| {}).unwrap();
     std::fs::remove_file(out.join("manifest.json")).unwrap();
-    let err = ModelDir::open(&out).unwrap_err().to_string();
+    let err = ModelDir::open(out).unwrap_err().to_string();
     assert!(err.contains("unfinished conversion"), "{err}");
 }
 
@@ -375,21 +397,22 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 /// source is left byte for byte as it was (the old code overwrote the diffusers `config.json`s).
 #[test]
 fn the_output_may_not_be_the_source_inside_it_or_around_it() {
-    let src = diffusers_src("same");
-    let before = snapshot(&src);
+    let src_dir = diffusers_src("same");
+    let src = src_dir.path();
+    let before = snapshot(src);
     let parent = src.parent().unwrap().to_path_buf();
     for (out, why) in [
-        (src.clone(), "is the source directory"),
+        (src.to_path_buf(), "is the source directory"),
         (src.join("."), "is the source directory"),
         (src.join("converted"), "is inside the source directory"),
         (parent, "contains the source directory"),
     ] {
-        let err = convert(&src, &out, &ConvertOptions::default(), &mut |_| {})
+        let err = convert(src, &out, &ConvertOptions::default(), &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains(why), "{}: {err}", out.display());
         assert_eq!(
-            snapshot(&src),
+            snapshot(src),
             before,
             "source changed for {}",
             out.display()
@@ -416,7 +439,8 @@ fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde
 /// code loaded one tensor's values into the other).
 #[test]
 fn overlapping_tensors_are_refused_by_name() {
-    let src = diffusers_src("overlap");
+    let src_dir = diffusers_src("overlap");
+    let src = src_dir.path();
     let file = src.join("transformer/diffusion_pytorch_model.safetensors");
     let (mut a, mut b) = (String::new(), String::new());
     edit_header(&file, |h| {
@@ -457,15 +481,17 @@ fn overlapping_tensors_are_refused_by_name() {
 /// load (SHA-256 recorded in the manifest), naming the file; the old code loaded it silently.
 #[test]
 fn a_flipped_byte_in_a_converted_weight_file_is_found() {
-    let src = diffusers_src("flip-src");
-    let out = tmp("flip-out");
-    convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let src_dir = diffusers_src("flip-src");
+    let src = src_dir.path();
+    let out_dir = tmp("flip-out");
+    let out = out_dir.path();
+    convert(src, out, &ConvertOptions::default(), &mut |_| {}).unwrap();
     let file = out.join("transformer/model.bpk");
     let mut bytes = std::fs::read(&file).unwrap();
     let last = bytes.len() - 3;
     bytes[last] ^= 0x10;
     std::fs::write(&file, bytes).unwrap();
-    let dir = ModelDir::open(&out).unwrap();
+    let dir = ModelDir::open(out).unwrap();
     dir.load_vae::<TB>(&Default::default()).unwrap();
     let err = dir
         .load_transformer::<TB>(&Default::default())
@@ -482,9 +508,11 @@ fn a_flipped_byte_in_a_converted_weight_file_is_found() {
 /// config's checksum in the manifest.
 #[test]
 fn a_config_edited_after_conversion_is_refused() {
-    let src = diffusers_src("heads-src");
-    let out = tmp("heads-out");
-    convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let src_dir = diffusers_src("heads-src");
+    let src = src_dir.path();
+    let out_dir = tmp("heads-out");
+    let out = out_dir.path();
+    convert(src, out, &ConvertOptions::default(), &mut |_| {}).unwrap();
     let cfg = out.join("transformer/config.json");
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
@@ -495,7 +523,7 @@ fn a_config_edited_after_conversion_is_refused() {
         .unwrap();
     json["num_heads"] = other.into();
     std::fs::write(&cfg, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    let err = ModelDir::open(&out).unwrap_err().to_string();
+    let err = ModelDir::open(out).unwrap_err().to_string();
     assert!(
         err.contains("transformer/config.json") && err.contains("SHA-256"),
         "{err}"
@@ -508,12 +536,14 @@ fn a_config_edited_after_conversion_is_refused() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_full_disk_during_conversion_says_no_space_left() {
-    let src = diffusers_src("full-src");
-    let out = tmp("full-out");
+    let src_dir = diffusers_src("full-src");
+    let src = src_dir.path();
+    let out_dir = tmp("full-out");
+    let out = out_dir.path();
     std::fs::create_dir_all(out.join("transformer")).unwrap();
     let tmp_name = format!("model.bpk.tmp-{}", std::process::id());
     std::os::unix::fs::symlink("/dev/full", out.join("transformer").join(&tmp_name)).unwrap();
-    let err = convert(&src, &out, &ConvertOptions::default(), &mut |_| {})
+    let err = convert(src, out, &ConvertOptions::default(), &mut |_| {})
         .unwrap_err()
         .to_string();
     println!("{err}");
@@ -529,15 +559,17 @@ fn a_full_disk_during_conversion_says_no_space_left() {
 /// `num_attention_heads`.
 #[test]
 fn a_half_written_conversion_says_unfinished() {
-    let src = diffusers_src("half-src");
-    let out = tmp("half-out");
-    convert(&src, &out, &ConvertOptions::default(), &mut |_| {}).unwrap();
+    let src_dir = diffusers_src("half-src");
+    let src = src_dir.path();
+    let out_dir = tmp("half-out");
+    let out = out_dir.path();
+    convert(src, out, &ConvertOptions::default(), &mut |_| {}).unwrap();
     for f in ["manifest.json", "transformer/model.bpk"] {
         std::fs::remove_file(out.join(f)).unwrap();
     }
     for d in ["vae", "text_encoder"] {
         std::fs::remove_dir_all(out.join(d)).unwrap();
     }
-    let err = ModelDir::open(&out).unwrap_err().to_string();
+    let err = ModelDir::open(out).unwrap_err().to_string();
     assert!(err.contains("unfinished conversion"), "{err}");
 }

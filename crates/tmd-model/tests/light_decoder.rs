@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use tempfile::TempDir;
 use tmd_model::light_decoder::{LightDecoderConfig, LIGHT_DECODER_DIR};
 use tmd_model::model_dir::{save_light_decoder, write_config, ModelDir};
 
@@ -31,16 +32,18 @@ fn tiny_copy(root: &Path) -> PathBuf {
     dst
 }
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tmd-light-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A fresh scratch directory, removed when the returned guard drops (at the end of the test).
+fn temp(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tmd-light-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
 fn decoder_light_round_trip() {
     let root = temp("roundtrip");
-    let dir = tiny_copy(&root);
+    let dir = tiny_copy(root.path());
     let device = Default::default();
     let config = LightDecoderConfig::tiny();
     let decoder = config.init::<B>(&device);
@@ -54,13 +57,12 @@ fn decoder_light_round_trip() {
     assert_eq!(a.dims(), [1, 3, 9, 16, 24]);
     let diff: f32 = (a - b).abs().max().into_scalar();
     assert_eq!(diff, 0.0);
-    let _ = std::fs::remove_dir_all(root);
 }
 
 #[test]
 fn decoder_light_weights_are_checked_against_their_sha256() {
     let root = temp("sha");
-    let dir = tiny_copy(&root);
+    let dir = tiny_copy(root.path());
     let device = Default::default();
     let config = LightDecoderConfig::tiny();
     save_light_decoder(&dir, &config.init::<B>(&device), &config).unwrap();
@@ -88,13 +90,12 @@ fn decoder_light_weights_are_checked_against_their_sha256() {
     // A decoder written before the map existed (a config without it) still loads.
     write_config(&config, &folder.join("config.json")).unwrap();
     model.load_light_decoder::<B>(&device).unwrap();
-    let _ = std::fs::remove_dir_all(root);
 }
 
 #[test]
 fn missing_or_mismatched_decoder_light_is_named() {
     let root = temp("mismatch");
-    let dir = tiny_copy(&root);
+    let dir = tiny_copy(root.path());
     let device = Default::default();
     let model = ModelDir::open(&dir).unwrap();
     assert!(!model.has_light_decoder());
@@ -137,5 +138,4 @@ fn missing_or_mismatched_decoder_light_is_named() {
         .to_string();
     assert!(err.contains("config.json is missing"), "{err}");
     assert!(err.contains("4 latent channels"), "{err}");
-    let _ = std::fs::remove_dir_all(root);
 }

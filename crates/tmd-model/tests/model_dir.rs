@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
+use tempfile::TempDir;
 use tmd_model::model_dir::ModelDir;
 
 type TB = NdArray<f32>;
@@ -12,9 +13,13 @@ fn bundled() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-random")
 }
 
-fn copy_of_bundled(name: &str) -> PathBuf {
-    let dst = std::env::temp_dir().join(format!("tmd-modeldir-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dst);
+/// A copy of the bundled model in a fresh scratch directory, removed when the returned guard
+/// drops (at the end of the test).
+fn copy_of_bundled(name: &str) -> TempDir {
+    let dst = tempfile::Builder::new()
+        .prefix(&format!("tmd-modeldir-{name}-"))
+        .tempdir()
+        .unwrap();
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for e in std::fs::read_dir(from).unwrap() {
@@ -27,7 +32,7 @@ fn copy_of_bundled(name: &str) -> PathBuf {
             }
         }
     }
-    copy(&bundled(), &dst);
+    copy(&bundled(), dst.path());
     dst
 }
 
@@ -56,39 +61,44 @@ fn bundled_model_loads() {
 
 #[test]
 fn damaged_directories_are_named() {
-    let d = copy_of_bundled("manifest");
+    let tmp = copy_of_bundled("manifest");
+    let d = tmp.path();
     std::fs::write(d.join("manifest.json"), "{ not json").unwrap();
-    let e = open_err(&d);
+    let e = open_err(d);
     assert!(
         e.contains("manifest.json") && e.contains("not a valid manifest"),
         "{e}"
     );
 
-    let d = copy_of_bundled("missing-weights");
+    let tmp = copy_of_bundled("missing-weights");
+    let d = tmp.path();
     std::fs::remove_file(d.join("vae/model.bpk")).unwrap();
-    let e = open_err(&d);
+    let e = open_err(d);
     assert!(e.contains("vae/model.bpk") && e.contains("missing"), "{e}");
 
-    let d = copy_of_bundled("bad-config");
+    let tmp = copy_of_bundled("bad-config");
+    let d = tmp.path();
     let cfg = d.join("transformer/config.json");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let text = text.replacen("\"num_heads\": 2", "\"num_heads\": 0", 1);
     std::fs::write(&cfg, text).unwrap();
-    let e = open_err(&d);
+    let e = open_err(d);
     assert!(e.contains("transformer/config.json"), "{e}");
 
-    let d = copy_of_bundled("corrupt-bpk");
+    let tmp = copy_of_bundled("corrupt-bpk");
+    let d = tmp.path();
     std::fs::write(d.join("transformer/model.bpk"), b"garbage").unwrap();
-    let e = open_err(&d);
+    let e = open_err(d);
     assert!(e.contains("transformer/model.bpk"), "{e}");
 
-    let d = copy_of_bundled("swapped");
+    let tmp = copy_of_bundled("swapped");
+    let d = tmp.path();
     std::fs::copy(
         bundled().join("vae/model.bpk"),
         d.join("transformer/model.bpk"),
     )
     .unwrap();
-    let e = open_err(&d);
+    let e = open_err(d);
     // Caught by the manifest's checksum before the keys are compared.
     assert!(
         e.contains("transformer/model.bpk") && e.contains("SHA-256"),
@@ -104,7 +114,8 @@ fn a_model_directory_recasts_to_f16() {
     use burn::tensor::DType;
     use tmd_model::convert::recast_model_dir;
 
-    let src = copy_of_bundled("recast-src");
+    let src_dir = copy_of_bundled("recast-src");
+    let src = src_dir.path();
     // A subfolder with its own weights, as a distilled student directory has.
     std::fs::create_dir_all(src.join("student")).unwrap();
     std::fs::copy(
@@ -113,10 +124,14 @@ fn a_model_directory_recasts_to_f16() {
     )
     .unwrap();
     std::fs::write(src.join("student/config.json"), "{\"method\": \"x\"}").unwrap();
-    let out = src.with_file_name(format!("tmd-modeldir-recast-out-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    // Beside the source, not inside it, and not there yet.
+    let out_dir = tempfile::Builder::new()
+        .prefix("tmd-modeldir-recast-out-")
+        .tempdir()
+        .unwrap();
+    let out = out_dir.path().join("out");
 
-    let manifest = recast_model_dir(&src, &out, DType::F16).unwrap();
+    let manifest = recast_model_dir(src, &out, DType::F16).unwrap();
     assert_eq!(manifest.dtype, "f16");
     let size = |p: PathBuf| std::fs::metadata(p).unwrap().len() as f64;
     for f in [
@@ -145,7 +160,7 @@ fn a_model_directory_recasts_to_f16() {
             .to_vec()
             .unwrap()
     };
-    let (a, b) = (weights(&src), weights(&out));
+    let (a, b) = (weights(src), weights(&out));
     assert_eq!(a.len(), b.len());
     let mut changed = 0;
     for (x, y) in a.iter().zip(&b) {
@@ -158,8 +173,8 @@ fn a_model_directory_recasts_to_f16() {
         a.len()
     );
 
-    for inside in [src.clone(), src.join("f16")] {
-        let e = recast_model_dir(&src, &inside, DType::F16)
+    for inside in [src.to_path_buf(), src.join("f16")] {
+        let e = recast_model_dir(src, &inside, DType::F16)
             .unwrap_err()
             .to_string();
         assert!(e.contains("source directory"), "{e}");

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use proptest::prelude::*;
+use tempfile::TempDir;
 use tmd_model::dit::WanConfig;
 use tmd_model::model_dir::read_config;
 use tmd_model::t5::{TextEncoder, UMT5Config};
@@ -24,10 +25,12 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tmd-prop-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed when the returned guard drops.
+fn scratch(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tmd-prop-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn config(cases: u32) -> ProptestConfig {
@@ -99,7 +102,8 @@ fn open_and_read(path: &Path) {
 }
 
 fn damaged_file_never_panics(dir: &str, name: &str, original: &[u8], d: &Damage) {
-    let path = scratch(dir).join(name);
+    let tmp = scratch(dir);
+    let path = tmp.path().join(name);
     std::fs::write(&path, apply(original, d)).unwrap();
     open_and_read(&path);
 }
@@ -205,7 +209,8 @@ proptest! {
 
     #[test]
     fn damaged_tokenizer_json_never_panics(d in damage(), prompt in "\\PC{0,40}") {
-        let path = scratch("tok").join("tokenizer.json");
+        let tmp = scratch("tok");
+        let path = tmp.path().join("tokenizer.json");
         std::fs::write(&path, apply(&tokenizer_bytes(), &d)).unwrap();
         let device = Default::default();
         let encoder = UMT5Config::tiny().init::<TB>(&device);
@@ -249,7 +254,8 @@ proptest! {
         edits in prop::collection::vec((any::<usize>(), json_value()), 1..4),
         raw in prop::collection::vec(any::<u8>(), 0..64),
     ) {
-        let dir = scratch("cfg");
+        let tmp = scratch("cfg");
+        let dir = tmp.path();
         let tiny = root().join("assets/tiny-random");
         for (component, check) in [
             ("transformer", 0),

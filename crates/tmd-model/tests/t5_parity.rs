@@ -363,12 +363,15 @@ fn embedding_may_be_shared_embed_tokens_or_both() {
     let io = load_io();
     let ids = int_tensor(&io["ids"], &device);
     let mask = int_tensor(&io["mask"], &device);
-    let tmp = std::env::temp_dir().join(format!("tmd-t5-parity-{}", std::process::id()));
+    let tmp = tempfile::Builder::new()
+        .prefix("tmd-t5-parity-")
+        .tempdir()
+        .unwrap();
     for (name, keys) in [
         ("embed_tokens", vec!["encoder.embed_tokens.weight"]),
         ("both", vec!["shared.weight", "encoder.embed_tokens.weight"]),
     ] {
-        let dir = tmp.join(name);
+        let dir = tmp.path().join(name);
         rewrite_checkpoint(&dir, &keys, &[]);
         let encoder = UMT5Encoder::<B>::from_hf_dir(&dir, &device).unwrap();
         compare(
@@ -378,7 +381,7 @@ fn embedding_may_be_shared_embed_tokens_or_both() {
         );
     }
     // A missing tensor is a typed error naming it.
-    let dir = tmp.join("missing");
+    let dir = tmp.path().join("missing");
     rewrite_checkpoint(
         &dir,
         &["shared.weight"],
@@ -390,5 +393,4 @@ fn embedding_may_be_shared_embed_tokens_or_both() {
         }
         other => panic!("expected WeightMismatch, got {:?}", other.map(|_| ())),
     }
-    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -337,8 +337,11 @@ mod tests {
     #[test]
     fn writes_gif_and_png_and_rejects_unknown() {
         let v = clip();
-        let dir = std::env::temp_dir().join(format!("tmd-video-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("tmd-video-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let gif = dir.join("c.gif");
         v.save(&gif).unwrap();
         let decoded = image::open(&gif).unwrap();
@@ -389,9 +392,11 @@ mod tests {
     #[test]
     fn a_full_disk_leaves_no_half_written_clip_and_folders_are_never_mixed() {
         use tmd_model::output::fail_writes_after;
-        let dir = std::env::temp_dir().join(format!("tmd-video-full-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("tmd-video-full-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let (gif, frames) = (dir.join("c.gif"), dir.join("frames"));
         long_clip(6, 10).save(&gif).unwrap();
         long_clip(6, 10).save(&frames).unwrap();
@@ -403,7 +408,7 @@ mod tests {
                 fail_writes_after(None);
                 assert!(err.contains("No space left on device"), "{limit}: {err}");
             }
-            assert_eq!(listing(&dir), vec!["c.gif", "frames"], "limit {limit}");
+            assert_eq!(listing(dir), vec!["c.gif", "frames"], "limit {limit}");
             assert_eq!(std::fs::read(&gif).unwrap(), gif_before);
             assert_eq!(listing(&frames).len(), 6);
         }
@@ -415,7 +420,7 @@ mod tests {
             listing(&frames),
             vec!["frame_0000.png", "frame_0001.png", "frame_0002.png"]
         );
-        assert_eq!(listing(&dir), vec!["c.gif", "frames"]);
+        assert_eq!(listing(dir), vec!["c.gif", "frames"]);
         // A folder holding anything else is refused before and at writing, and left alone.
         std::fs::write(frames.join("notes.txt"), b"mine").unwrap();
         let err = Video::check_output_path(&frames).unwrap_err().to_string();
@@ -427,14 +432,19 @@ mod tests {
     /// Bad-input table row 11: an output in a missing folder is refused before any work.
     #[test]
     fn an_output_in_a_missing_folder_is_refused_up_front() {
-        let missing = std::env::temp_dir().join(format!("tmd-no-such-{}", std::process::id()));
+        let tmp = tempfile::Builder::new()
+            .prefix("tmd-video-missing-")
+            .tempdir()
+            .unwrap();
+        // Never created.
+        let missing = tmp.path().join("tmd-no-such");
         for name in ["c.gif", "frames"] {
             let err = Video::check_output_path(missing.join(name))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("does not exist"), "{err}");
         }
-        Video::check_output_path(std::env::temp_dir().join("c.gif")).unwrap();
+        Video::check_output_path(tmp.path().join("c.gif")).unwrap();
     }
 
     #[cfg(feature = "mp4")]
@@ -447,7 +457,11 @@ mod tests {
             &device,
         );
         let v = Video::from_tensor(t, 16).unwrap();
-        let path = std::env::temp_dir().join(format!("tmd-video-{}.mp4", std::process::id()));
+        let tmp = tempfile::Builder::new()
+            .prefix("tmd-video-mp4-")
+            .tempdir()
+            .unwrap();
+        let path = tmp.path().join("c.mp4");
         v.save(&path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes.len() > 100, "mp4 of {} bytes", bytes.len());

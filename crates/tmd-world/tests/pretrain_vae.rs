@@ -1,11 +1,12 @@
 //! Tests of VAE pretraining at tiny sizes on `Autodiff<NdArray>`: the tiny Wan VAE on 5-frame
 //! 16x16 clips of the synthetic world.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
+use tempfile::TempDir;
 use tmd_distill::train::{latest_valid, list_checkpoints, load_stage_config, TrainError};
 use tmd_distill::train::{CheckpointConfig, OptimizerConfig};
 use tmd_model::vae::{WanVae, WanVaeConfig};
@@ -19,11 +20,12 @@ type B = Autodiff<NdArray<f32>>;
 
 const BATCH: usize = 2;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tmd-vae-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+/// A fresh scratch directory, removed when the returned guard drops (at the end of the test).
+fn scratch(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tmd-vae-{name}-"))
+        .tempdir()
+        .expect("create scratch dir")
 }
 
 /// Serialises seeding + initialisation: the backend's RNG is shared by the test threads.
@@ -116,8 +118,9 @@ fn params(vae: &WanVae<B>) -> Vec<f32> {
 
 #[test]
 fn unclamped_decode_clamps_to_wan_decode() {
-    let dir = scratch("unclamped");
-    let vae = initial_vae(&dir);
+    let tmp = scratch("unclamped");
+    let dir = tmp.path();
+    let vae = initial_vae(dir);
     let device = Default::default();
     let z = Tensor::<B, 5>::random(
         [1, 4, 2, 2, 2],
@@ -148,8 +151,9 @@ fn unclamped_decode_clamps_to_wan_decode() {
 
 #[test]
 fn gradient_difference_terms_compare_neighbours_of_the_reconstruction_and_the_clip() {
-    let dir = scratch("difference-terms");
-    let vae = initial_vae(&dir);
+    let tmp = scratch("difference-terms");
+    let dir = tmp.path();
+    let vae = initial_vae(dir);
     let clips = clips_of(1).expect("clips");
     let weights = |edge, motion| VaeLossWeights {
         latent_l2: 0.0,
@@ -190,8 +194,9 @@ fn gradient_difference_terms_compare_neighbours_of_the_reconstruction_and_the_cl
 
 #[test]
 fn loss_decreases_on_a_fixed_batch() {
-    let dir = scratch("decrease");
-    let vae = initial_vae(&dir);
+    let tmp = scratch("decrease");
+    let dir = tmp.path();
+    let vae = initial_vae(dir);
     let fixed = clips_of(1).expect("clips");
     let centred = fixed.clone() - fixed.clone().mean_dim(0);
     let batch_mean_mse: f64 = centred.powi_scalar(2).mean().into_scalar().elem();
@@ -234,14 +239,15 @@ fn loss_decreases_on_a_fixed_batch() {
 
 #[test]
 fn resume_repeats_an_uninterrupted_run_bit_for_bit() {
-    let dir = scratch("resume");
+    let tmp = scratch("resume");
+    let dir = tmp.path();
     let (full_vae, full) =
-        pretrain_vae(initial_vae(&dir), &config(6), &dir.join("full"), clips_of).expect("full run");
+        pretrain_vae(initial_vae(dir), &config(6), &dir.join("full"), clips_of).expect("full run");
 
     // Interrupted: the data source fails at step 4, after the checkpoint of step 2 and the
     // uncheckpointed step 3 (whose loss.csv line must be dropped on resume).
     let split = dir.join("split");
-    let first = pretrain_vae(initial_vae(&dir), &config(6), &split, |s| {
+    let first = pretrain_vae(initial_vae(dir), &config(6), &split, |s| {
         if s == 4 {
             Err(TrainError::Data {
                 step: s,
@@ -253,7 +259,7 @@ fn resume_repeats_an_uninterrupted_run_bit_for_bit() {
     });
     assert!(matches!(first, Err(TrainError::Data { step: 4, .. })));
     let (split_vae, second) =
-        pretrain_vae(initial_vae(&dir), &config(6), &split, clips_of).expect("resumed run");
+        pretrain_vae(initial_vae(dir), &config(6), &split, clips_of).expect("resumed run");
     assert_eq!(second.start_step, 2);
     assert!(second.resumed_from.is_some());
 
@@ -278,16 +284,17 @@ fn resume_repeats_an_uninterrupted_run_bit_for_bit() {
     let mut other = config(8);
     other.latent_l2 = 0.5;
     assert!(matches!(
-        pretrain_vae(initial_vae(&dir), &other, &split, clips_of),
+        pretrain_vae(initial_vae(dir), &other, &split, clips_of),
         Err(TrainError::ConfigMismatch { .. })
     ));
 }
 
 #[test]
 fn nan_input_stops_with_the_last_good_checkpoint() {
-    let dir = scratch("nan");
+    let tmp = scratch("nan");
+    let dir = tmp.path();
     let run = dir.join("run");
-    let result = pretrain_vae(initial_vae(&dir), &config(8), &run, |s| {
+    let result = pretrain_vae(initial_vae(dir), &config(8), &run, |s| {
         let clips = clips_of(s)?;
         Ok(if s == 5 { clips * f32::NAN } else { clips })
     });

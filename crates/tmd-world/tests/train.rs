@@ -4,11 +4,12 @@
 //!
 //! Run: `cargo test -p tmd-world --test train -- --nocapture`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use tempfile::TempDir;
 use tmd_distill::train::{latest_valid, list_checkpoints, load_stage_config, TrainError};
 use tmd_distill::train::{CheckpointConfig, OptimizerConfig};
 use tmd_model::dit::{WanConfig, WanModel};
@@ -22,11 +23,12 @@ type B = Autodiff<NdArray<f32>>;
 const BATCH: usize = 2;
 const LATENT: [usize; 5] = [BATCH, 4, 2, 4, 4];
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tmd-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+/// A fresh scratch directory, removed when the returned guard drops (at the end of the test).
+fn scratch(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tmd-train-{name}-"))
+        .tempdir()
+        .expect("create scratch dir")
 }
 
 /// The same tiny random DiT every time: initialised once, saved, and reloaded from the file.
@@ -129,8 +131,9 @@ fn eval_loss(model: &WanModel<B>) -> f64 {
 
 #[test]
 fn loss_decreases_on_a_fixed_batch() {
-    let dir = scratch("decrease");
-    let model = initial_model(&dir);
+    let tmp = scratch("decrease");
+    let dir = tmp.path();
+    let model = initial_model(dir);
     let before = eval_loss(&model);
     let mut cfg = config(30);
     cfg.text_dropout = 0.0;
@@ -154,9 +157,10 @@ fn loss_decreases_on_a_fixed_batch() {
 
 #[test]
 fn resume_repeats_an_uninterrupted_run_bit_for_bit() {
-    let dir = scratch("resume");
+    let tmp = scratch("resume");
+    let dir = tmp.path();
     let (full_model, full) = pretrain_dit(
-        initial_model(&dir),
+        initial_model(dir),
         &config(8),
         &dir.join("full"),
         Some(negative()),
@@ -166,7 +170,7 @@ fn resume_repeats_an_uninterrupted_run_bit_for_bit() {
 
     // Interrupted after step 5: the newest checkpoint is step 4, step 5 is redone.
     let (_, first) = pretrain_dit(
-        initial_model(&dir),
+        initial_model(dir),
         &config(5),
         &dir.join("split"),
         Some(negative()),
@@ -175,7 +179,7 @@ fn resume_repeats_an_uninterrupted_run_bit_for_bit() {
     .expect("first half");
     std::fs::remove_dir_all(dir.join("split/step-000005")).expect("drop the step-5 checkpoint");
     let (split_model, second) = pretrain_dit(
-        initial_model(&dir),
+        initial_model(dir),
         &config(8),
         &dir.join("split"),
         Some(negative()),
@@ -203,13 +207,14 @@ fn resume_repeats_an_uninterrupted_run_bit_for_bit() {
 fn a_constant_rate_run_continues_with_a_decay() {
     // The bundled teacher's DiT ran at a constant rate, then was continued with a decay: the
     // decay is not part of the resume hash, and it changes only the steps after `decay_start`.
-    let dir = scratch("decay");
+    let tmp = scratch("decay");
+    let dir = tmp.path();
     let decayed = |steps| DitPretrainConfig {
         decay_start: 4,
         ..config(steps)
     };
     assert_eq!(config(8).resume_hash(), decayed(8).resume_hash());
-    let run = |name: &str, cfg: &DitPretrainConfig| train(&dir, name, cfg).1;
+    let run = |name: &str, cfg: &DitPretrainConfig| train(dir, name, cfg).1;
     let constant = run("constant", &config(8));
     run("continued", &config(4));
     let continued = run("continued", &decayed(8));
@@ -228,13 +233,14 @@ fn a_constant_rate_run_continues_with_a_decay() {
 
 #[test]
 fn a_warm_up_changes_only_the_first_updates_and_keeps_the_resume_hash() {
-    let dir = scratch("warmup");
+    let tmp = scratch("warmup");
+    let dir = tmp.path();
     let warm = |warmup_steps| DitPretrainConfig {
         warmup_steps,
         ..config(4)
     };
     assert_eq!(config(4).resume_hash(), warm(3).resume_hash());
-    let run = |name: &str, cfg: &DitPretrainConfig| loss_bits(&train(&dir, name, cfg).1.losses);
+    let run = |name: &str, cfg: &DitPretrainConfig| loss_bits(&train(dir, name, cfg).1.losses);
     let plain = run("plain", &config(4));
     // A one-step warm-up reaches the full rate at step 1: the same run.
     assert_eq!(run("one", &warm(1)), plain);
@@ -246,13 +252,14 @@ fn a_warm_up_changes_only_the_first_updates_and_keeps_the_resume_hash() {
 
 #[test]
 fn a_warm_start_takes_the_weights_of_another_run() {
-    let dir = scratch("warm-start");
-    let (trained, _) = train(&dir, "first", &config(4));
+    let tmp = scratch("warm-start");
+    let dir = tmp.path();
+    let (trained, _) = train(dir, "first", &config(4));
     let want = eval_loss(&trained);
-    assert_ne!(want.to_bits(), eval_loss(&initial_model(&dir)).to_bits());
+    assert_ne!(want.to_bits(), eval_loss(&initial_model(dir)).to_bits());
     // From the run directory (its newest checkpoint) and from the checkpoint directory itself.
     for from in [dir.join("first"), dir.join("first/step-000004")] {
-        let warm = warm_start_dit(initial_model(&dir), &from).expect("warm start");
+        let warm = warm_start_dit(initial_model(dir), &from).expect("warm start");
         assert_eq!(
             eval_loss(&warm).to_bits(),
             want.to_bits(),
@@ -262,7 +269,7 @@ fn a_warm_start_takes_the_weights_of_another_run() {
     }
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).expect("mkdir");
-    let err = warm_start_dit(initial_model(&dir), &empty)
+    let err = warm_start_dit(initial_model(dir), &empty)
         .expect_err("no checkpoint")
         .to_string();
     assert!(err.contains(&empty.display().to_string()), "{err}");
@@ -270,10 +277,11 @@ fn a_warm_start_takes_the_weights_of_another_run() {
 
 #[test]
 fn corrupt_checkpoint_is_skipped_and_the_previous_one_used() {
-    let dir = scratch("corrupt");
+    let tmp = scratch("corrupt");
+    let dir = tmp.path();
     let run = dir.join("run");
     let (_, reference) = pretrain_dit(
-        initial_model(&dir),
+        initial_model(dir),
         &config(6),
         &run,
         Some(negative()),
@@ -299,7 +307,7 @@ fn corrupt_checkpoint_is_skipped_and_the_previous_one_used() {
     );
 
     let (_, resumed) = pretrain_dit(
-        initial_model(&dir),
+        initial_model(dir),
         &config(6),
         &run,
         Some(negative()),
@@ -318,11 +326,12 @@ fn corrupt_checkpoint_is_skipped_and_the_previous_one_used() {
 /// with an error naming them, and `loss.csv` is untouched; a second attempt stops again.
 #[test]
 fn all_checkpoints_corrupt_stops_instead_of_starting_over() {
-    let dir = scratch("all-corrupt");
+    let tmp = scratch("all-corrupt");
+    let dir = tmp.path();
     let run = dir.join("run");
     let mut cfg = config(6);
     cfg.checkpoint.keep_last = 3;
-    pretrain_dit(initial_model(&dir), &cfg, &run, Some(negative()), |s| {
+    pretrain_dit(initial_model(dir), &cfg, &run, Some(negative()), |s| {
         Ok(batch_of(s))
     })
     .expect("run");
@@ -336,7 +345,7 @@ fn all_checkpoints_corrupt_stops_instead_of_starting_over() {
     let log_before = std::fs::read_to_string(run.join("loss.csv")).expect("loss.csv");
     assert_eq!(log_before.lines().count(), 6);
     for attempt in 0..2 {
-        let err = pretrain_dit(initial_model(&dir), &cfg, &run, Some(negative()), |s| {
+        let err = pretrain_dit(initial_model(dir), &cfg, &run, Some(negative()), |s| {
             Ok(batch_of(s))
         })
         .map(|(_, r)| r)
@@ -360,13 +369,14 @@ fn all_checkpoints_corrupt_stops_instead_of_starting_over() {
 /// one, keeps the corrupt ones aside (never deleted), and keep_last prunes only older ones.
 #[test]
 fn corrupt_newer_checkpoints_are_moved_aside_not_deleted() {
-    let dir = scratch("newer-corrupt");
+    let tmp = scratch("newer-corrupt");
+    let dir = tmp.path();
     let run = dir.join("run");
     let mut cfg = config(6);
     cfg.checkpoint.keep_last = 1;
     cfg.checkpoint.every = 2;
     pretrain_dit(
-        initial_model(&dir),
+        initial_model(dir),
         &config(6),
         &run,
         Some(negative()),
@@ -377,7 +387,7 @@ fn corrupt_newer_checkpoints_are_moved_aside_not_deleted() {
         let file = run.join(format!("step-{step:06}/state.json"));
         std::fs::write(&file, b"{}").expect("write");
     }
-    let (_, report) = pretrain_dit(initial_model(&dir), &cfg, &run, Some(negative()), |s| {
+    let (_, report) = pretrain_dit(initial_model(dir), &cfg, &run, Some(negative()), |s| {
         Ok(batch_of(s))
     })
     .expect("resume");
@@ -398,12 +408,13 @@ fn corrupt_newer_checkpoints_are_moved_aside_not_deleted() {
 /// instead of truncating it.
 #[test]
 fn a_loss_log_without_checkpoint_is_kept_aside() {
-    let dir = scratch("log-aside");
+    let tmp = scratch("log-aside");
+    let dir = tmp.path();
     let run = dir.join("run");
     std::fs::create_dir_all(&run).expect("mkdir");
     std::fs::write(run.join("loss.csv"), "1,0.5\n2,0.4\n").expect("write");
     pretrain_dit(
-        initial_model(&dir),
+        initial_model(dir),
         &config(2),
         &run,
         Some(negative()),
@@ -425,12 +436,13 @@ fn a_loss_log_without_checkpoint_is_kept_aside() {
 
 #[test]
 fn keep_last_prunes_old_checkpoints() {
-    let dir = scratch("keep");
+    let tmp = scratch("keep");
+    let dir = tmp.path();
     let mut cfg = config(6);
     cfg.checkpoint.every = 1;
     cfg.checkpoint.keep_last = 2;
     pretrain_dit(
-        initial_model(&dir),
+        initial_model(dir),
         &cfg,
         &dir.join("run"),
         Some(negative()),
@@ -447,10 +459,11 @@ fn keep_last_prunes_old_checkpoints() {
 
 #[test]
 fn nan_input_stops_with_the_last_good_checkpoint() {
-    let dir = scratch("nan");
+    let tmp = scratch("nan");
+    let dir = tmp.path();
     let run = dir.join("run");
     let result = pretrain_dit(
-        initial_model(&dir),
+        initial_model(dir),
         &config(8),
         &run,
         Some(negative()),
@@ -477,12 +490,13 @@ fn nan_input_stops_with_the_last_good_checkpoint() {
 
 #[test]
 fn infinite_learning_rate_never_checkpoints_bad_weights() {
-    let dir = scratch("inf-lr");
+    let tmp = scratch("inf-lr");
+    let dir = tmp.path();
     let run = dir.join("run");
     let mut cfg = config(4);
     cfg.optimizer.lr = f64::INFINITY;
     cfg.checkpoint.every = 1;
-    match pretrain_dit(initial_model(&dir), &cfg, &run, Some(negative()), |s| {
+    match pretrain_dit(initial_model(dir), &cfg, &run, Some(negative()), |s| {
         Ok(batch_of(s))
     }) {
         Err(TrainError::NonFinite { step, what, .. }) => {
@@ -535,7 +549,8 @@ impl Default for Stage {
 
 #[test]
 fn config_file_then_overrides_and_errors_name_file_and_key() {
-    let dir = scratch("config");
+    let tmp = scratch("config");
+    let dir = tmp.path();
     let file = dir.join("stage.toml");
     std::fs::write(&file, "lr = 0.5\nsteps = 7\n[model]\nwidth = 16\n").expect("write");
 
@@ -613,7 +628,8 @@ fn config_file_then_overrides_and_errors_name_file_and_key() {
 /// accepted; `lr = nan` too. Each is now an error naming the key.
 #[test]
 fn wrong_types_negative_and_non_finite_numbers_are_named() {
-    let dir = scratch("config-types");
+    let tmp = scratch("config-types");
+    let dir = tmp.path();
     let file = dir.join("stage.toml");
     for (text, key, needle) in [
         ("lr = true\n", "lr", "boolean"),
@@ -647,9 +663,10 @@ fn wrong_types_negative_and_non_finite_numbers_are_named() {
 #[test]
 fn a_full_disk_during_a_checkpoint_says_no_space_left() {
     use tmd_distill::train::CheckpointWriter;
-    let dir = scratch("full-ckpt");
+    let tmp = scratch("full-ckpt");
+    let dir = tmp.path();
     let run = dir.join("run");
-    let model = initial_model(&dir);
+    let model = initial_model(dir);
     let optimizer = burn::optim::AdamWConfig::new().init::<B, WanModel<B>>();
     let writer = CheckpointWriter::begin(&run, 1).expect("begin");
     tmd_model::output::fail_writes_after(Some(10));
@@ -682,8 +699,9 @@ fn a_full_disk_during_a_checkpoint_says_no_space_left() {
 #[test]
 fn checkpoint_round_trip_restores_weights_and_parameter_ids() {
     use tmd_distill::train::{CheckpointWriter, TrainState};
-    let dir = scratch("roundtrip");
-    let model = initial_model(&dir);
+    let tmp = scratch("roundtrip");
+    let dir = tmp.path();
+    let model = initial_model(dir);
     let writer = CheckpointWriter::begin(&dir.join("run"), 3).expect("begin");
     writer.save_module::<B, _>("dit", &model).expect("save");
     let state = TrainState {

@@ -162,10 +162,12 @@ mod tests {
     /// The tiny preset with a TMD student loads back through the sampler and generates.
     #[test]
     fn tiny_random_student_directory_loads_and_samples() {
-        let tmp = std::env::temp_dir().join(format!("tmd-make-random-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+        let tmp = tempfile::Builder::new()
+            .prefix("tmd-make-random-")
+            .tempdir()
+            .unwrap();
         let args = MakeRandomArgs {
-            out: tmp.join("m"),
+            out: tmp.path().join("m"),
             preset: "tiny".into(),
             student: RandomStudent::Tmd,
             head_blocks: 1,
@@ -188,6 +190,5 @@ mod tests {
         let (video, timings) = pipe.generate(&o, &mut |_, _| {}).unwrap();
         assert_eq!(video.num_frames(), 5);
         assert_eq!(timings.decoder, tmd_sampler::DecoderKind::Light);
-        let _ = std::fs::remove_dir_all(&tmp);
     }
 }

@@ -762,16 +762,23 @@ pub fn evaluate_teacher<B: Backend>(
 mod tests {
     use super::*;
 
-    fn rows_file(name: &str, text: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("tmd-eval-rows-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
+    /// A scratch directory for rows files, removed when the returned guard drops.
+    fn rows_dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("tmd-eval-rows-")
+            .tempdir()
+            .unwrap()
+    }
+
+    fn rows_file(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         path
     }
 
     #[test]
     fn a_rows_file_means_exactly_its_rows() {
+        let dir = rows_dir();
         // No file: the standard teacher rows.
         let standard = EvalPlan::load(None, &[]).unwrap();
         assert_eq!(standard, EvalPlan::standard());
@@ -780,6 +787,7 @@ mod tests {
 
         // Students only: no teacher row comes with them.
         let path = rows_file(
+            &dir,
             "students.toml",
             "[[student]]\nmodel = \"runs/a\"\n\n[[student]]\nmodel = \"runs/b\"\nlabel = \"b\"\nouter_steps = 2\n",
         );
@@ -792,6 +800,7 @@ mod tests {
 
         // One teacher row: that row only.
         let path = rows_file(
+            &dir,
             "teacher.toml",
             "[[teacher]]\nsolver = \"euler\"\nsteps = 4\n",
         );
@@ -810,13 +819,14 @@ mod tests {
 
     #[test]
     fn a_rows_file_without_rows_or_with_unknown_keys_is_refused() {
-        let path = rows_file("empty.toml", "# nothing\n");
+        let dir = rows_dir();
+        let path = rows_file(&dir, "empty.toml", "# nothing\n");
         let err = EvalPlan::load(Some(&path), &[]).unwrap_err().to_string();
         assert!(
             err.contains("no rows") && err.contains("empty.toml"),
             "{err}"
         );
-        let path = rows_file("typo.toml", "[[studnet]]\nmodel = \"runs/a\"\n");
+        let path = rows_file(&dir, "typo.toml", "[[studnet]]\nmodel = \"runs/a\"\n");
         let err = EvalPlan::load(Some(&path), &[]).unwrap_err().to_string();
         assert!(err.contains("studnet"), "{err}");
     }
