@@ -363,7 +363,9 @@ impl LossLog {
                 })
                 .map(|line| format!("{line}\n"))
                 .collect();
-            std::fs::write(&path, kept).map_err(|e| TrainError::io(&path, e))?;
+            // Through a temporary file and a rename: a run killed here keeps the whole log.
+            tmd_model::output::write_file_atomic(&path, |w| w.write_all(kept.as_bytes()))
+                .map_err(|e| TrainError::io(&path, e))?;
         }
         Ok(Self {
             path,
