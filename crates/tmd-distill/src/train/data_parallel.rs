@@ -450,15 +450,7 @@ impl DataParallel {
         what: &str,
         device: &B::Device,
     ) -> Result<(), TrainError> {
-        let t = Tensor::<B, 1>::zeros([1], device).inner();
-        self.collective(what, || {
-            burn::collective::all_reduce::<B::InnerBackend>(
-                PeerId::from(self.rank),
-                t.into_primitive().tensor(),
-                ReduceOperation::Sum,
-            )
-        })?;
-        Ok(())
+        self.reduce_scalar::<B>(what, 0.0, device).map(|_| ())
     }
 
     /// The mean over the ranks of `value` (a step's loss).
@@ -470,8 +462,18 @@ impl DataParallel {
         value: f64,
         device: &B::Device,
     ) -> Result<f64, TrainError> {
+        self.reduce_scalar::<B>("loss all-reduce", value, device)
+    }
+
+    /// The mean over the ranks of `value`; `what` names the collective in its error.
+    fn reduce_scalar<B: AutodiffBackend>(
+        &self,
+        what: &str,
+        value: f64,
+        device: &B::Device,
+    ) -> Result<f64, TrainError> {
         let t = Tensor::<B, 1>::from_floats([value as f32], device).inner();
-        let reduced = self.collective("loss all-reduce", || {
+        let reduced = self.collective(what, || {
             burn::collective::all_reduce::<B::InnerBackend>(
                 PeerId::from(self.rank),
                 t.into_primitive().tensor(),
